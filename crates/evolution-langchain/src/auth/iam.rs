@@ -1,0 +1,189 @@
+//! The IAM token endpoint: request body, reply parsing, and the mapping of
+//! HTTP outcomes to [`AuthError`]s.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::credentials::Credentials;
+use super::token::AccessToken;
+use crate::error::{truncate_message, AuthError, Error};
+use crate::http::describe_transport_error;
+
+/// Cloud.ru's IAM token endpoint, used unless `auth_url` says otherwise.
+pub const DEFAULT_AUTH_URL: &str = "https://iam.api.cloud.ru/api/v1/auth/token";
+
+/// Lifetime assumed when IAM omits `expires_in` (what the original client assumed).
+pub(crate) const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
+
+/// Longest lifetime accepted as plausible. Anything above it is a broken
+/// server or a unit mix-up (milliseconds), and caching such a token "forever"
+/// would hide the problem until requests start failing.
+const MAX_EXPIRES_IN: f64 = 366.0 * 24.0 * 3600.0;
+
+#[derive(Serialize)]
+struct TokenRequest<'a> {
+    #[serde(rename = "keyId")]
+    key_id: &'a str,
+    secret: &'a str,
+}
+
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: Option<String>,
+    expires_in: Option<Value>,
+}
+
+/// A token as IAM issued it.
+pub(crate) struct IssuedToken {
+    pub(crate) token: AccessToken,
+    pub(crate) lifetime: Duration,
+}
+
+/// One request to IAM, no retries.
+pub(crate) async fn request_token(
+    client: &reqwest::Client,
+    auth_url: &str,
+    credentials: &Credentials,
+    timeout: Duration,
+) -> Result<IssuedToken, Error> {
+    // The body holds the secret: keep it in a buffer that is wiped when the
+    // request is done with it.
+    let body = Zeroizing::new(
+        serde_json::to_vec(&TokenRequest {
+            key_id: credentials.key_id(),
+            secret: credentials.expose_secret(),
+        })
+        .expect("a struct of two strings always serializes"),
+    );
+    let response = client
+        .post(auth_url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(Bytes::from_owner(body))
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| transport_error(e, auth_url, timeout))?;
+
+    let status = response.status();
+    let retry_after = crate::retry::parse_retry_after(response.headers());
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(e, auth_url, timeout))?;
+
+    let error = match status.as_u16() {
+        200..=299 => return parse_reply(&body, auth_url),
+        401 => AuthError::InvalidCredentials {
+            key_id: credentials.key_id().to_string(),
+        },
+        403 => AuthError::Forbidden {
+            key_id: credentials.key_id().to_string(),
+        },
+        code @ (408 | 429 | 500..=599) => AuthError::Transient {
+            auth_url: auth_url.to_string(),
+            status: code,
+            attempts: 1,
+            retry_after,
+        },
+        code => AuthError::InvalidResponse {
+            auth_url: auth_url.to_string(),
+            message: format!(
+                "unexpected HTTP {code}: {}",
+                truncate_message(&String::from_utf8_lossy(&body))
+            ),
+        },
+    };
+    Err(error.into())
+}
+
+fn transport_error(error: reqwest::Error, auth_url: &str, timeout: Duration) -> Error {
+    let error = if error.is_timeout() {
+        AuthError::Timeout {
+            auth_url: auth_url.to_string(),
+            timeout,
+            attempts: 1,
+        }
+    } else {
+        AuthError::Connection {
+            auth_url: auth_url.to_string(),
+            message: describe_transport_error(&error),
+            attempts: 1,
+        }
+    };
+    error.into()
+}
+
+fn parse_reply(body: &[u8], auth_url: &str) -> Result<IssuedToken, Error> {
+    let invalid = |message: String| -> Error {
+        AuthError::InvalidResponse {
+            auth_url: auth_url.to_string(),
+            message,
+        }
+        .into()
+    };
+    let reply: TokenReply = serde_json::from_slice(body).map_err(|e| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        invalid(format!(
+            "the body is not a JSON token reply ({e}); it starts with {start:?}"
+        ))
+    })?;
+    let token = match reply.access_token {
+        Some(token) if !token.trim().is_empty() => AccessToken::new(token),
+        Some(_) => return Err(invalid("`access_token` is empty".into())),
+        None => return Err(invalid("the reply has no `access_token`".into())),
+    };
+    let lifetime = parse_expires_in(reply.expires_in.as_ref()).map_err(invalid)?;
+    Ok(IssuedToken { token, lifetime })
+}
+
+/// `expires_in` in seconds: absent or null means the default; a number or a
+/// numeric string must be positive and plausible.
+fn parse_expires_in(value: Option<&Value>) -> Result<Duration, String> {
+    let seconds = match value {
+        None | Some(Value::Null) => return Ok(DEFAULT_EXPIRES_IN),
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match seconds {
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_EXPIRES_IN => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "`expires_in` is {} — expected a positive number of seconds",
+            value.map(Value::to_string).unwrap_or_default()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expires_in_forms() {
+        assert_eq!(parse_expires_in(None), Ok(DEFAULT_EXPIRES_IN));
+        assert_eq!(parse_expires_in(Some(&Value::Null)), Ok(DEFAULT_EXPIRES_IN));
+        assert_eq!(parse_expires_in(Some(&json!(600))), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_expires_in(Some(&json!("90"))), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_expires_in(Some(&json!(1.5))), Ok(Duration::from_millis(1500)));
+        for bad in [json!(-5), json!(0), json!("soon"), json!(true), json!([1]), json!(1e12)] {
+            assert!(parse_expires_in(Some(&bad)).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn reply_parsing() {
+        let ok = parse_reply(br#"{"access_token":"abc.def","expires_in":300,"extra":1}"#, "u").unwrap();
+        assert_eq!(ok.token.expose_secret(), "abc.def");
+        assert_eq!(ok.lifetime, Duration::from_secs(300));
+        for bad in [&b"<html>oops</html>"[..], br#"{"expires_in":300}"#, br#"{"access_token":""}"#, b""] {
+            let err = parse_reply(bad, "u").err().expect("accepted a bad reply");
+            assert!(matches!(err, Error::Auth(AuthError::InvalidResponse { .. })), "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The crate's one error type.
+//!
+//! Every variant says what happened and what to do about it, and none of them
+//! carries a secret: server messages are kept, request bodies and tokens never.
+//! Errors are `Clone` so one failed refresh can be handed to every caller that
+//! was waiting for it.
+
+use std::time::Duration;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is missing or out of range. Nothing was sent.
+    #[error("invalid configuration: `{field}` {message}")]
+    Config {
+        /// The builder field or environment variable at fault.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+
+    /// Getting an access token from IAM failed.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    /// The model API refused the request (a 4xx other than 401/408/429). Not retried.
+    #[error("the model API answered {status}{}: {message}; fix the request (model name, parameters, messages) before retrying",
+        error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The server's message.
+        message: String,
+        /// The server's error `type`, when it sent one.
+        error_type: Option<String>,
+        /// The server's error `code`, when it sent one.
+        code: Option<String>,
+    },
+
+    /// The model API kept answering 429 or 5xx until the retries ran out.
+    #[error("the model API is unavailable ({status}) after {attempts} attempt(s): {message}; try again later or raise max_retries")]
+    Unavailable {
+        /// HTTP status of the last attempt.
+        status: u16,
+        /// The server's message from the last attempt.
+        message: String,
+        /// How many requests were sent.
+        attempts: u32,
+        /// The server's last `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+
+    /// The model API did not answer within the request timeout.
+    #[error("no answer from {url} within {timeout:?} after {attempts} attempt(s); check connectivity or raise request_timeout")]
+    Timeout {
+        /// Where the request went.
+        url: String,
+        /// The per-attempt timeout.
+        timeout: Duration,
+        /// How many requests were sent.
+        attempts: u32,
+    },
+
+    /// The model API could not be reached, or dropped the connection.
+    #[error("could not talk to {url} after {attempts} attempt(s): {message}; check connectivity and base_url")]
+    Connection {
+        /// Where the request went.
+        url: String,
+        /// What the transport said.
+        message: String,
+        /// How many requests were sent.
+        attempts: u32,
+    },
+
+    /// The model API answered 200 with something that is not a valid reply.
+    #[error("invalid response from {url}: {message}; check that base_url points at an OpenAI-compatible API")]
+    InvalidResponse {
+        /// Where the request went.
+        url: String,
+        /// What was wrong with it.
+        message: String,
+    },
+
+    /// A stream ended abnormally after it had started: cut, malformed, or an
+    /// error event sent by the server. Chunks before it were delivered.
+    #[error("the response stream broke: {message}")]
+    Stream {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Why an access token could not be obtained.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// IAM answered 401: the key id or secret is wrong.
+    #[error("IAM rejected the credentials for key `{key_id}` (401 Unauthorized): check key_id and secret (EVOLUTION_KEY_ID, EVOLUTION_SECRET)")]
+    InvalidCredentials {
+        /// The key id that was rejected (ids are not secret).
+        key_id: String,
+    },
+
+    /// IAM answered 403: the key is valid but lacks rights.
+    #[error("IAM refused key `{key_id}` (403 Forbidden): the key has no rights for this service; ask your Cloud.ru administrator to grant them")]
+    Forbidden {
+        /// The key id that was refused.
+        key_id: String,
+    },
+
+    /// IAM did not answer in time.
+    #[error("IAM at {auth_url} did not answer within {timeout:?} after {attempts} attempt(s); check network connectivity")]
+    Timeout {
+        /// The token endpoint.
+        auth_url: String,
+        /// The per-attempt timeout.
+        timeout: Duration,
+        /// How many requests were sent.
+        attempts: u32,
+    },
+
+    /// IAM could not be reached, or dropped the connection.
+    #[error("could not reach IAM at {auth_url} after {attempts} attempt(s): {message}; check network connectivity and auth_url")]
+    Connection {
+        /// The token endpoint.
+        auth_url: String,
+        /// What the transport said.
+        message: String,
+        /// How many requests were sent.
+        attempts: u32,
+    },
+
+    /// IAM kept answering 429 or 5xx until the retries ran out.
+    #[error("IAM at {auth_url} is unavailable ({status}) after {attempts} attempt(s); try again later")]
+    Transient {
+        /// The token endpoint.
+        auth_url: String,
+        /// HTTP status of the last attempt.
+        status: u16,
+        /// How many requests were sent.
+        attempts: u32,
+        /// The server's last `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+
+    /// IAM answered with something that is not a token response.
+    #[error("invalid response from IAM at {auth_url}: {message}; check that auth_url points at the IAM token endpoint")]
+    InvalidResponse {
+        /// The token endpoint.
+        auth_url: String,
+        /// What was wrong with it.
+        message: String,
+    },
+}
+
+impl AuthError {
+    /// Whether trying again later may succeed (timeouts, connection failures, 429/5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            AuthError::Timeout { .. } | AuthError::Connection { .. } | AuthError::Transient { .. }
+        )
+    }
+
+    /// Whether the credentials themselves were refused (401/403): the cue to
+    /// switch to fallback credentials.
+    pub fn is_credential_error(&self) -> bool {
+        matches!(
+            self,
+            AuthError::InvalidCredentials { .. } | AuthError::Forbidden { .. }
+        )
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AuthError::Transient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_attempts(&mut self, n: u32) {
+        match self {
+            AuthError::Timeout { attempts, .. }
+            | AuthError::Connection { attempts, .. }
+            | AuthError::Transient { attempts, .. } => *attempts = n,
+            _ => {}
+        }
+    }
+}
+
+impl Error {
+    /// Whether trying the same call again later may succeed: timeouts,
+    /// connection failures, 429 and 5xx answers (from IAM or the model API).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Auth(e) => e.is_retryable(),
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connection { .. } => true,
+            Error::Config { .. }
+            | Error::Api { .. }
+            | Error::InvalidResponse { .. }
+            | Error::Stream { .. } => false,
+        }
+    }
+
+    /// The HTTP status behind this error, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } | Error::Unavailable { status, .. } => Some(*status),
+            Error::Auth(AuthError::InvalidCredentials { .. }) => Some(401),
+            Error::Auth(AuthError::Forbidden { .. }) => Some(403),
+            Error::Auth(AuthError::Transient { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Auth(e) => e.retry_after(),
+            Error::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn set_attempts(&mut self, n: u32) {
+        match self {
+            Error::Auth(e) => e.set_attempts(n),
+            Error::Unavailable { attempts, .. }
+            | Error::Timeout { attempts, .. }
+            | Error::Connection { attempts, .. } => *attempts = n,
+            _ => {}
+        }
+    }
+}
+
+/// Shortens a server-supplied message so a huge HTML page does not become an
+/// error message.
+pub(crate) fn truncate_message(text: &str) -> String {
+    const MAX: usize = 300;
+    let text = text.trim();
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_classes() {
+        let transient = Error::Auth(AuthError::Transient {
+            auth_url: "u".into(),
+            status: 503,
+            attempts: 3,
+            retry_after: None,
+        });
+        assert!(transient.is_retryable());
+        assert!(!Error::Auth(AuthError::InvalidCredentials { key_id: "k".into() }).is_retryable());
+        assert!(!Error::config("model", "is empty").is_retryable());
+        assert_eq!(transient.status(), Some(503));
+    }
+
+    #[test]
+    fn messages_name_the_remedy() {
+        let e = Error::Auth(AuthError::Forbidden { key_id: "k1".into() });
+        assert!(e.to_string().contains("administrator"), "{e}");
+        let e = Error::Auth(AuthError::InvalidCredentials { key_id: "k1".into() });
+        assert!(e.to_string().contains("check key_id and secret"), "{e}");
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        let long = "я".repeat(400);
+        let short = truncate_message(&long);
+        assert!(short.ends_with('…'));
+        assert!(short.len() <= 304);
+    }
+}

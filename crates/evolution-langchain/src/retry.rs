@@ -1,0 +1,204 @@
+//! When and how long to wait before trying again.
+//!
+//! One policy serves both IAM and the model API: exponential backoff with
+//! full jitter, a server's `Retry-After` taking precedence. Backoff arithmetic
+//! comes from `backon`; this module only decides what counts as retryable (the
+//! error's own classification) and turns backon's delay into a full-jitter one.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+
+use crate::error::{Error, Result};
+
+/// How failed requests are retried.
+///
+/// Only errors for which [`Error::is_retryable`] is true are retried: timeouts,
+/// connection failures, 429 and 5xx. Wrong credentials or a bad request fail at
+/// once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Requests sent at most, the first one included (at least 1).
+    pub max_attempts: u32,
+    /// Upper bound of the first pause; it doubles on each retry.
+    pub initial_backoff: Duration,
+    /// Upper bound of any pause computed by backoff.
+    pub max_backoff: Duration,
+    /// A server's `Retry-After` is honoured up to this long; beyond it the
+    /// wait is capped, so a confused server cannot park a caller for hours.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Three attempts, pauses drawn from 0–200 ms then 0–400 ms.
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The default policy with `max_attempts` requests at most.
+    pub fn with_max_attempts(max_attempts: u32) -> Self {
+        Self {
+            max_attempts: max_attempts.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// A policy that sends each request once.
+    pub fn no_retries() -> Self {
+        Self::with_max_attempts(1)
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.initial_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_factor(2.0)
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+    }
+
+    /// The pause before the next attempt: the server's wish when it stated
+    /// one, otherwise a uniformly random fraction of the backoff ("full
+    /// jitter"), which spreads out clients that failed together.
+    fn pause(&self, error: &Error, backoff: Duration) -> Duration {
+        match error.retry_after() {
+            Some(wait) => wait.min(self.max_retry_after),
+            None => backoff.mul_f64(fastrand::f64()),
+        }
+    }
+
+    /// Runs `op` until it succeeds, fails permanently, or the attempts run out.
+    /// The returned error records how many attempts were made.
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let attempts = AtomicU32::new(0);
+        let counted = || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            op()
+        };
+        counted
+            .retry(self.backoff())
+            .sleep(tokio::time::sleep)
+            .when(Error::is_retryable)
+            .adjust(|error, backoff| backoff.map(|b| self.pause(error, b)))
+            .notify(|error, pause| {
+                tracing::warn!(
+                    target: "evolution_langchain::retry",
+                    what,
+                    attempt = attempts.load(Ordering::Relaxed),
+                    pause_ms = pause.as_millis() as u64,
+                    error = %error,
+                    "request failed, retrying"
+                );
+            })
+            .await
+            .map_err(|mut error| {
+                error.set_attempts(attempts.load(Ordering::Relaxed));
+                error
+            })
+    }
+}
+
+/// Parses a `Retry-After` header: delay-seconds or an HTTP date.
+pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::AuthError;
+
+    fn transient(retry_after: Option<Duration>) -> Error {
+        Error::Auth(AuthError::Transient {
+            auth_url: "u".into(),
+            status: 503,
+            attempts: 1,
+            retry_after,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_transient_errors_and_counts_attempts() {
+        let policy = RetryPolicy::with_max_attempts(3);
+        let calls = AtomicU32::new(0);
+        let err = policy
+            .run("test", || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(transient(None))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert!(err.to_string().contains("3 attempt"), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let _ = RetryPolicy::default()
+            .run("test", || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(Error::Auth(AuthError::InvalidCredentials { key_id: "k".into() }))
+            })
+            .await;
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_sets_the_pause() {
+        let start = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let out = RetryPolicy::default()
+            .run("test", || async {
+                if calls.fetch_add(1, Ordering::Relaxed) == 0 {
+                    Err(transient(Some(Duration::from_secs(7))))
+                } else {
+                    Ok(42)
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!(out, 42);
+        assert!(start.elapsed() >= Duration::from_secs(7));
+    }
+
+    #[test]
+    fn full_jitter_stays_within_backoff() {
+        let policy = RetryPolicy::default();
+        for _ in 0..1000 {
+            let p = policy.pause(&transient(None), Duration::from_millis(400));
+            assert!(p <= Duration::from_millis(400));
+        }
+    }
+
+    #[test]
+    fn retry_after_header_forms() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        h.insert("retry-after", "soon".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), None);
+    }
+}
