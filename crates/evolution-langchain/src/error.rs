@@ -85,6 +85,20 @@ pub enum Error {
         message: String,
     },
 
+    /// Some prompts of a `generate` call failed. `EvolutionInference::batch`
+    /// returns each prompt's outcome instead, keeping the answers.
+    #[error("{failed} of {total} prompts failed; the first (prompt {index}): {first}")]
+    Batch {
+        /// How many prompts failed.
+        failed: usize,
+        /// How many prompts there were.
+        total: usize,
+        /// Position of the first failed prompt.
+        index: usize,
+        /// Its error.
+        first: Box<Error>,
+    },
+
     /// A stream ended abnormally after it had started: cut, malformed, or an
     /// error event sent by the server. Chunks before it were delivered.
     #[error("the response stream broke: {message}")]
@@ -135,7 +149,9 @@ pub enum AuthError {
     },
 
     /// IAM kept answering 429 or 5xx until the retries ran out.
-    #[error("IAM at {auth_url} is unavailable ({status}) after {attempts} attempt(s); try again later")]
+    #[error(
+        "IAM at {auth_url} is unavailable ({status}) after {attempts} attempt(s); try again later"
+    )]
     Transient {
         /// The token endpoint.
         auth_url: String,
@@ -145,6 +161,13 @@ pub enum AuthError {
         attempts: u32,
         /// The server's last `Retry-After`, if any.
         retry_after: Option<Duration>,
+    },
+
+    /// The model API answered 401 to a token that IAM had just issued.
+    #[error("the model API rejected a freshly issued access token (401): {message}; check that the key has access to this endpoint and that project_id is right")]
+    TokenRejected {
+        /// The server's message.
+        message: String,
     },
 
     /// IAM answered with something that is not a token response.
@@ -202,7 +225,8 @@ impl Error {
             Error::Config { .. }
             | Error::Api { .. }
             | Error::InvalidResponse { .. }
-            | Error::Stream { .. } => false,
+            | Error::Stream { .. }
+            | Error::Batch { .. } => false,
         }
     }
 
@@ -212,6 +236,7 @@ impl Error {
             Error::Api { status, .. } | Error::Unavailable { status, .. } => Some(*status),
             Error::Auth(AuthError::InvalidCredentials { .. }) => Some(401),
             Error::Auth(AuthError::Forbidden { .. }) => Some(403),
+            Error::Auth(AuthError::TokenRejected { .. }) => Some(401),
             Error::Auth(AuthError::Transient { status, .. }) => Some(*status),
             _ => None,
         }
@@ -278,9 +303,13 @@ mod tests {
 
     #[test]
     fn messages_name_the_remedy() {
-        let e = Error::Auth(AuthError::Forbidden { key_id: "k1".into() });
+        let e = Error::Auth(AuthError::Forbidden {
+            key_id: "k1".into(),
+        });
         assert!(e.to_string().contains("administrator"), "{e}");
-        let e = Error::Auth(AuthError::InvalidCredentials { key_id: "k1".into() });
+        let e = Error::Auth(AuthError::InvalidCredentials {
+            key_id: "k1".into(),
+        });
         assert!(e.to_string().contains("check key_id and secret"), "{e}");
     }
 

@@ -13,7 +13,10 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) fn default_client() -> Result<reqwest::Client, crate::Error> {
     reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(concat!("evolution-langchain-rs/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "evolution-langchain-rs/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
         .map_err(|e| {
             crate::Error::config(

@@ -39,13 +39,24 @@ pub mod auth;
 #[cfg(feature = "blocking")]
 pub mod blocking;
 pub mod config;
+mod embeddings;
 mod error;
 mod http;
+pub mod inference;
 pub mod retry;
 
 pub use auth::{
     AccessToken, Credentials, StaticToken, TokenInfo, TokenManager, TokenManagerBuilder,
     TokenSource, TokenStats,
 };
+pub use embeddings::{EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
 pub use error::{AuthError, Error, Result};
+pub use inference::wire::{
+    ChatChunk, ChatMessage, ChatResponse, ModelInfo, ResponseFormat, Role, Tool, ToolCall,
+    ToolChoice, Usage,
+};
+pub use inference::{
+    ChatOptions, ChatParams, ChatStream, EvolutionInference, EvolutionInferenceBuilder, Generation,
+    LLMResult,
+};
 pub use retry::RetryPolicy;

@@ -77,7 +77,22 @@ impl RetryPolicy {
 
     /// Runs `op` until it succeeds, fails permanently, or the attempts run out.
     /// The returned error records how many attempts were made.
-    pub(crate) async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run_if(what, Error::is_retryable, op).await
+    }
+
+    /// Like [`run`](Self::run), retrying only errors for which `retryable`
+    /// holds (e.g. not token errors the token source already retried).
+    pub(crate) async fn run_if<T, F, Fut>(
+        &self,
+        what: &str,
+        retryable: fn(&Error) -> bool,
+        mut op: F,
+    ) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -90,7 +105,7 @@ impl RetryPolicy {
         counted
             .retry(self.backoff())
             .sleep(tokio::time::sleep)
-            .when(Error::is_retryable)
+            .when(retryable)
             .adjust(|error, backoff| backoff.map(|b| self.pause(error, b)))
             .notify(|error, pause| {
                 tracing::warn!(
@@ -112,7 +127,11 @@ impl RetryPolicy {
 
 /// Parses a `Retry-After` header: delay-seconds or an HTTP date.
 pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -158,7 +177,9 @@ mod tests {
         let _ = RetryPolicy::default()
             .run("test", || async {
                 calls.fetch_add(1, Ordering::Relaxed);
-                Err::<(), _>(Error::Auth(AuthError::InvalidCredentials { key_id: "k".into() }))
+                Err::<(), _>(Error::Auth(AuthError::InvalidCredentials {
+                    key_id: "k".into(),
+                }))
             })
             .await;
         assert_eq!(calls.load(Ordering::Relaxed), 1);
@@ -196,7 +217,10 @@ mod tests {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert("retry-after", "3".parse().unwrap());
         assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(parse_retry_after(&h), None);

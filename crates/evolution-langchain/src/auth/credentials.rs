@@ -60,7 +60,11 @@ impl Credentials {
     /// The decrypted bytes are moved into the returned value; the intermediate
     /// buffers are zeroized.
     #[cfg(feature = "fernet")]
-    pub fn from_fernet(encrypted_key_id: &str, encrypted_secret: &str, fernet_key: &str) -> Result<Self> {
+    pub fn from_fernet(
+        encrypted_key_id: &str,
+        encrypted_secret: &str,
+        fernet_key: &str,
+    ) -> Result<Self> {
         use zeroize::Zeroize;
 
         let fernet = fernet::Fernet::new(fernet_key.trim()).ok_or_else(|| {
@@ -76,9 +80,8 @@ impl Credentials {
                     "could not be decrypted: wrong Fernet key, or the value was not encrypted with it",
                 )
             })?;
-            let text = String::from_utf8(bytes.clone()).map_err(|_| {
-                Error::config(field, "decrypts to bytes that are not UTF-8 text")
-            });
+            let text = String::from_utf8(bytes.clone())
+                .map_err(|_| Error::config(field, "decrypts to bytes that are not UTF-8 text"));
             bytes.zeroize();
             text
         };
@@ -115,7 +118,9 @@ mod tests {
     fn empty_parts_are_config_errors() {
         let err = Credentials::new("", "s").validate("").unwrap_err();
         assert!(matches!(err, Error::Config { ref field, .. } if field == "key_id"));
-        let err = Credentials::new("k", " ").validate("fallback ").unwrap_err();
+        let err = Credentials::new("k", " ")
+            .validate("fallback ")
+            .unwrap_err();
         assert!(matches!(err, Error::Config { ref field, .. } if field == "fallback secret"));
     }
 
@@ -124,12 +129,14 @@ mod tests {
     fn fernet_round_trip() {
         let key = fernet::Fernet::generate_key();
         let f = fernet::Fernet::new(&key).unwrap();
-        let c = Credentials::from_fernet(&f.encrypt(b"key-7"), &f.encrypt(b"s3cr3t"), &key).unwrap();
+        let c =
+            Credentials::from_fernet(&f.encrypt(b"key-7"), &f.encrypt(b"s3cr3t"), &key).unwrap();
         assert_eq!(c.key_id(), "key-7");
         assert_eq!(c.expose_secret(), "s3cr3t");
 
         let other = fernet::Fernet::generate_key();
-        let err = Credentials::from_fernet(&f.encrypt(b"key-7"), &f.encrypt(b"s"), &other).unwrap_err();
+        let err =
+            Credentials::from_fernet(&f.encrypt(b"key-7"), &f.encrypt(b"s"), &other).unwrap_err();
         assert!(err.to_string().contains("could not be decrypted"), "{err}");
         let err = Credentials::from_fernet("x", "y", "not-a-key").unwrap_err();
         assert!(err.to_string().contains("fernet_key"), "{err}");

@@ -151,7 +151,9 @@ fn parse_expires_in(value: Option<&Value>) -> Result<Duration, String> {
         Some(_) => None,
     };
     match seconds {
-        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_EXPIRES_IN => Ok(Duration::from_secs_f64(s)),
+        Some(s) if s.is_finite() && s > 0.0 && s <= MAX_EXPIRES_IN => {
+            Ok(Duration::from_secs_f64(s))
+        }
         _ => Err(format!(
             "`expires_in` is {} — expected a positive number of seconds",
             value.map(Value::to_string).unwrap_or_default()
@@ -168,22 +170,50 @@ mod tests {
     fn expires_in_forms() {
         assert_eq!(parse_expires_in(None), Ok(DEFAULT_EXPIRES_IN));
         assert_eq!(parse_expires_in(Some(&Value::Null)), Ok(DEFAULT_EXPIRES_IN));
-        assert_eq!(parse_expires_in(Some(&json!(600))), Ok(Duration::from_secs(600)));
-        assert_eq!(parse_expires_in(Some(&json!("90"))), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_expires_in(Some(&json!(1.5))), Ok(Duration::from_millis(1500)));
-        for bad in [json!(-5), json!(0), json!("soon"), json!(true), json!([1]), json!(1e12)] {
+        assert_eq!(
+            parse_expires_in(Some(&json!(600))),
+            Ok(Duration::from_secs(600))
+        );
+        assert_eq!(
+            parse_expires_in(Some(&json!("90"))),
+            Ok(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_expires_in(Some(&json!(1.5))),
+            Ok(Duration::from_millis(1500))
+        );
+        for bad in [
+            json!(-5),
+            json!(0),
+            json!("soon"),
+            json!(true),
+            json!([1]),
+            json!(1e12),
+        ] {
             assert!(parse_expires_in(Some(&bad)).is_err(), "{bad} accepted");
         }
     }
 
     #[test]
     fn reply_parsing() {
-        let ok = parse_reply(br#"{"access_token":"abc.def","expires_in":300,"extra":1}"#, "u").unwrap();
+        let ok = parse_reply(
+            br#"{"access_token":"abc.def","expires_in":300,"extra":1}"#,
+            "u",
+        )
+        .unwrap();
         assert_eq!(ok.token.expose_secret(), "abc.def");
         assert_eq!(ok.lifetime, Duration::from_secs(300));
-        for bad in [&b"<html>oops</html>"[..], br#"{"expires_in":300}"#, br#"{"access_token":""}"#, b""] {
+        for bad in [
+            &b"<html>oops</html>"[..],
+            br#"{"expires_in":300}"#,
+            br#"{"access_token":""}"#,
+            b"",
+        ] {
             let err = parse_reply(bad, "u").err().expect("accepted a bad reply");
-            assert!(matches!(err, Error::Auth(AuthError::InvalidResponse { .. })), "{err:?}");
+            assert!(
+                matches!(err, Error::Auth(AuthError::InvalidResponse { .. })),
+                "{err:?}"
+            );
         }
     }
 }

@@ -67,9 +67,15 @@ mod tests {
     #[tokio::test]
     async fn static_token_is_returned_and_redacted() {
         let source = StaticToken::new("api-key-123456789");
-        assert_eq!(source.token().await.unwrap().expose_secret(), "api-key-123456789");
+        assert_eq!(
+            source.token().await.unwrap().expose_secret(),
+            "api-key-123456789"
+        );
         source.invalidate();
-        assert_eq!(source.token().await.unwrap().expose_secret(), "api-key-123456789");
+        assert_eq!(
+            source.token().await.unwrap().expose_secret(),
+            "api-key-123456789"
+        );
         assert!(!format!("{source:?}").contains("api-key"));
     }
 }

@@ -596,7 +596,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn deadlines_follow_buffer_and_window() {
-        let c = CachedToken::new(issued(3600), Duration::from_secs(30), Duration::from_secs(30));
+        let c = CachedToken::new(
+            issued(3600),
+            Duration::from_secs(30),
+            Duration::from_secs(30),
+        );
         let obtained = c.expires_at - Duration::from_secs(3600);
         assert_eq!(c.stale_at - obtained, Duration::from_secs(3570));
         assert_eq!(c.refresh_at - obtained, Duration::from_secs(3540));
@@ -618,9 +622,15 @@ mod tests {
     async fn empty_credentials_are_reported_by_get_token() {
         let manager = TokenManager::new("", "secret");
         let err = manager.get_token().await.unwrap_err();
-        assert!(matches!(err, Error::Config { ref field, .. } if field == "key_id"), "{err}");
+        assert!(
+            matches!(err, Error::Config { ref field, .. } if field == "key_id"),
+            "{err}"
+        );
         let err = TokenManager::builder().key_id("k").build().unwrap_err();
-        assert!(matches!(err, Error::Config { ref field, .. } if field == "secret"), "{err}");
+        assert!(
+            matches!(err, Error::Config { ref field, .. } if field == "secret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! Command-line options, shared by the `evolution-emulator` binary and any CLI that
+//! embeds the emulator (flatten [`EmulatorArgs`] into its own parser).
+
+use std::time::Duration;
+
+use crate::fault::FaultSpec;
+use crate::{EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_SECRET};
+
+/// Options that configure an emulator.
+#[derive(Debug, Clone, PartialEq, clap::Args)]
+pub struct EmulatorArgs {
+    /// Port to listen on, on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+
+    /// The key id the token service accepts.
+    #[arg(long, default_value = DEFAULT_KEY_ID)]
+    pub key_id: String,
+
+    /// The secret the token service accepts.
+    #[arg(long, default_value = DEFAULT_SECRET)]
+    pub secret: String,
+
+    /// Lifetime of issued tokens, in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub token_ttl: u64,
+
+    /// Pause before each streamed word, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub word_delay_ms: u64,
+
+    /// Forward chat, models and embeddings to this OpenAI-compatible base URL.
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// Bearer token to send to the upstream.
+    #[arg(long, value_name = "KEY", requires = "upstream")]
+    pub upstream_api_key: Option<String>,
+
+    /// A model to list (repeatable; default emulator/echo-1).
+    #[arg(long = "model", value_name = "ID")]
+    pub model: Vec<String>,
+
+    /// Length of embedding vectors.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub embedding_dimensions: usize,
+
+    /// Queue a fault, `TARGET=FAULT[xN]`, e.g. `chat=status:503x2`, `auth=drop`,
+    /// `chat=cut-stream:3` (repeatable).
+    #[arg(long = "fault", value_name = "TARGET=FAULT[xN]")]
+    pub fault: Vec<FaultSpec>,
+}
+
+impl Default for EmulatorArgs {
+    fn default() -> Self {
+        EmulatorArgs {
+            port: 0,
+            key_id: DEFAULT_KEY_ID.to_owned(),
+            secret: DEFAULT_SECRET.to_owned(),
+            token_ttl: 3600,
+            word_delay_ms: 0,
+            upstream: None,
+            upstream_api_key: None,
+            model: Vec::new(),
+            embedding_dimensions: 8,
+            fault: Vec::new(),
+        }
+    }
+}
+
+impl EmulatorArgs {
+    /// A builder configured from these options (faults are applied after start, with
+    /// [`EmulatorArgs::apply_faults`]).
+    pub fn builder(&self) -> EmulatorBuilder {
+        let mut builder = EmulatorBuilder::default()
+            .port(self.port)
+            .credentials(self.key_id.clone(), self.secret.clone())
+            .token_ttl(Duration::from_secs(self.token_ttl))
+            .word_delay(Duration::from_millis(self.word_delay_ms))
+            .embedding_dimensions(self.embedding_dimensions);
+        if !self.model.is_empty() {
+            builder = builder.models(self.model.clone());
+        }
+        if let Some(upstream) = &self.upstream {
+            builder = builder.upstream(upstream.clone());
+        }
+        if let Some(key) = &self.upstream_api_key {
+            builder = builder.upstream_api_key(key.clone());
+        }
+        builder
+    }
+
+    /// Queues the `--fault` options on a running emulator.
+    pub fn apply_faults(&self, handle: &EmulatorHandle) {
+        for spec in &self.fault {
+            handle.inject(spec.target, spec.fault.clone(), spec.times);
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `POST /v1/chat/completions`: the scripted answer as one JSON object or as an SSE
+//! stream produced word by word.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State as AxumState;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use crate::fault::{Fault, Target};
+use crate::gate::{self, Incoming, ParsedBody, RawBody};
+use crate::reply;
+use crate::script::{self, Answer, Choice, Reply};
+use crate::state::{Counter, InFlightGuard, State};
+use crate::{upstream, util};
+
+/// Identifies the emulator the way `system_fingerprint` identifies a backend build.
+const FINGERPRINT: &str = "evolution-emulator";
+
+pub(crate) async fn completions(
+    AxumState(state): AxumState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Response {
+    let guard = InFlightGuard::new(&state);
+    let parsed = ParsedBody::parse(&body);
+    let stream = parsed.value.get("stream") == Some(&Value::Bool(true));
+    let model = parsed
+        .value
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(state.config.default_model())
+        .to_owned();
+    let counters: &[Counter] = if stream {
+        &[Counter::ChatRequests, Counter::StreamRequests]
+    } else {
+        &[Counter::ChatRequests]
+    };
+    let incoming = Incoming {
+        method: &method,
+        path: uri.path(),
+        headers: &headers,
+        body: &parsed,
+    };
+    let shape = match gate::admit(&state, Target::Chat, counters, incoming, &model, stream).await {
+        Ok(shape) => shape,
+        Err(response) => return response,
+    };
+
+    if state.upstream_client.is_some() {
+        let forward = upstream::Forward {
+            method: Method::POST,
+            path: "/chat/completions",
+            headers: &headers,
+            body,
+        };
+        return upstream::forward(&state, forward, Some(guard), shape).await;
+    }
+
+    let object = match parsed.object() {
+        Ok(object) => object,
+        Err(message) => return reply::bad_request(message),
+    };
+    let request = match script::parse_request(object, state.config.default_model()) {
+        Ok(request) => request,
+        Err(message) => return reply::bad_request(message),
+    };
+    let answer = script::answer(&request, || state.next_id());
+    let meta = Meta {
+        id: util::random_id("chatcmpl-", 32),
+        created: util::unix_now(),
+        model: request.model.clone(),
+    };
+
+    if request.stream {
+        let events = stream_events(&meta, &answer, request.include_usage);
+        return reply::sse_response(sse_body(events, state.config.word_delay, shape, guard));
+    }
+
+    // A non-streamed answer takes as long as streaming it would have.
+    let pauses = answer.choices.first().map_or(0, pauses_for);
+    reply::word_pause(state.config.word_delay, pauses).await;
+    let response = reply::json_answer(&completion(&meta, &answer), shape.as_ref());
+    drop(guard);
+    response
+}
+
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// How many `word_delay` pauses a choice takes when streamed.
+fn pauses_for(choice: &Choice) -> usize {
+    match &choice.reply {
+        Reply::Text(text) => util::word_count(text),
+        Reply::ToolCall { .. } => 2,
+    }
+}
+
+fn completion(meta: &Meta, answer: &Answer) -> Value {
+    let choices: Vec<Value> = answer
+        .choices
+        .iter()
+        .enumerate()
+        .map(|(index, choice)| {
+            let message = match &choice.reply {
+                Reply::Text(text) => json!({"role": "assistant", "content": text}),
+                Reply::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => json!({
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": arguments}
+                    }]
+                }),
+            };
+            json!({
+                "index": index,
+                "message": message,
+                "logprobs": null,
+                "finish_reason": choice.finish_reason,
+            })
+        })
+        .collect();
+    json!({
+        "id": meta.id,
+        "object": "chat.completion",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": choices,
+        "usage": answer.usage(),
+    })
+}
+
+/// One SSE `data:` payload, and whether `word_delay` is waited before it.
+struct Event {
+    pause: bool,
+    data: String,
+}
+
+fn chunk(meta: &Meta, choices: Value) -> String {
+    json!({
+        "id": meta.id,
+        "object": "chat.completion.chunk",
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": choices,
+    })
+    .to_string()
+}
+
+fn delta_chunk(meta: &Meta, index: usize, delta: Value, finish_reason: Option<&str>) -> String {
+    chunk(
+        meta,
+        json!([{
+            "index": index,
+            "delta": delta,
+            "logprobs": null,
+            "finish_reason": finish_reason,
+        }]),
+    )
+}
+
+/// Splits at the char boundary nearest the middle, so both fragments are valid UTF-8.
+fn halves(text: &str) -> (&str, &str) {
+    let mut mid = text.len() / 2;
+    while !text.is_char_boundary(mid) {
+        mid += 1;
+    }
+    text.split_at(mid)
+}
+
+/// The deltas of one choice, in order, each with its pause flag.
+fn choice_deltas(choice: &Choice) -> Vec<(bool, Value)> {
+    match &choice.reply {
+        Reply::Text(text) => text
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .enumerate()
+            .map(|(i, word)| {
+                let content = if i == 0 {
+                    word.to_owned()
+                } else {
+                    format!(" {word}")
+                };
+                (true, json!({"content": content}))
+            })
+            .collect(),
+        Reply::ToolCall {
+            id,
+            name,
+            arguments,
+        } => {
+            let (first, second) = halves(arguments);
+            let fragment =
+                |part: &str| json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]});
+            vec![
+                (
+                    false,
+                    json!({"tool_calls": [{
+                        "index": 0,
+                        "id": id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": ""}
+                    }]}),
+                ),
+                (true, fragment(first)),
+                (true, fragment(second)),
+            ]
+        }
+    }
+}
+
+/// Every event of the stream except `[DONE]`. With `n > 1` the choices advance in
+/// lockstep, one pause per step, as a batched server would emit them.
+fn stream_events(meta: &Meta, answer: &Answer, include_usage: bool) -> Vec<Event> {
+    let mut events: Vec<Event> = (0..answer.choices.len())
+        .map(|index| Event {
+            pause: false,
+            data: delta_chunk(meta, index, json!({"role": "assistant"}), None),
+        })
+        .collect();
+
+    let deltas: Vec<Vec<(bool, Value)>> = answer.choices.iter().map(choice_deltas).collect();
+    let steps = deltas.iter().map(Vec::len).max().unwrap_or(0);
+    for step in 0..steps {
+        let mut paused = false;
+        for (index, choice_deltas) in deltas.iter().enumerate() {
+            if let Some((pause, delta)) = choice_deltas.get(step) {
+                events.push(Event {
+                    pause: *pause && !paused,
+                    data: delta_chunk(meta, index, delta.clone(), None),
+                });
+                paused |= *pause;
+            }
+        }
+    }
+
+    for (index, choice) in answer.choices.iter().enumerate() {
+        events.push(Event {
+            pause: false,
+            data: delta_chunk(meta, index, json!({}), Some(choice.finish_reason)),
+        });
+    }
+    if include_usage {
+        let usage_chunk = json!({
+            "id": meta.id,
+            "object": "chat.completion.chunk",
+            "created": meta.created,
+            "model": meta.model,
+            "system_fingerprint": FINGERPRINT,
+            "choices": [],
+            "usage": answer.usage(),
+        });
+        events.push(Event {
+            pause: false,
+            data: usage_chunk.to_string(),
+        });
+    }
+    events
+}
+
+fn data_line(data: &str) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+/// The SSE body. Each event is yielded only after its pause, so hyper writes it to the
+/// socket as it is produced; the in-flight guard lives inside the stream and is released
+/// when the body ends or the client goes away.
+fn sse_body(
+    events: Vec<Event>,
+    word_delay: Duration,
+    shape: Option<Fault>,
+    guard: InFlightGuard,
+) -> Body {
+    let total = events.len();
+    let stream = async_stream::stream! {
+        let _guard = guard;
+        for (sent, event) in events.into_iter().enumerate() {
+            match shape {
+                Some(Fault::CutStream(n)) if n == sent => {
+                    reply::flush_before_cut().await;
+                    yield Err(reply::cut_error());
+                    return;
+                }
+                Some(Fault::StreamError(n)) if n == sent => {
+                    yield Ok(data_line(&reply::stream_error_object().to_string()));
+                    return;
+                }
+                _ => {}
+            }
+            if event.pause && !word_delay.is_zero() {
+                tokio::time::sleep(word_delay).await;
+            }
+            yield Ok::<Bytes, std::io::Error>(data_line(&event.data));
+        }
+        match shape {
+            Some(Fault::CutStream(n)) if n >= total => {
+                reply::flush_before_cut().await;
+                yield Err(reply::cut_error());
+            }
+            Some(Fault::StreamError(n)) if n >= total => {
+                yield Ok(data_line(&reply::stream_error_object().to_string()));
+            }
+            _ => yield Ok(data_line("[DONE]")),
+        }
+    };
+    Body::from_stream(stream)
+}

@@ -1,0 +1,278 @@
+//! Fault injection vocabulary: what can go wrong ([`Fault`]), where ([`Target`]),
+//! and the text forms used by the CLI and the admin API.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The route family a queued [`Fault`] applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// `POST /api/v1/auth/token`.
+    Auth,
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `GET /v1/models` (and `GET /v1/models/{id}`).
+    Models,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// Any `/v1/*` route; consulted after the route's own queue is empty.
+    Api,
+}
+
+impl Target {
+    /// The lower-case name accepted by [`FromStr`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Auth => "auth",
+            Target::Chat => "chat",
+            Target::Models => "models",
+            Target::Embeddings => "embeddings",
+            Target::Api => "api",
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Target {
+    type Err = ParseFaultError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auth" | "iam" => Ok(Target::Auth),
+            "chat" => Ok(Target::Chat),
+            "models" => Ok(Target::Models),
+            "embeddings" => Ok(Target::Embeddings),
+            "api" => Ok(Target::Api),
+            other => Err(ParseFaultError(format!(
+                "unknown target {other:?} (expected auth, chat, models, embeddings or api)"
+            ))),
+        }
+    }
+}
+
+/// One misbehaviour, served instead of (or on top of) the normal answer.
+///
+/// Faults that only make sense for some routes are harmless elsewhere: for example
+/// [`Fault::ExpiresIn`] on a `/v1` route is consumed and the request is answered normally.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// Answer with this HTTP status and an OpenAI-style JSON error body.
+    Status(u16),
+    /// Like [`Fault::Status`], plus a `Retry-After` header (seconds).
+    StatusRetryAfter(u16, u64),
+    /// Wait this long, then answer normally.
+    Delay(Duration),
+    /// `200` with a `text/plain` body that is not JSON.
+    NotJson,
+    /// `200` with a `text/html` page, as a misconfigured proxy would send.
+    Html,
+    /// `200` JSON without the essential field: `access_token` (auth), `choices` (chat),
+    /// `data` (models, embeddings).
+    MissingField,
+    /// Auth only: `200` with a real token but this `expires_in` value (e.g. `-5`, `"soon"`).
+    ExpiresIn(serde_json::Value),
+    /// Close the TCP connection without sending any response.
+    DropConnection,
+    /// Streaming: send this many SSE events, then abort the connection without `[DONE]`.
+    /// A non-streamed answer is cut in the middle of its JSON instead.
+    CutStream(usize),
+    /// Streaming: send this many SSE events, then `data: {"error":{...}}` and end without
+    /// `[DONE]`. A non-streamed answer becomes a `200` whose body is that error object.
+    StreamError(usize),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Status(code) => write!(f, "status:{code}"),
+            Fault::StatusRetryAfter(code, secs) => write!(f, "status:{code}:{secs}"),
+            Fault::Delay(d) => {
+                if d.subsec_nanos() % 1_000_000 == 0 {
+                    write!(f, "delay:{}ms", d.as_millis())
+                } else {
+                    write!(f, "delay:{}us", d.as_micros())
+                }
+            }
+            Fault::NotJson => f.write_str("not-json"),
+            Fault::Html => f.write_str("html"),
+            Fault::MissingField => f.write_str("missing-field"),
+            Fault::ExpiresIn(v) => write!(f, "expires-in:{v}"),
+            Fault::DropConnection => f.write_str("drop"),
+            Fault::CutStream(n) => write!(f, "cut-stream:{n}"),
+            Fault::StreamError(n) => write!(f, "stream-error:{n}"),
+        }
+    }
+}
+
+impl FromStr for Fault {
+    type Err = ParseFaultError;
+
+    /// Parses `status:503`, `status:429:2` (with `Retry-After: 2`), `delay:250ms`
+    /// (also `us`, `s`, `m`; a bare number is milliseconds), `not-json`, `html`,
+    /// `missing-field`, `expires-in:<json or text>`, `drop`, `cut-stream:3`, `stream-error:3`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (kind, arg) = match s.split_once(':') {
+            Some((k, a)) => (k.trim().to_ascii_lowercase(), Some(a.trim())),
+            None => (s.to_ascii_lowercase(), None),
+        };
+        let no_arg = |fault: Fault| match arg {
+            None => Ok(fault),
+            Some(_) => Err(ParseFaultError(format!("fault {kind:?} takes no argument"))),
+        };
+        let need = |what: &str| {
+            arg.filter(|a| !a.is_empty())
+                .ok_or_else(|| ParseFaultError(format!("fault {kind:?} needs {what}")))
+        };
+        match kind.as_str() {
+            "status" => {
+                let arg = need("a status code, e.g. status:503")?;
+                match arg.split_once(':') {
+                    Some((code, secs)) => Ok(Fault::StatusRetryAfter(
+                        parse_status(code)?,
+                        parse_number(secs.trim(), "Retry-After seconds")?,
+                    )),
+                    None => Ok(Fault::Status(parse_status(arg)?)),
+                }
+            }
+            "delay" => Ok(Fault::Delay(parse_duration(need(
+                "a duration, e.g. delay:250ms",
+            )?)?)),
+            "not-json" | "notjson" => no_arg(Fault::NotJson),
+            "html" => no_arg(Fault::Html),
+            "missing-field" | "missingfield" => no_arg(Fault::MissingField),
+            "expires-in" | "expiresin" => {
+                let raw = need("a value, e.g. expires-in:-5")?;
+                // Bare words are taken as strings so `expires-in:soon` needs no quoting.
+                let value = serde_json::from_str(raw)
+                    .unwrap_or_else(|_| serde_json::Value::String(raw.to_owned()));
+                Ok(Fault::ExpiresIn(value))
+            }
+            "drop" | "drop-connection" => no_arg(Fault::DropConnection),
+            "cut-stream" | "cutstream" => Ok(Fault::CutStream(parse_number(
+                need("a chunk count, e.g. cut-stream:3")?,
+                "chunk count",
+            )?)),
+            "stream-error" | "streamerror" => Ok(Fault::StreamError(parse_number(
+                need("a chunk count, e.g. stream-error:3")?,
+                "chunk count",
+            )?)),
+            _ => Err(ParseFaultError(format!(
+                "unknown fault {s:?} (expected status:CODE[:RETRY_AFTER], delay:DURATION, \
+                 not-json, html, missing-field, expires-in:VALUE, drop, cut-stream:N, \
+                 stream-error:N)"
+            ))),
+        }
+    }
+}
+
+fn parse_number<T: FromStr>(s: &str, what: &str) -> Result<T, ParseFaultError> {
+    s.parse()
+        .map_err(|_| ParseFaultError(format!("invalid {what}: {s:?}")))
+}
+
+fn parse_status(s: &str) -> Result<u16, ParseFaultError> {
+    let code: u16 = parse_number(s.trim(), "status code")?;
+    // 1xx would change the protocol state rather than answer the request.
+    if (200..=599).contains(&code) {
+        Ok(code)
+    } else {
+        Err(ParseFaultError(format!(
+            "status code {code} is out of range (200..=599)"
+        )))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, ParseFaultError> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| ParseFaultError(format!("invalid duration: {s:?}")))?;
+    let seconds_per_unit = match unit.trim() {
+        "" | "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        other => {
+            return Err(ParseFaultError(format!(
+                "invalid duration unit {other:?} in {s:?} (expected us, ms, s or m)"
+            )))
+        }
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit)
+        .map_err(|_| ParseFaultError(format!("invalid duration: {s:?}")))
+}
+
+/// A fault queued against a target some number of times: the CLI form
+/// `TARGET=FAULT[xN]`, e.g. `chat=status:503x2`, `auth=drop`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    /// Where the fault applies.
+    pub target: Target,
+    /// What happens.
+    pub fault: Fault,
+    /// How many consecutive requests get it (at least 1).
+    pub times: usize,
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.target, self.fault)?;
+        if self.times != 1 {
+            write!(f, "x{}", self.times)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for FaultSpec {
+    type Err = ParseFaultError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (target, rest) = s.split_once('=').ok_or_else(|| {
+            ParseFaultError(format!(
+                "invalid fault spec {s:?} (expected TARGET=FAULT[xN], e.g. chat=status:503x2)"
+            ))
+        })?;
+        let rest = rest.trim();
+        // Only a trailing `x<digits>` is a repeat count, so faults may contain an `x`.
+        let (fault, times) = match rest.rsplit_once(['x', 'X']) {
+            Some((fault, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                (fault, parse_number(n, "repeat count")?)
+            }
+            _ => (rest, 1),
+        };
+        if times == 0 {
+            return Err(ParseFaultError(format!(
+                "repeat count must be at least 1 in {s:?}"
+            )));
+        }
+        Ok(FaultSpec {
+            target: target.parse()?,
+            fault: fault.parse()?,
+            times,
+        })
+    }
+}
+
+/// Why a [`Fault`], [`Target`] or [`FaultSpec`] string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseFaultError(String);
+
+impl fmt::Display for ParseFaultError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseFaultError {}

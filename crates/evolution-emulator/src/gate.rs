@@ -1,0 +1,150 @@
+//! What every `/v1/*` request goes through before its route answers: recording,
+//! counting, fault injection and the bearer check, in that order. Faults come before
+//! the bearer check because they stand for the network and gateways in front of the
+//! real service, which fail regardless of the caller's token.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::fault::{Fault, Target};
+use crate::reply::{self, FaultOutcome};
+use crate::state::{Counter, RecordedRequest, State};
+
+/// A request body as JSON, or why it is not JSON (reported only once the route needs it,
+/// so that faults and the bearer check take precedence over a `400`).
+pub(crate) struct ParsedBody {
+    /// `null` for an empty body, a string holding the text when it is not JSON.
+    pub value: Value,
+    pub error: Option<String>,
+}
+
+impl ParsedBody {
+    pub fn parse(bytes: &Bytes) -> Self {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return ParsedBody {
+                value: Value::Null,
+                error: Some("request body is empty; expected a JSON object".into()),
+            };
+        }
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(value) => ParsedBody { value, error: None },
+            Err(e) => ParsedBody {
+                value: Value::String(String::from_utf8_lossy(bytes).into_owned()),
+                error: Some(format!("request body is not valid JSON: {e}")),
+            },
+        }
+    }
+
+    /// The body as a JSON object, or what is wrong with it (for a `400`).
+    pub fn object(&self) -> Result<&serde_json::Map<String, Value>, String> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.value
+            .as_object()
+            .ok_or_else(|| "request body must be a JSON object".to_owned())
+    }
+}
+
+/// The token from `Authorization: Bearer <token>`; the scheme is case-insensitive as
+/// RFC 7235 says.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The request facts the gate needs.
+pub(crate) struct Incoming<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a ParsedBody,
+}
+
+/// Records and counts the request, then applies a queued fault and the bearer check.
+/// `Ok` carries a fault the route must apply to its own answer; `Err` is the answer.
+pub(crate) async fn admit(
+    state: &Arc<State>,
+    target: Target,
+    counters: &[Counter],
+    request: Incoming<'_>,
+    model: &str,
+    stream: bool,
+) -> Result<Option<Fault>, Response> {
+    let check = state.check_token(bearer(request.headers));
+    state.record(RecordedRequest {
+        method: request.method.to_string(),
+        path: request.path.to_owned(),
+        project_id: request
+            .headers
+            .get("x-project-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        authorized: check.is_ok(),
+        body: request.body.value.clone(),
+    });
+    for &counter in counters {
+        state.bump(counter);
+    }
+
+    let shape = match reply::apply_fault(state.take_fault(target), target, model, stream).await {
+        FaultOutcome::Replace(response) => return Err(response),
+        FaultOutcome::Shape(fault) => Some(fault),
+        FaultOutcome::Proceed => None,
+    };
+
+    if let Err(rejection) = check {
+        state.bump(Counter::Unauthorized);
+        tracing::debug!(path = request.path, ?rejection, "rejecting bearer token");
+        return Err(reply::error(
+            StatusCode::UNAUTHORIZED,
+            rejection.message(),
+            "invalid_request_error",
+            "invalid_api_key",
+        ));
+    }
+    Ok(shape)
+}
+
+/// Bodies larger than this are refused; chat histories are far smaller.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+/// The raw request body. Unlike axum's `Bytes` extractor, a failure here is answered
+/// with the same JSON error shape as every other refusal.
+pub(crate) struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for RawBody {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, _state: &S) -> Result<Self, Response> {
+        let too_large = || {
+            reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body exceeds {MAX_BODY} bytes"),
+                "invalid_request_error",
+                "payload_too_large",
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+            Ok(bytes) => Ok(RawBody(bytes)),
+            Err(e) if e.to_string().contains("length limit") => Err(too_large()),
+            Err(e) => Err(reply::bad_request(format!(
+                "could not read the request body: {e}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! `POST /api/v1/auth/token`: the IAM token service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+
+use crate::fault::{Fault, Target};
+use crate::gate::{ParsedBody, RawBody};
+use crate::reply::{self, FaultOutcome};
+use crate::state::{Counter, State};
+use crate::util;
+
+/// `expires_in` as the service reports it: whole seconds, rounded up, at least 1.
+pub(crate) fn expires_in_secs(ttl: Duration) -> u64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    secs.max(1)
+}
+
+/// A JWT-shaped token (the real service issues JWTs) whose claims tell a human reading
+/// logs who it was for and when it expires. The signature is random: nothing verifies it
+/// but the emulator's own token table.
+fn make_token(key_id: &str, ttl: Duration) -> String {
+    let now = util::unix_now();
+    let header = json!({"alg": "HS256", "typ": "JWT"});
+    let claims = json!({
+        "iss": "evolution-emulator",
+        "sub": key_id,
+        "iat": now,
+        "exp": now.saturating_add(expires_in_secs(ttl)),
+        "jti": util::random_id("", 16),
+    });
+    let signature: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
+        .take(32)
+        .collect();
+    format!(
+        "{}.{}.{}",
+        util::base64_url(header.to_string().as_bytes()),
+        util::base64_url(claims.to_string().as_bytes()),
+        util::base64_url(&signature)
+    )
+}
+
+fn string_field<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
+    match body.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(format!("missing required field '{key}'")),
+        Some(_) => Err(format!("'{key}' must be a string")),
+    }
+}
+
+pub(crate) async fn token(
+    AxumState(state): AxumState<Arc<State>>,
+    RawBody(body): RawBody,
+) -> Response {
+    state.bump(Counter::AuthRequests);
+    let parsed = ParsedBody::parse(&body);
+    let fault = state.take_fault(Target::Auth);
+    let shape = match reply::apply_fault(fault, Target::Auth, "", false).await {
+        FaultOutcome::Replace(response) => return response,
+        FaultOutcome::Shape(fault) => Some(fault),
+        FaultOutcome::Proceed => None,
+    };
+
+    let object = match parsed.object() {
+        Ok(object) => object,
+        Err(message) => return reply::bad_request(message),
+    };
+    let (key_id, secret) = match (
+        string_field(object, "keyId"),
+        string_field(object, "secret"),
+    ) {
+        (Ok(k), Ok(s)) => (k, s),
+        (Err(message), _) | (_, Err(message)) => return reply::bad_request(message),
+    };
+
+    let config = &state.config;
+    let matches =
+        |pairs: &[(String, String)]| pairs.iter().any(|(k, s)| k == key_id && s == secret);
+    if !matches(&config.credentials) {
+        tracing::debug!(key_id, "refusing credentials");
+        return if matches(&config.forbidden) {
+            reply::error(
+                StatusCode::FORBIDDEN,
+                "The service account key has no rights to obtain an access token",
+                "permission_error",
+                "forbidden",
+            )
+        } else {
+            reply::error(
+                StatusCode::UNAUTHORIZED,
+                "Invalid key ID or secret",
+                "authentication_error",
+                "invalid_credentials",
+            )
+        };
+    }
+
+    let mut answer = Map::new();
+    // A reply the client cannot read in full hands out no usable token.
+    let delivered = !matches!(shape, Some(Fault::CutStream(_) | Fault::StreamError(_)));
+    let token = make_token(key_id, config.token_ttl);
+    if delivered {
+        state.register_token(token.clone(), config.token_ttl);
+        state.bump(Counter::TokensIssued);
+    }
+    answer.insert("access_token".into(), Value::String(token));
+    match &shape {
+        Some(Fault::ExpiresIn(value)) => {
+            answer.insert("expires_in".into(), value.clone());
+        }
+        _ if config.omit_expires_in => {}
+        _ => {
+            answer.insert(
+                "expires_in".into(),
+                json!(expires_in_secs(config.token_ttl)),
+            );
+        }
+    }
+    tracing::debug!(key_id, "issued access token");
+    reply::json_answer(&Value::Object(answer), shape.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_in_rounds_up_to_whole_seconds() {
+        assert_eq!(expires_in_secs(Duration::from_secs(3600)), 3600);
+        assert_eq!(expires_in_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(expires_in_secs(Duration::from_millis(10)), 1);
+        assert_eq!(expires_in_secs(Duration::ZERO), 1);
+        assert_eq!(expires_in_secs(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn tokens_look_like_jwts() {
+        let token = make_token("k", Duration::from_secs(5));
+        assert_eq!(token.split('.').count(), 3);
+        assert_ne!(token, make_token("k", Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,342 @@
+//! Shared mutable state: configuration, counters, issued tokens, fault queues and the
+//! request log. Locks are `std` mutexes held only for short, non-async sections.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::fault::{Fault, Target};
+use crate::util;
+
+/// A snapshot of the emulator's request counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Requests to `POST /api/v1/auth/token`, whatever their outcome.
+    pub auth_requests: u64,
+    /// Tokens handed out (answers that carried an `access_token`).
+    pub tokens_issued: u64,
+    /// Requests to `POST /v1/chat/completions`, streamed or not, authorized or not.
+    pub chat_requests: u64,
+    /// The subset of `chat_requests` with `"stream": true`.
+    pub stream_requests: u64,
+    /// Requests to `GET /v1/models` and `GET /v1/models/{id}`.
+    pub models_requests: u64,
+    /// Requests to `POST /v1/embeddings`.
+    pub embeddings_requests: u64,
+    /// `401` answers from `/v1` routes (missing, unknown, expired or revoked token).
+    pub unauthorized: u64,
+    /// Chat and embeddings requests being served right now (a stream counts until its
+    /// body ends).
+    pub in_flight: u64,
+    /// The highest `in_flight` seen since start or the last reset.
+    pub peak_in_flight: u64,
+}
+
+/// One request to a `/v1/*` route, as the emulator received it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Request path, e.g. `/v1/chat/completions` (without the query string).
+    pub path: String,
+    /// The `x-project-id` header, if sent.
+    pub project_id: Option<String>,
+    /// Whether the bearer token was valid at arrival.
+    pub authorized: bool,
+    /// The JSON body; `null` when empty, a string when the body was not JSON.
+    pub body: serde_json::Value,
+}
+
+/// Everything fixed at start-up.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// Valid key pairs; the first is the one the handle reports.
+    pub credentials: Vec<(String, String)>,
+    /// Pairs that authenticate but lack rights.
+    pub forbidden: Vec<(String, String)>,
+    pub token_ttl: Duration,
+    pub omit_expires_in: bool,
+    pub word_delay: Duration,
+    pub upstream: Option<String>,
+    pub upstream_api_key: Option<String>,
+    pub models: Vec<String>,
+    pub embedding_dimensions: usize,
+}
+
+impl Config {
+    pub fn default_model(&self) -> &str {
+        self.models
+            .first()
+            .map(String::as_str)
+            .unwrap_or("emulator/echo-1")
+    }
+}
+
+#[derive(Default)]
+struct CounterCells {
+    auth_requests: AtomicU64,
+    tokens_issued: AtomicU64,
+    chat_requests: AtomicU64,
+    stream_requests: AtomicU64,
+    models_requests: AtomicU64,
+    embeddings_requests: AtomicU64,
+    unauthorized: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+/// Which counter a request bumps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counter {
+    AuthRequests,
+    TokensIssued,
+    ChatRequests,
+    StreamRequests,
+    ModelsRequests,
+    EmbeddingsRequests,
+    Unauthorized,
+}
+
+struct TokenInfo {
+    expires: Instant,
+    revoked: bool,
+}
+
+/// Why a bearer token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenRejection {
+    Missing,
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+impl TokenRejection {
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenRejection::Missing => "Missing bearer token: send `Authorization: Bearer <token>`",
+            TokenRejection::Unknown => "Invalid access token",
+            TokenRejection::Expired => "Access token has expired",
+            TokenRejection::Revoked => "Access token has been revoked",
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub config: Config,
+    /// Used for `created` in model listings, so it stays stable for the emulator's life.
+    pub started_unix: u64,
+    /// Present only in upstream mode.
+    pub upstream_client: Option<reqwest::Client>,
+    counters: CounterCells,
+    tokens: Mutex<HashMap<String, TokenInfo>>,
+    faults: Mutex<HashMap<Target, VecDeque<Fault>>>,
+    requests: Mutex<Vec<RecordedRequest>>,
+    next_id: AtomicU64,
+}
+
+/// A poisoned lock only means another request panicked mid-update; the data is still
+/// usable for an emulator, and refusing service would turn one bug into many.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl State {
+    pub fn new(config: Config, upstream_client: Option<reqwest::Client>) -> Self {
+        State {
+            config,
+            started_unix: util::unix_now(),
+            upstream_client,
+            counters: CounterCells::default(),
+            tokens: Mutex::new(HashMap::new()),
+            faults: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    pub fn bump(&self, counter: Counter) {
+        let c = &self.counters;
+        let cell = match counter {
+            Counter::AuthRequests => &c.auth_requests,
+            Counter::TokensIssued => &c.tokens_issued,
+            Counter::ChatRequests => &c.chat_requests,
+            Counter::StreamRequests => &c.stream_requests,
+            Counter::ModelsRequests => &c.models_requests,
+            Counter::EmbeddingsRequests => &c.embeddings_requests,
+            Counter::Unauthorized => &c.unauthorized,
+        };
+        cell.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::SeqCst);
+        Counters {
+            auth_requests: get(&c.auth_requests),
+            tokens_issued: get(&c.tokens_issued),
+            chat_requests: get(&c.chat_requests),
+            stream_requests: get(&c.stream_requests),
+            models_requests: get(&c.models_requests),
+            embeddings_requests: get(&c.embeddings_requests),
+            unauthorized: get(&c.unauthorized),
+            in_flight: get(&c.in_flight),
+            peak_in_flight: get(&c.peak_in_flight),
+        }
+    }
+
+    /// Zeroes every counter except `in_flight`: live requests still hold guards that will
+    /// decrement it, so it must stay truthful. The peak restarts from the current level.
+    pub fn reset_counters(&self) {
+        let c = &self.counters;
+        for cell in [
+            &c.auth_requests,
+            &c.tokens_issued,
+            &c.chat_requests,
+            &c.stream_requests,
+            &c.models_requests,
+            &c.embeddings_requests,
+            &c.unauthorized,
+        ] {
+            cell.store(0, Ordering::SeqCst);
+        }
+        c.peak_in_flight
+            .store(c.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// A number unique within this emulator, for tool-call ids and tokens.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub fn register_token(&self, token: String, ttl: Duration) {
+        let now = Instant::now();
+        let mut tokens = lock(&self.tokens);
+        // Pruning here keeps the map bounded by the tokens alive at once.
+        tokens.retain(|_, info| info.expires > now);
+        // An absurd TTL (say `--token-ttl` near u64::MAX) means "never expires", not a panic.
+        let expires = now
+            .checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        tokens.insert(
+            token,
+            TokenInfo {
+                expires,
+                revoked: false,
+            },
+        );
+    }
+
+    pub fn check_token(&self, token: Option<&str>) -> Result<(), TokenRejection> {
+        let token = token.ok_or(TokenRejection::Missing)?;
+        let tokens = lock(&self.tokens);
+        let info = tokens.get(token).ok_or(TokenRejection::Unknown)?;
+        if info.revoked {
+            Err(TokenRejection::Revoked)
+        } else if info.expires <= Instant::now() {
+            Err(TokenRejection::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Marks every token issued so far as revoked; returns how many were still valid.
+    pub fn revoke_tokens(&self) -> usize {
+        let now = Instant::now();
+        let mut tokens = lock(&self.tokens);
+        let mut live = 0;
+        for info in tokens.values_mut() {
+            if !info.revoked && info.expires > now {
+                live += 1;
+            }
+            info.revoked = true;
+        }
+        live
+    }
+
+    pub fn inject(&self, target: Target, fault: Fault, times: usize) {
+        let mut faults = lock(&self.faults);
+        faults
+            .entry(target)
+            .or_default()
+            .extend(std::iter::repeat_n(fault, times));
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.faults).clear();
+    }
+
+    /// Queued faults per target, for the admin API.
+    pub fn pending_faults(&self) -> Vec<(Target, Fault)> {
+        let faults = lock(&self.faults);
+        let mut out = Vec::new();
+        for target in [
+            Target::Auth,
+            Target::Chat,
+            Target::Models,
+            Target::Embeddings,
+            Target::Api,
+        ] {
+            if let Some(queue) = faults.get(&target) {
+                out.extend(queue.iter().map(|f| (target, f.clone())));
+            }
+        }
+        out
+    }
+
+    /// Takes the next fault for a request to `target`. `/v1` routes fall back to the
+    /// [`Target::Api`] queue; both are consulted under one lock so that concurrent
+    /// requests never take the same entry.
+    pub fn take_fault(&self, target: Target) -> Option<Fault> {
+        let mut faults = lock(&self.faults);
+        let mut pop = |t: Target| faults.get_mut(&t).and_then(VecDeque::pop_front);
+        match target {
+            Target::Auth | Target::Api => pop(target),
+            Target::Chat | Target::Models | Target::Embeddings => {
+                pop(target).or_else(|| pop(Target::Api))
+            }
+        }
+    }
+
+    pub fn record(&self, request: RecordedRequest) {
+        lock(&self.requests).push(request);
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.requests).clone()
+    }
+
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        lock(&self.requests).last().cloned()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.requests).clear();
+    }
+}
+
+/// Counts a request as in flight for as long as it lives; responses that stream move it
+/// into their body so the count covers the whole transfer.
+pub(crate) struct InFlightGuard {
+    state: Arc<State>,
+}
+
+impl InFlightGuard {
+    pub fn new(state: &Arc<State>) -> Self {
+        let c = &state.counters;
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard {
+            state: Arc::clone(state),
+        }
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.state.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,138 @@
+//! Helpers shared by the integration tests: a loopback HTTP client with time limits and
+//! shortcuts for the emulator's endpoints.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use evolution_emulator::EmulatorHandle;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+/// A client with its own connection pool, for tests about connection reuse. Every
+/// request is bounded, so a hang fails the test instead of stalling CI.
+pub fn pooled_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
+}
+
+/// A shared client (building one costs tens of milliseconds). It keeps no idle
+/// connections: those would belong to the runtime of the test that opened them, and
+/// every `#[tokio::test]` has its own runtime.
+pub fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client")
+        })
+        .clone()
+}
+
+/// A fresh token from the emulator's IAM endpoint.
+pub async fn token(emu: &EmulatorHandle) -> String {
+    let reply: Value = client()
+        .post(emu.auth_url())
+        .json(&json!({"keyId": emu.key_id(), "secret": emu.secret()}))
+        .send()
+        .await
+        .expect("auth request")
+        .error_for_status()
+        .expect("auth status")
+        .json()
+        .await
+        .expect("auth json");
+    reply["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// POSTs `body` to `{base_url}{path}` with a bearer token.
+pub async fn post(emu: &EmulatorHandle, token: &str, path: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", emu.base_url()))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// A non-streamed chat completion; returns status and JSON body.
+pub async fn chat(emu: &EmulatorHandle, token: &str, body: Value) -> (u16, Value) {
+    let response = post(emu, token, "/chat/completions", body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json body"))
+}
+
+/// A chat request with one user message.
+pub fn user(text: &str) -> Value {
+    json!({"model": "test-model", "messages": [{"role": "user", "content": text}]})
+}
+
+/// One SSE event's `data:` payload and when it arrived.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub data: String,
+    pub at: Instant,
+}
+
+impl Event {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("bad chunk {:?}: {e}", self.data))
+    }
+}
+
+/// Reads an SSE body event by event. The `Err` carries the events seen before the body
+/// failed, for tests of streams cut short.
+pub async fn read_sse(response: reqwest::Response) -> Result<Vec<Event>, (Vec<Event>, String)> {
+    let mut events = Vec::new();
+    let mut buf = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => return Err((events, e.to_string())),
+        };
+        buf.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        while let Some(end) = buf.find("\n\n") {
+            let raw: String = buf.drain(..end + 2).collect();
+            let data = raw
+                .trim_end()
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data line: {raw:?}"))
+                .to_owned();
+            events.push(Event {
+                data,
+                at: Instant::now(),
+            });
+        }
+    }
+    assert!(
+        buf.is_empty(),
+        "trailing bytes after the last event: {buf:?}"
+    );
+    Ok(events)
+}
+
+/// The concatenated `delta.content` of choice `index`.
+pub fn joined_content(events: &[Event], index: u64) -> String {
+    events
+        .iter()
+        .filter(|e| e.data != "[DONE]")
+        .map(Event::json)
+        .flat_map(|chunk| chunk["choices"].as_array().cloned().unwrap_or_default())
+        .filter(|choice| choice["index"] == index)
+        .filter_map(|choice| choice["delta"]["content"].as_str().map(str::to_owned))
+        .collect()
+}

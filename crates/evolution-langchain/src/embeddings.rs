@@ -1,0 +1,174 @@
+//! `EvolutionEmbeddings`: vectors from the `/embeddings` endpoint, with the
+//! same authentication, retries and pooling as the chat client.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::{connection_setters, ConnectionConfig, ENV_MODEL};
+use crate::error::{Error, Result};
+use crate::inference::transport::Transport;
+use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse};
+use crate::EvolutionInference;
+
+/// Texts in one request at most; longer inputs are split into several
+/// requests. OpenAI-compatible servers commonly cap a request at 2048 inputs.
+const MAX_INPUTS_PER_REQUEST: usize = 256;
+
+/// A client for `POST {base_url}/embeddings`.
+///
+/// ```no_run
+/// # async fn run() -> evolution_langchain::Result<()> {
+/// use evolution_langchain::EvolutionEmbeddings;
+///
+/// let embeddings = EvolutionEmbeddings::builder()
+///     .model("BAAI/bge-m3")
+///     .key_id("my-key-id")
+///     .secret("my-secret")
+///     .base_url("https://foundation-models.api.cloud.ru/api/gigacube/openai/v1")
+///     .build()?;
+/// let vectors = embeddings.embed_many(&["first", "second"]).await?;
+/// assert_eq!(vectors.len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EvolutionEmbeddings {
+    transport: Arc<Transport>,
+    model: String,
+    dimensions: Option<u32>,
+}
+
+impl EvolutionEmbeddings {
+    /// A builder.
+    pub fn builder() -> EvolutionEmbeddingsBuilder {
+        EvolutionEmbeddingsBuilder::default()
+    }
+
+    /// A client configured from the `EVOLUTION_*` variables (see
+    /// [`EvolutionInference::from_env`]).
+    pub fn from_env() -> Result<Self> {
+        Self::builder().from_env()?.build()
+    }
+
+    /// An embeddings client sharing `llm`'s connection pool and token cache.
+    pub fn from_inference(llm: &EvolutionInference, model: impl Into<String>) -> Self {
+        Self {
+            transport: Arc::clone(&llm.transport),
+            model: model.into(),
+            dimensions: None,
+        }
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// The vector for one text.
+    pub async fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        let mut vectors = self.embed_many(&[text]).await?;
+        Ok(vectors.pop().expect("one vector per input, checked"))
+    }
+
+    /// One vector per text, in the order given.
+    pub async fn embed_many<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let mut vectors = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(MAX_INPUTS_PER_REQUEST) {
+            let input: Vec<String> = batch.iter().map(|t| t.as_ref().to_string()).collect();
+            vectors.extend(self.request(&input).await?);
+        }
+        Ok(vectors)
+    }
+
+    async fn request(&self, input: &[String]) -> Result<Vec<Vec<f32>>> {
+        let request = EmbeddingRequest {
+            model: &self.model,
+            input,
+            dimensions: self.dimensions,
+        };
+        let reply: EmbeddingResponse = self.transport.post_json("embeddings", &request).await?;
+        let invalid = |message: String| Error::InvalidResponse {
+            url: self.transport.url("embeddings"),
+            message,
+        };
+        if reply.data.len() != input.len() {
+            return Err(invalid(format!(
+                "{} vectors for {} inputs",
+                reply.data.len(),
+                input.len()
+            )));
+        }
+        // Servers may answer out of order; `index` says where each belongs.
+        let mut slots: Vec<Option<Vec<f32>>> = vec![None; input.len()];
+        for item in reply.data {
+            let slot = slots
+                .get_mut(item.index)
+                .ok_or_else(|| invalid(format!("vector index {} out of range", item.index)))?;
+            if slot.replace(item.embedding).is_some() {
+                return Err(invalid(format!(
+                    "vector index {} appears twice",
+                    item.index
+                )));
+            }
+        }
+        Ok(slots.into_iter().map(|s| s.expect("all filled")).collect())
+    }
+}
+
+impl fmt::Debug for EvolutionEmbeddings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvolutionEmbeddings")
+            .field("model", &self.model)
+            .field("dimensions", &self.dimensions)
+            .field("transport", &self.transport)
+            .finish()
+    }
+}
+
+/// Settings for [`EvolutionEmbeddings`].
+#[derive(Debug, Clone, Default)]
+pub struct EvolutionEmbeddingsBuilder {
+    connection: ConnectionConfig,
+    model: String,
+    dimensions: Option<u32>,
+}
+
+impl EvolutionEmbeddingsBuilder {
+    connection_setters!();
+
+    /// Fills unset settings from the `EVOLUTION_*` variables.
+    pub fn from_env(mut self) -> Result<Self> {
+        self.connection.fill_from_env()?;
+        if self.model.is_empty() {
+            if let Some(model) = crate::config::env_var("EVOLUTION_EMBEDDINGS_MODEL")
+                .or_else(|| crate::config::env_var(ENV_MODEL))
+            {
+                self.model = model;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The embedding model.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
+    /// Ask for vectors of this size (models that support it).
+    pub fn dimensions(mut self, dimensions: u32) -> Self {
+        self.dimensions = Some(dimensions);
+        self
+    }
+
+    /// Checks the settings and creates the client.
+    pub fn build(self) -> Result<EvolutionEmbeddings> {
+        if self.dimensions == Some(0) {
+            return Err(Error::config("dimensions", "must be at least 1"));
+        }
+        Ok(EvolutionEmbeddings {
+            transport: Arc::new(self.connection.into_transport()?),
+            model: self.model,
+            dimensions: self.dimensions,
+        })
+    }
+}

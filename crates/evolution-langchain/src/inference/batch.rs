@@ -1,0 +1,128 @@
+//! Many prompts at once: bounded concurrency, answers kept in prompt order,
+//! nothing lost when some fail.
+
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::client::EvolutionInference;
+use super::options::ChatOptions;
+use super::wire::{ChatMessage, ChatResponse, ToolCall, Usage};
+use crate::error::{Error, Result};
+
+/// One generated answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// The text.
+    pub text: String,
+    /// Why generation stopped.
+    pub finish_reason: Option<String>,
+    /// Tool calls the model made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// The result of [`EvolutionInference::generate`]: for each prompt, in
+/// order, its choices; and the usage of all calls together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LLMResult {
+    /// `generations[i]` holds the choices for prompt `i` (`n` of them).
+    pub generations: Vec<Vec<Generation>>,
+    /// Token usage summed over every call.
+    pub usage: Usage,
+}
+
+impl LLMResult {
+    /// The first choice's text for each prompt.
+    pub fn texts(&self) -> Vec<&str> {
+        self.generations
+            .iter()
+            .map(|g| g.first().map_or("", |g| g.text.as_str()))
+            .collect()
+    }
+}
+
+/// The generations in a response.
+pub(crate) fn generations(response: &ChatResponse) -> Vec<Generation> {
+    response
+        .choices
+        .iter()
+        .map(|choice| Generation {
+            text: choice.message.content.clone().unwrap_or_default(),
+            finish_reason: choice.finish_reason.clone(),
+            tool_calls: choice.message.tool_calls.clone(),
+        })
+        .collect()
+}
+
+impl EvolutionInference {
+    /// Answers each prompt (as one user message) with at most
+    /// `max_concurrency` requests in flight. Fails if any prompt fails; use
+    /// [`batch`](Self::batch) to keep the answers that succeeded.
+    pub async fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<LLMResult> {
+        self.generate_with_options(prompts, &ChatOptions::default())
+            .await
+    }
+
+    /// [`generate`](Self::generate) with per-call overrides (e.g. `stop`).
+    pub async fn generate_with_options<S: AsRef<str>>(
+        &self,
+        prompts: &[S],
+        options: &ChatOptions,
+    ) -> Result<LLMResult> {
+        let conversations = prompts
+            .iter()
+            .map(|p| vec![ChatMessage::user(p.as_ref())])
+            .collect();
+        let outcomes = self.batch(conversations, options).await;
+        let total = outcomes.len();
+        let failed = outcomes.iter().filter(|o| o.is_err()).count();
+        let mut result = LLMResult::default();
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(response) => {
+                    if let Some(usage) = response.usage {
+                        result.usage += usage;
+                    }
+                    result.generations.push(generations(&response));
+                }
+                Err(error) => {
+                    return Err(Error::Batch {
+                        failed,
+                        total,
+                        index,
+                        first: Box::new(error),
+                    })
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    /// Sends every conversation, at most `max_concurrency` at a time, and
+    /// returns each outcome in input order: one failure costs nothing else.
+    pub async fn batch(
+        &self,
+        conversations: Vec<Vec<ChatMessage>>,
+        options: &ChatOptions,
+    ) -> Vec<Result<ChatResponse>> {
+        futures::stream::iter(conversations)
+            .map(|messages| async move { self.chat(&messages, options).await })
+            .buffered(self.max_concurrency)
+            .collect()
+            .await
+    }
+
+    /// Like [`batch`](Self::batch), yielding `(index, outcome)` as each call
+    /// finishes, so results can be saved one by one.
+    pub fn batch_unordered<'a>(
+        &'a self,
+        conversations: Vec<Vec<ChatMessage>>,
+        options: &'a ChatOptions,
+    ) -> impl Stream<Item = (usize, Result<ChatResponse>)> + Send + 'a {
+        futures::stream::iter(conversations.into_iter().enumerate())
+            .map(move |(index, messages)| async move {
+                (index, self.chat(&messages, options).await)
+            })
+            .buffer_unordered(self.max_concurrency)
+    }
+}

@@ -1,0 +1,235 @@
+//! A server-sent events decoder: bytes in, events out.
+//!
+//! It follows the WHATWG event-stream rules that matter for model APIs:
+//! `\n`, `\r\n` and `\r` line ends (also when a `\r\n` pair is split across
+//! reads), `:` comment lines, `data` fields spread over several lines (joined
+//! with `\n`), `event`/`id` fields, a space after the colon being optional,
+//! and an event ending at a blank line. Input may be cut at any byte; the
+//! decoder keeps the unfinished line and continues with the next read.
+
+use std::collections::VecDeque;
+
+/// One dispatched event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event` field; `None` means the default type, "message".
+    pub event: Option<String>,
+    /// The `data` lines joined with `\n`.
+    pub data: String,
+    /// The `id` field, if the event had one.
+    pub id: Option<String>,
+}
+
+/// Incremental decoder. Feed it reads with [`push`](Self::push), take
+/// events with [`next_event`](Self::next_event).
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    /// Bytes of the line being read (no line end yet).
+    line: Vec<u8>,
+    /// The previous read ended in `\r`: a leading `\n` now is part of that line end.
+    after_cr: bool,
+    /// Fields of the event being assembled.
+    data: String,
+    has_data: bool,
+    event: Option<String>,
+    id: Option<String>,
+    ready: VecDeque<SseEvent>,
+}
+
+impl SseDecoder {
+    /// An empty decoder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Consumes one read of the body.
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.after_cr {
+            self.after_cr = false;
+            if let Some(rest) = bytes.strip_prefix(b"\n") {
+                bytes = rest;
+            }
+        }
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) {
+            if self.line.is_empty() {
+                self.process_line(&bytes[..end]);
+            } else {
+                self.line.extend_from_slice(&bytes[..end]);
+                let line = std::mem::take(&mut self.line);
+                self.process_line(&line);
+                // Keep the allocation for the next partial line.
+                self.line = line;
+                self.line.clear();
+            }
+            if bytes[end] == b'\r' {
+                match bytes.get(end + 1) {
+                    Some(b'\n') => bytes = &bytes[end + 2..],
+                    Some(_) => bytes = &bytes[end + 1..],
+                    None => {
+                        self.after_cr = true;
+                        bytes = &[];
+                    }
+                }
+            } else {
+                bytes = &bytes[end + 1..];
+            }
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, if one is ready.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        self.ready.pop_front()
+    }
+
+    /// Whether input ended in the middle of an event (a partial line or
+    /// fields without the closing blank line).
+    pub fn has_partial_event(&self) -> bool {
+        !self.line.is_empty() || self.has_data
+    }
+
+    /// Ends the input. Per the standard, an event without its closing blank
+    /// line is discarded; this returns it instead so the caller can decide.
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        if !self.line.is_empty() {
+            let line = std::mem::take(&mut self.line);
+            self.process_line(&line);
+        }
+        if self.has_data {
+            self.dispatch();
+        }
+        self.ready.pop_front()
+    }
+
+    fn process_line(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            self.dispatch();
+            return;
+        }
+        if line[0] == b':' {
+            return; // comment, e.g. a keep-alive
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&String::from_utf8_lossy(value));
+                self.has_data = true;
+            }
+            b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
+            b"id" => self.id = Some(String::from_utf8_lossy(value).into_owned()),
+            _ => {} // `retry` and unknown fields do not concern a one-shot stream
+        }
+    }
+
+    fn dispatch(&mut self) {
+        if !self.has_data {
+            // An event with no data is not dispatched; its type is reset.
+            self.event = None;
+            return;
+        }
+        self.has_data = false;
+        self.ready.push_back(SseEvent {
+            event: self.event.take(),
+            data: std::mem::take(&mut self.data),
+            id: self.id.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn decode_all(reads: &[&[u8]]) -> Vec<SseEvent> {
+        let mut decoder = SseDecoder::new();
+        let mut events = Vec::new();
+        for read in reads {
+            decoder.push(read);
+            while let Some(event) = decoder.next_event() {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    fn data(events: &[SseEvent]) -> Vec<&str> {
+        events.iter().map(|e| e.data.as_str()).collect()
+    }
+
+    #[test]
+    fn line_endings_comments_and_multiline_data() {
+        let input = b": keep-alive\r\ndata: one\r\n\r\ndata:two\rdata: more\r\rid: 7\nevent: error\ndata: {\"x\":1}\n\n";
+        let events = decode_all(&[input]);
+        assert_eq!(data(&events), vec!["one", "two\nmore", "{\"x\":1}"]);
+        assert_eq!(events[2].event.as_deref(), Some("error"));
+        assert_eq!(events[2].id.as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn crlf_split_across_reads() {
+        let events = decode_all(&[b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(data(&events), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn events_without_data_are_dropped_and_partial_input_is_reported() {
+        let mut decoder = SseDecoder::new();
+        decoder.push(b"event: ping\n\ndata: tail");
+        assert_eq!(decoder.next_event(), None);
+        assert!(decoder.has_partial_event());
+        let last = decoder.finish().unwrap();
+        assert_eq!(last.data, "tail");
+        assert_eq!(last.event, None);
+    }
+
+    #[test]
+    fn utf8_split_inside_a_character() {
+        let text = "data: Привет\n\n".as_bytes();
+        let events = decode_all(&[&text[..8], &text[8..9], &text[9..]]);
+        assert_eq!(data(&events), vec!["Привет"]);
+    }
+
+    #[test]
+    fn recorded_stream_decodes() {
+        let body = include_bytes!("../../tests/fixtures/llama-server.stream-short.sse");
+        let events = decode_all(&[body]);
+        assert_eq!(events.len(), 34);
+        assert_eq!(events.last().unwrap().data, "[DONE]");
+    }
+
+    proptest! {
+        /// Any split of a valid stream into reads yields the same events.
+        #[test]
+        fn any_split_gives_the_same_events(cuts in proptest::collection::vec(0usize..2000, 0..40), crlf in any::<bool>()) {
+            let mut body = String::new();
+            for i in 0..20 {
+                body.push_str(&format!(": comment {i}\ndata: {{\"n\":{i},\"text\":\"é{i}\"}}\ndata: second line\n\n"));
+            }
+            body.push_str("data: [DONE]\n\n");
+            let body = if crlf { body.replace('\n', "\r\n") } else { body };
+            let bytes = body.as_bytes();
+            let whole = decode_all(&[bytes]);
+            let mut points: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            points.sort_unstable();
+            let mut reads = Vec::new();
+            let mut start = 0;
+            for point in points {
+                reads.push(&bytes[start..point]);
+                start = point;
+            }
+            reads.push(&bytes[start..]);
+            prop_assert_eq!(whole.len(), 21);
+            prop_assert_eq!(decode_all(&reads), whole);
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! Streaming answers: server-sent events → [`ChatChunk`]s, and the
+//! accumulator that folds chunks back into a [`ChatResponse`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+
+use super::sse::{SseDecoder, SseEvent};
+use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ServerError, ToolCall, Usage};
+use crate::error::{Error, Result};
+use crate::http::describe_transport_error;
+
+/// A streamed answer: chunks as the model writes them.
+///
+/// Ends after the server's `[DONE]`. If the stream breaks first (connection
+/// lost, malformed data, an error event, no `[DONE]`), the chunks that did
+/// arrive are yielded and then one `Err` item; it is never retried once a
+/// chunk has been delivered.
+pub struct ChatStream {
+    inner: Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>,
+}
+
+impl ChatStream {
+    /// Reads SSE from `response`; `idle_timeout` bounds the wait for each read.
+    pub(crate) fn from_response(response: reqwest::Response, idle_timeout: Duration) -> Self {
+        Self::from_byte_stream(response.bytes_stream(), idle_timeout)
+    }
+
+    /// Decodes an SSE byte stream, e.g. one recorded earlier.
+    pub fn from_byte_stream<S, B, E>(body: S, idle_timeout: Duration) -> Self
+    where
+        S: Stream<Item = std::result::Result<B, E>> + Send + 'static,
+        B: AsRef<[u8]> + Send,
+        E: Into<StreamReadError> + Send,
+    {
+        let stream = async_stream::stream! {
+            let mut body = std::pin::pin!(body);
+            let mut decoder = SseDecoder::new();
+            loop {
+                let read = match tokio::time::timeout(idle_timeout, body.next()).await {
+                    Err(_) => {
+                        yield Err(stream_error(format!("no data for {idle_timeout:?}; the server stalled")));
+                        return;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        let e: StreamReadError = e.into();
+                        yield Err(stream_error(format!("the connection broke: {}", e.0)));
+                        return;
+                    }
+                    Ok(Some(Ok(bytes))) => bytes,
+                };
+                decoder.push(read.as_ref());
+                while let Some(event) = decoder.next_event() {
+                    match interpret(event) {
+                        Step::Chunk(chunk) => yield Ok(*chunk),
+                        Step::Skip => {}
+                        Step::Done => return,
+                        Step::Fail(error) => {
+                            yield Err(error);
+                            return;
+                        }
+                    }
+                }
+            }
+            // The body ended. A last event without its blank line still counts.
+            if let Some(event) = decoder.finish() {
+                match interpret(event) {
+                    Step::Chunk(chunk) => yield Ok(*chunk),
+                    Step::Skip => {}
+                    Step::Done => return,
+                    Step::Fail(error) => {
+                        yield Err(error);
+                        return;
+                    }
+                }
+            }
+            yield Err(stream_error("the stream ended without [DONE]; the answer may be incomplete".into()));
+        };
+        Self {
+            inner: Box::pin(stream),
+        }
+    }
+
+    /// Reads the whole stream and assembles the complete response (text,
+    /// tool calls, finish reasons, usage).
+    pub async fn collect_response(mut self) -> Result<ChatResponse> {
+        let mut accumulator = StreamAccumulator::default();
+        while let Some(chunk) = self.next().await {
+            accumulator.push(&chunk?);
+        }
+        Ok(accumulator.finish())
+    }
+}
+
+/// A transport error while reading a stream body, as text.
+#[derive(Debug)]
+pub struct StreamReadError(String);
+
+impl From<reqwest::Error> for StreamReadError {
+    fn from(error: reqwest::Error) -> Self {
+        Self(describe_transport_error(&error))
+    }
+}
+
+impl From<std::io::Error> for StreamReadError {
+    fn from(error: std::io::Error) -> Self {
+        Self(error.to_string())
+    }
+}
+
+impl From<std::convert::Infallible> for StreamReadError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChatStream")
+    }
+}
+
+fn stream_error(message: String) -> Error {
+    Error::Stream { message }
+}
+
+enum Step {
+    Chunk(Box<ChatChunk>),
+    Skip,
+    Done,
+    Fail(Error),
+}
+
+fn interpret(event: SseEvent) -> Step {
+    let data = event.data.trim();
+    if data == "[DONE]" {
+        return Step::Done;
+    }
+    if data.is_empty() {
+        return Step::Skip;
+    }
+    let value: serde_json::Value = match serde_json::from_str(data) {
+        Ok(value) => value,
+        Err(e) => {
+            return Step::Fail(stream_error(format!(
+                "a chunk is not JSON ({e}): {}",
+                crate::error::truncate_message(data)
+            )))
+        }
+    };
+    if event.event.as_deref() == Some("error") || value.get("error").is_some() {
+        let server = ServerError::from_value(&value).unwrap_or_default();
+        return Step::Fail(stream_error(format!(
+            "the server sent an error: {}",
+            if server.message.is_empty() {
+                data
+            } else {
+                &server.message
+            }
+        )));
+    }
+    match serde_json::from_value::<ChatChunk>(value) {
+        Ok(chunk) => Step::Chunk(Box::new(chunk)),
+        Err(e) => Step::Fail(stream_error(format!(
+            "a chunk is not a chat.completion.chunk ({e}): {}",
+            crate::error::truncate_message(data)
+        ))),
+    }
+}
+
+/// Folds stream chunks into a complete [`ChatResponse`]: text appended per
+/// choice, tool-call fragments joined by their index, the last finish
+/// reason and usage kept.
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    id: Option<String>,
+    model: Option<String>,
+    created: Option<u64>,
+    choices: BTreeMap<u32, ChoiceParts>,
+    usage: Option<Usage>,
+}
+
+#[derive(Debug, Default)]
+struct ChoiceParts {
+    content: String,
+    has_content: bool,
+    reasoning: Option<String>,
+    tool_calls: BTreeMap<u32, ToolCall>,
+    finish_reason: Option<String>,
+}
+
+impl StreamAccumulator {
+    /// Adds one chunk.
+    pub fn push(&mut self, chunk: &ChatChunk) {
+        self.id = self.id.take().or_else(|| chunk.id.clone());
+        self.model = self.model.take().or_else(|| chunk.model.clone());
+        self.created = self.created.or(chunk.created);
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        for choice in &chunk.choices {
+            let parts = self.choices.entry(choice.index).or_default();
+            if let Some(text) = &choice.delta.content {
+                parts.content.push_str(text);
+                parts.has_content = true;
+            }
+            if let Some(text) = &choice.delta.reasoning_content {
+                parts
+                    .reasoning
+                    .get_or_insert_with(String::new)
+                    .push_str(text);
+            }
+            for fragment in &choice.delta.tool_calls {
+                let call = parts
+                    .tool_calls
+                    .entry(fragment.index)
+                    .or_insert_with(|| ToolCall::new("", "", ""));
+                if let Some(id) = fragment.id.as_deref().filter(|id| !id.is_empty()) {
+                    call.id = id.to_string();
+                }
+                if let Some(function) = &fragment.function {
+                    if let Some(name) = &function.name {
+                        call.function.name.push_str(name);
+                    }
+                    if let Some(arguments) = &function.arguments {
+                        call.function.arguments.push_str(arguments);
+                    }
+                }
+            }
+            if choice.finish_reason.is_some() {
+                parts.finish_reason = choice.finish_reason.clone();
+            }
+        }
+    }
+
+    /// The usage reported so far.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// The assembled response.
+    pub fn finish(self) -> ChatResponse {
+        ChatResponse {
+            id: self.id,
+            model: self.model,
+            created: self.created,
+            choices: self
+                .choices
+                .into_iter()
+                .map(|(index, parts)| Choice {
+                    index,
+                    message: ResponseMessage {
+                        role: Some("assistant".into()),
+                        content: (parts.has_content || parts.tool_calls.is_empty())
+                            .then_some(parts.content),
+                        tool_calls: parts.tool_calls.into_values().collect(),
+                        reasoning_content: parts.reasoning,
+                    },
+                    finish_reason: parts.finish_reason,
+                })
+                .collect(),
+            usage: self.usage,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_bytes(parts: Vec<&'static [u8]>) -> ChatStream {
+        let reads = futures::stream::iter(parts.into_iter().map(Ok::<_, std::convert::Infallible>));
+        ChatStream::from_byte_stream(reads, Duration::from_secs(5))
+    }
+
+    #[tokio::test]
+    async fn recorded_stream_assembles_the_answer() {
+        let body = include_bytes!("../../tests/fixtures/llama-server.stream-short.sse");
+        let response = from_bytes(vec![body]).collect_response().await.unwrap();
+        let json: ChatResponse =
+            serde_json::from_str(include_str!("../../tests/fixtures/llama-server.chat.json"))
+                .unwrap();
+        assert!(!response.content().is_empty());
+        assert_eq!(response.finish_reason(), Some("length"));
+        assert_eq!(response.usage.unwrap().completion_tokens, 30);
+        let usage = response.usage.expect("usage chunk");
+        assert_eq!(
+            usage.total_tokens,
+            usage.prompt_tokens + usage.completion_tokens
+        );
+        assert_eq!(json.choices.len(), response.choices.len());
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_done_ends_in_an_error() {
+        let mut stream = from_bytes(vec![
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        ]);
+        assert_eq!(stream.next().await.unwrap().unwrap().content(), Some("Hi"));
+        let err = stream.next().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("without [DONE]"), "{err}");
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_error_event_ends_the_stream() {
+        let mut stream = from_bytes(vec![
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+            b"data: {\"error\":{\"message\":\"model overloaded\",\"type\":\"server_error\"}}\n\n",
+        ]);
+        assert!(stream.next().await.unwrap().is_ok());
+        let err = stream.next().await.unwrap().unwrap_err();
+        assert!(err.to_string().contains("model overloaded"), "{err}");
+        assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn tool_call_fragments_are_joined_by_index() {
+        let body: &'static [u8] = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"weather\",\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n\
+data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Lima\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n\
+data: [DONE]\n\n";
+        let response = from_bytes(vec![body]).collect_response().await.unwrap();
+        assert_eq!(
+            response.tool_calls(),
+            &[ToolCall::new("call_1", "weather", "{\"city\":\"Lima\"}")]
+        );
+        assert_eq!(response.finish_reason(), Some("tool_calls"));
+        assert_eq!(response.choices[0].message.content, None);
+    }
+}

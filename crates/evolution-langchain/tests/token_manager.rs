@@ -1,0 +1,519 @@
+//! TokenManager against the emulator's IAM endpoint over real loopback HTTP.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
+use evolution_langchain::{AuthError, Credentials, Error, RetryPolicy, TokenManager};
+use serde_json::json;
+use tokio::time::Instant;
+
+async fn emulator(ttl: Duration) -> EmulatorHandle {
+    Emulator::builder()
+        .token_ttl(ttl)
+        .forbidden_credentials("no-rights-key", "no-rights-secret")
+        .add_credentials("backup-key", "backup-secret")
+        .start()
+        .await
+        .expect("emulator starts")
+}
+
+fn manager_for(emu: &EmulatorHandle) -> evolution_langchain::TokenManagerBuilder {
+    TokenManager::builder()
+        .key_id(emu.key_id())
+        .secret(emu.secret())
+        .auth_url(emu.auth_url())
+        // Keep retry pauses short so failure tests stay fast.
+        .retry(RetryPolicy {
+            initial_backoff: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        })
+}
+
+fn auth_calls(emu: &EmulatorHandle) -> u64 {
+    emu.counters().auth_requests
+}
+
+#[tokio::test]
+async fn second_call_is_served_from_cache() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    let first = manager.get_token().await.unwrap();
+    let second = manager.get_token().await.unwrap();
+    assert!(first.same_as(&second));
+    assert_eq!(auth_calls(&emu), 1);
+    let info = manager.info();
+    assert!(info.has_token && info.is_valid);
+    assert_eq!(info.lifetime, Some(Duration::from_secs(3600)));
+    assert_eq!(info.key_id, emu.key_id());
+    assert!(!info.using_fallback);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_cold_callers_share_one_request() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    // A slow IAM makes sure the callers really overlap.
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(200)), 1);
+    let manager = manager_for(&emu).build().unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.get_token().await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(auth_calls(&emu), 1);
+    assert!(tokens.iter().all(|t| t.same_as(&tokens[0])));
+    assert_eq!(manager.stats().total_refreshes, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_failure_is_shared_too() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(100)), 1);
+    let manager = manager_for(&emu).secret("wrong").build().unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.get_token().await })
+        })
+        .collect();
+    for task in tasks {
+        let err = task.await.unwrap().unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Auth(AuthError::InvalidCredentials { .. })
+        ));
+    }
+    assert_eq!(auth_calls(&emu), 1);
+}
+
+#[test]
+fn blocking_facade_from_eight_threads() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let emu = runtime.block_on(emulator(Duration::from_secs(3600)));
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(200)), 1);
+    let manager = evolution_langchain::blocking::TokenManager::builder()
+        .key_id(emu.key_id())
+        .secret(emu.secret())
+        .auth_url(emu.auth_url())
+        .build()
+        .unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let manager = manager.clone();
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                manager.get_token().unwrap().expose_secret().to_string()
+            })
+        })
+        .collect();
+    let tokens: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(tokens.iter().all(|t| t == &tokens[0]));
+    assert_eq!(emu.counters().auth_requests, 1);
+    assert_eq!(manager.stats().successful_refreshes, 1);
+    assert!(manager.info().is_valid);
+}
+
+#[tokio::test]
+async fn blocking_facade_refuses_async_context() {
+    let manager = evolution_langchain::blocking::TokenManager::new("k", "s");
+    // Building inside a runtime works; blocking calls are refused with a typed error.
+    let manager = manager.unwrap();
+    let err = manager.get_token().unwrap_err();
+    assert!(matches!(err, Error::Config { .. }), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_exactly_at_expiry_minus_buffer() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu)
+        .refresh_ahead(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = manager.get_token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(3569)).await;
+    assert!(manager.get_token().await.unwrap().same_as(&first));
+    assert_eq!(auth_calls(&emu), 1, "refreshed before expiry - buffer");
+    tokio::time::advance(Duration::from_millis(1001)).await;
+    let second = manager.get_token().await.unwrap();
+    assert!(!second.same_as(&first));
+    assert_eq!(auth_calls(&emu), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn custom_buffer_is_honoured() {
+    let emu = emulator(Duration::from_secs(600)).await;
+    let manager = manager_for(&emu)
+        .refresh_buffer(Duration::from_secs(60))
+        .refresh_ahead(Duration::ZERO)
+        .build()
+        .unwrap();
+    manager.get_token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(539)).await;
+    manager.get_token().await.unwrap();
+    assert_eq!(auth_calls(&emu), 1);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    manager.get_token().await.unwrap();
+    assert_eq!(auth_calls(&emu), 2);
+    assert_eq!(manager.info().refresh_buffer, Duration::from_secs(60));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_serves_the_old_token_and_refreshes_once_in_background() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap(); // buffer 30 s, window 30 s
+    let old = manager.get_token().await.unwrap();
+    // Into the window [3540 s, 3570 s), with a slow IAM.
+    tokio::time::advance(Duration::from_secs(3545)).await;
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_secs(2)), 1);
+    let before = Instant::now();
+    for _ in 0..50 {
+        let token = manager.get_token().await.unwrap();
+        assert!(token.same_as(&old), "window callers get the cached token");
+    }
+    assert_eq!(Instant::now(), before, "no caller waited");
+    // Let the background refresh finish.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let new = manager.get_token().await.unwrap();
+    assert!(!new.same_as(&old));
+    assert_eq!(auth_calls(&emu), 2, "exactly one background refresh");
+}
+
+#[tokio::test]
+async fn unauthorized_and_forbidden_fail_after_one_request() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let bad = manager_for(&emu).secret("wrong").build().unwrap();
+    let err = bad.get_token().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Auth(AuthError::InvalidCredentials { key_id }) if key_id == emu.key_id()),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert_eq!(auth_calls(&emu), 1);
+
+    let forbidden = manager_for(&emu)
+        .key_id("no-rights-key")
+        .secret("no-rights-secret")
+        .build()
+        .unwrap();
+    let err = forbidden.get_token().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Auth(AuthError::Forbidden { .. })),
+        "{err:?}"
+    );
+    assert_eq!(auth_calls(&emu), 2);
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    emu.inject(Target::Auth, Fault::Status(503), 2);
+    manager.get_token().await.unwrap();
+    assert_eq!(auth_calls(&emu), 3);
+    assert_eq!(manager.stats().iam_requests, 3);
+
+    manager.invalidate();
+    emu.inject(Target::Auth, Fault::Status(503), 3);
+    let err = manager.get_token().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Auth(AuthError::Transient {
+                status: 503,
+                attempts: 3,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("3 attempt"), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(auth_calls(&emu), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_honoured() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    emu.inject(Target::Auth, Fault::StatusRetryAfter(429, 4), 1);
+    let start = Instant::now();
+    manager.get_token().await.unwrap();
+    assert!(start.elapsed() >= Duration::from_secs(4));
+    assert_eq!(auth_calls(&emu), 2);
+}
+
+#[tokio::test]
+async fn malformed_replies_are_invalid_responses() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    let faults = [
+        Fault::NotJson,
+        Fault::Html,
+        Fault::MissingField,
+        Fault::ExpiresIn(json!(-5)),
+        Fault::ExpiresIn(json!("soon")),
+    ];
+    for (n, fault) in faults.into_iter().enumerate() {
+        emu.inject(Target::Auth, fault.clone(), 1);
+        let err = manager.get_token().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Auth(AuthError::InvalidResponse { .. })),
+            "{fault:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("auth_url"), "{err}");
+        assert_eq!(auth_calls(&emu), n as u64 + 1, "{fault:?} is not retried");
+    }
+}
+
+#[tokio::test]
+async fn missing_expires_in_means_an_hour() {
+    let emu = Emulator::builder()
+        .omit_expires_in(true)
+        .start()
+        .await
+        .unwrap();
+    let manager = manager_for(&emu).build().unwrap();
+    manager.get_token().await.unwrap();
+    assert_eq!(manager.info().lifetime, Some(Duration::from_secs(3600)));
+}
+
+#[tokio::test]
+async fn dropped_connection_is_a_connection_error() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).max_attempts(1).build().unwrap();
+    emu.inject(Target::Auth, Fault::DropConnection, 1);
+    let err = manager.get_token().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Auth(AuthError::Connection { .. })),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    // With retries the next attempt gets through.
+    let manager = manager_for(&emu).build().unwrap();
+    emu.inject(Target::Auth, Fault::DropConnection, 1);
+    manager.get_token().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_iam_is_a_connection_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let manager = TokenManager::builder()
+        .key_id("k")
+        .secret("s")
+        .auth_url(format!("http://127.0.0.1:{port}/api/v1/auth/token"))
+        .max_attempts(2)
+        .build()
+        .unwrap();
+    let err = manager.get_token().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Auth(AuthError::Connection { attempts: 2, .. })),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn slow_iam_is_a_timeout() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu)
+        .timeout(Duration::from_millis(200))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_secs(3)), 1);
+    let started = std::time::Instant::now();
+    let err = manager.get_token().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Auth(AuthError::Timeout { .. })),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn fallback_credentials_take_over_and_stay() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu)
+        .secret("revoked-primary-secret")
+        .fallback_credentials(Credentials::new("backup-key", "backup-secret"))
+        .build()
+        .unwrap();
+    manager.get_token().await.unwrap();
+    assert_eq!(auth_calls(&emu), 2, "primary refused once, backup accepted");
+    let info = manager.info();
+    assert!(info.using_fallback);
+    assert_eq!(info.key_id, "backup-key");
+    let stats = manager.stats();
+    assert!(stats.using_fallback);
+    assert_eq!(stats.fallback_switches, 1);
+
+    manager.invalidate();
+    manager.get_token().await.unwrap();
+    assert_eq!(auth_calls(&emu), 3, "the primary is not tried again");
+}
+
+#[tokio::test]
+async fn invalidate_forces_a_refresh() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    let first = manager.get_token().await.unwrap();
+    manager.invalidate();
+    assert!(!manager.info().has_token);
+    let second = manager.get_token().await.unwrap();
+    assert!(!first.same_as(&second));
+    assert_eq!(auth_calls(&emu), 2);
+    // invalidate_token only forgets the token it names.
+    manager.invalidate_token(&first);
+    assert!(manager.get_token().await.unwrap().same_as(&second));
+    manager.invalidate_token(&second);
+    manager.get_token().await.unwrap();
+    assert_eq!(auth_calls(&emu), 3);
+}
+
+#[tokio::test]
+async fn stats_are_exact_after_a_scripted_sequence() {
+    let emu = emulator(Duration::from_secs(1200)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    manager.get_token().await.unwrap(); // success, 1 request
+    manager.invalidate();
+    emu.inject(Target::Auth, Fault::Status(500), 3);
+    manager.get_token().await.unwrap_err(); // failure, 3 requests
+    emu.inject(Target::Auth, Fault::NotJson, 1);
+    manager.get_token().await.unwrap_err(); // failure, 1 request
+    manager.get_token().await.unwrap(); // success, 1 request
+    let stats = manager.stats();
+    assert_eq!(stats.total_refreshes, 4);
+    assert_eq!(stats.successful_refreshes, 2);
+    assert_eq!(stats.failed_refreshes, 2);
+    assert_eq!(stats.success_rate, 50.0);
+    assert_eq!(stats.iam_requests, 6);
+    assert_eq!(stats.average_token_lifetime, Duration::from_secs(1200));
+    assert!(stats.average_refresh_duration > Duration::ZERO);
+    assert!(stats
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("invalid response"));
+    assert!(stats.last_refresh.is_some());
+    assert_eq!(stats.fallback_switches, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_caller_does_not_wedge_the_others() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(400)), 1);
+    let manager = manager_for(&emu).build().unwrap();
+    let first = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.get_token().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    let token = tokio::time::timeout(Duration::from_secs(5), manager.get_token())
+        .await
+        .expect("not wedged")
+        .unwrap();
+    assert!(!token.expose_secret().is_empty());
+    assert_eq!(
+        auth_calls(&emu),
+        1,
+        "the refresh outlived its cancelled caller"
+    );
+}
+
+/// Collects everything tracing writes, at every level.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn secrets_never_appear_in_debug_errors_or_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let secret = "s3cr3t-Value-7f2a9c";
+    let emu = Emulator::builder()
+        .credentials("visible-key", secret)
+        .token_ttl(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let builder = TokenManager::builder()
+        .key_id("visible-key")
+        .secret(secret)
+        .auth_url(emu.auth_url())
+        .retry(RetryPolicy {
+            initial_backoff: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        })
+        .fallback_credentials(Credentials::new("other", secret));
+    let mut shown = vec![format!("{builder:?}")];
+    let manager = builder.build().unwrap();
+    let token = manager.get_token().await.unwrap();
+    let token_text = token.expose_secret().to_string();
+    assert!(token_text.len() > 8);
+
+    // Errors of every kind, with the same secret in play.
+    emu.inject(Target::Auth, Fault::Status(503), 3);
+    manager.invalidate();
+    shown.push(format!("{:?}", manager.get_token().await.unwrap_err()));
+    let wrong = TokenManager::builder()
+        .key_id("visible-key")
+        .secret("wrong-secret-value-123")
+        .auth_url(emu.auth_url())
+        .build()
+        .unwrap();
+    let err = wrong.get_token().await.unwrap_err();
+    shown.push(err.to_string());
+    shown.push(format!("{err:?}"));
+    manager.get_token().await.unwrap();
+
+    shown.push(format!("{manager:?}"));
+    shown.push(format!("{token:?} {token}"));
+    shown.push(format!("{:?}", manager.info()));
+    shown.push(format!("{:?}", manager.stats()));
+    shown.push(format!("{:?}", Credentials::new("visible-key", secret)));
+    shown.push(format!(
+        "{:?}",
+        evolution_langchain::StaticToken::new(token_text.clone())
+    ));
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("obtained an access token"),
+        "logs captured: {logs}"
+    );
+    shown.push(logs);
+
+    for text in &shown {
+        assert!(!text.contains(secret), "secret leaked in: {text}");
+        assert!(
+            !text.contains("wrong-secret-value-123"),
+            "secret leaked in: {text}"
+        );
+        assert!(!text.contains(&token_text), "token leaked in: {text}");
+    }
+}
