@@ -1,0 +1,3 @@
+//! The `evolution` command.
+
+fn main() {}
