@@ -178,3 +178,130 @@ impl TokenManagerBuilder {
         Ok(TokenManager { inner, runtime })
     }
 }
+
+/// Blocking counterpart of [`crate::EvolutionInference`]: the same calls,
+/// returning when the answer is complete.
+///
+/// Configure it with the async builder and finish with
+/// [`build_blocking`](crate::EvolutionInferenceBuilder::build_blocking):
+///
+/// ```no_run
+/// use evolution_langchain::blocking::EvolutionInference;
+///
+/// let llm = EvolutionInference::builder()
+///     .key_id("my-key-id")
+///     .secret("my-secret")
+///     .base_url("https://foundation-models.api.cloud.ru/api/gigacube/openai/v1")
+///     .build_blocking()?;
+/// for chunk in llm.stream("Tell me a story")? {
+///     print!("{}", chunk?.content().unwrap_or_default());
+/// }
+/// # Ok::<(), evolution_langchain::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct EvolutionInference {
+    inner: crate::EvolutionInference,
+    runtime: Arc<BlockingRuntime>,
+}
+
+impl EvolutionInference {
+    /// The async builder; finish it with `build_blocking()`.
+    pub fn builder() -> crate::EvolutionInferenceBuilder {
+        crate::EvolutionInference::builder()
+    }
+
+    /// A client configured from the `EVOLUTION_*` variables.
+    pub fn from_env() -> Result<Self> {
+        crate::EvolutionInference::builder().from_env()?.build_blocking()
+    }
+
+    /// Wraps an async client, sharing its pool and token cache.
+    pub fn from_async(inner: crate::EvolutionInference) -> Result<Self> {
+        Ok(Self {
+            inner,
+            runtime: BlockingRuntime::new()?,
+        })
+    }
+
+    /// The async client behind this facade.
+    pub fn as_async(&self) -> &crate::EvolutionInference {
+        &self.inner
+    }
+
+    /// See [`crate::EvolutionInference::invoke`].
+    pub fn invoke(&self, prompt: &str) -> Result<String> {
+        self.runtime.block_on(self.inner.invoke(prompt))?
+    }
+
+    /// See [`crate::EvolutionInference::chat`].
+    pub fn chat(
+        &self,
+        messages: &[crate::ChatMessage],
+        options: &crate::ChatOptions,
+    ) -> Result<crate::ChatResponse> {
+        self.runtime.block_on(self.inner.chat(messages, options))?
+    }
+
+    /// See [`crate::EvolutionInference::generate`].
+    pub fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<crate::LLMResult> {
+        self.runtime.block_on(self.inner.generate(prompts))?
+    }
+
+    /// See [`crate::EvolutionInference::generate_with_options`].
+    pub fn generate_with_options<S: AsRef<str>>(
+        &self,
+        prompts: &[S],
+        options: &crate::ChatOptions,
+    ) -> Result<crate::LLMResult> {
+        self.runtime
+            .block_on(self.inner.generate_with_options(prompts, options))?
+    }
+
+    /// See [`crate::EvolutionInference::stream`]; chunks come from an iterator.
+    pub fn stream(&self, prompt: &str) -> Result<ChatStream> {
+        self.stream_chat(&[crate::ChatMessage::user(prompt)], &crate::ChatOptions::default())
+    }
+
+    /// See [`crate::EvolutionInference::stream_chat`].
+    pub fn stream_chat(
+        &self,
+        messages: &[crate::ChatMessage],
+        options: &crate::ChatOptions,
+    ) -> Result<ChatStream> {
+        let inner = self
+            .runtime
+            .block_on(self.inner.stream_chat(messages, options))??;
+        Ok(ChatStream {
+            inner,
+            runtime: Arc::clone(&self.runtime),
+        })
+    }
+}
+
+/// A streamed answer read by blocking the calling thread for each chunk.
+#[derive(Debug)]
+pub struct ChatStream {
+    inner: crate::ChatStream,
+    runtime: Arc<BlockingRuntime>,
+}
+
+impl Iterator for ChatStream {
+    type Item = Result<crate::ChatChunk>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use futures::StreamExt;
+        match self.runtime.block_on(self.inner.next()) {
+            Ok(item) => item,
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+impl crate::EvolutionInferenceBuilder {
+    /// Checks the settings and creates a [blocking](EvolutionInference) client.
+    pub fn build_blocking(self) -> Result<EvolutionInference> {
+        let runtime = BlockingRuntime::new()?;
+        let inner = runtime.enter(|| self.build())?;
+        Ok(EvolutionInference { inner, runtime })
+    }
+}

@@ -517,3 +517,41 @@ async fn secrets_never_appear_in_debug_errors_or_logs() {
         assert!(!text.contains(&token_text), "token leaked in: {text}");
     }
 }
+
+#[test]
+fn blocking_inference_facade() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let emu = runtime.block_on(emulator(Duration::from_secs(3600)));
+    let llm = evolution_langchain::blocking::EvolutionInference::builder()
+        .key_id(emu.key_id())
+        .secret(emu.secret())
+        .base_url(emu.base_url())
+        .auth_url(emu.auth_url())
+        .build_blocking()
+        .unwrap();
+    assert_eq!(llm.invoke("plain threads work").unwrap(), "plain threads work");
+    let result = llm.generate(&["a b", "c d"]).unwrap();
+    assert_eq!(result.texts(), vec!["a b", "c d"]);
+    let chunks: Vec<_> = llm.stream("one two three").unwrap().collect::<Result<_, _>>().unwrap();
+    let text: String = chunks.iter().filter_map(|c| c.content()).collect();
+    assert_eq!(text, "one two three");
+    let response = llm
+        .chat(
+            &[evolution_langchain::ChatMessage::user("x y")],
+            &evolution_langchain::ChatOptions::new().max_tokens(1),
+        )
+        .unwrap();
+    assert_eq!(response.content(), "x");
+    assert_eq!(response.finish_reason(), Some("length"));
+    // Threads share one client.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let llm = llm.clone();
+            std::thread::spawn(move || llm.invoke(&format!("thread {i}")).unwrap())
+        })
+        .collect();
+    for (i, t) in threads.into_iter().enumerate() {
+        assert_eq!(t.join().unwrap(), format!("thread {i}"));
+    }
+    assert_eq!(emu.counters().auth_requests, 1);
+}

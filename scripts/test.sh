@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. unit, integration and doc tests of every crate (emulator on loopback);
+#   2. the end-to-end suite against a real model: llama.cpp serving SmolLM2
+#      behind the emulator (built into ~/.cache/evolution-langchain on first use).
+# Set EVOLUTION_SKIP_E2E=1 to run only step 1 (it says so loudly).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo test --workspace (unit, integration, doc tests)"
+cargo test --workspace
+
+if [ "${EVOLUTION_SKIP_E2E:-0}" = "1" ]; then
+  echo "!!! EVOLUTION_SKIP_E2E=1: the end-to-end suite against a real model was NOT run"
+  exit 0
+fi
+
+step "local model: install (cached after the first run)"
+if ! scripts/local-model.sh install; then
+  echo "error: installing the local model failed (see the step above); the end-to-end suite cannot run" >&2
+  exit 1
+fi
+
+step "local model: start"
+started=$(scripts/local-model.sh start) || {
+  echo "error: the local model server did not start; the end-to-end suite cannot run" >&2
+  exit 1
+}
+echo "$started"
+trap 'scripts/local-model.sh stop >/dev/null 2>&1 || true' EXIT
+LOCAL_MODEL_URL=$(printf '%s\n' "$started" | sed -n 's/^LOCAL_MODEL_URL=//p' | tail -n 1)
+if [ -z "$LOCAL_MODEL_URL" ]; then
+  echo "error: local-model.sh start did not print LOCAL_MODEL_URL" >&2
+  exit 1
+fi
+export LOCAL_MODEL_URL
+
+step "end-to-end suite against $LOCAL_MODEL_URL"
+cargo test -p evolution-cli --test e2e_local_model -- --ignored --test-threads 1
