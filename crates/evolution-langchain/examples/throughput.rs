@@ -97,7 +97,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!(
         "target={} concurrency={} requests={} errors={} requests/s={:.0} p50={:.3}ms p99={:.3}ms",
-        if emulator.is_some() { "emulator(instant)" } else { "base-url" },
+        if emulator.is_some() {
+            "emulator(instant)"
+        } else {
+            "base-url"
+        },
         args.concurrency,
         latencies.len(),
         errors,

@@ -43,6 +43,8 @@ mod embeddings;
 mod error;
 mod http;
 pub mod inference;
+#[cfg(feature = "langchain")]
+pub mod langchain;
 pub mod retry;
 
 pub use auth::{
@@ -60,3 +62,6 @@ pub use inference::{
     LLMResult,
 };
 pub use retry::RetryPolicy;
+/// The langchain-rust this crate integrates with, so users get a matching version.
+#[cfg(feature = "langchain")]
+pub use langchain_rust;

@@ -91,6 +91,7 @@ async fn concurrent_failure_is_shared_too() {
     assert_eq!(auth_calls(&emu), 1);
 }
 
+#[cfg(feature = "blocking")]
 #[test]
 fn blocking_facade_from_eight_threads() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -120,6 +121,7 @@ fn blocking_facade_from_eight_threads() {
     assert!(manager.info().is_valid);
 }
 
+#[cfg(feature = "blocking")]
 #[tokio::test]
 async fn blocking_facade_refuses_async_context() {
     let manager = evolution_langchain::blocking::TokenManager::new("k", "s");
@@ -444,16 +446,30 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Installs (once per test binary) a global TRACE subscriber writing into a
+/// buffer. Global rather than scoped: tracing caches per-callsite interest
+/// across threads, so a scoped subscriber can miss events that another test
+/// thread hit first.
+fn captured_logs() -> Captured {
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .with_ansi(false)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
+            captured
+        })
+        .clone()
+}
+
 #[tokio::test]
 async fn secrets_never_appear_in_debug_errors_or_logs() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = captured_logs();
 
     let secret = "s3cr3t-Value-7f2a9c";
     let emu = Emulator::builder()
@@ -518,6 +534,7 @@ async fn secrets_never_appear_in_debug_errors_or_logs() {
     }
 }
 
+#[cfg(feature = "blocking")]
 #[test]
 fn blocking_inference_facade() {
     let runtime = tokio::runtime::Runtime::new().unwrap();

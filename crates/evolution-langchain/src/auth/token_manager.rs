@@ -26,7 +26,7 @@ use super::credentials::Credentials;
 use super::iam::{self, IssuedToken, DEFAULT_AUTH_URL};
 use super::source::TokenSource;
 use super::stats::{StatsRecorder, TokenInfo, TokenStats};
-use super::token::AccessToken;
+use super::token::{AccessToken, TokenStripes};
 use crate::error::{AuthError, Error, Result};
 use crate::retry::RetryPolicy;
 
@@ -50,6 +50,8 @@ type RefreshFuture = Shared<BoxFuture<'static, Result<Arc<CachedToken>>>>;
 #[derive(Debug)]
 struct CachedToken {
     token: AccessToken,
+    /// Per-thread copies served on the hot path.
+    stripes: TokenStripes,
     lifetime: Duration,
     obtained_wall: SystemTime,
     /// From here on, a call starts a background refresh.
@@ -80,6 +82,7 @@ impl CachedToken {
         // ahead never makes refreshes much more frequent than expiry would.
         let ahead = refresh_ahead.min(usable / 4);
         Self {
+            stripes: TokenStripes::new(&issued.token),
             token: issued.token,
             lifetime,
             obtained_wall: SystemTime::now(),
@@ -167,11 +170,11 @@ impl TokenManager {
         if let Some(cached) = &*self.inner.current.load() {
             let now = Instant::now();
             if now < cached.refresh_at {
-                return Ok(cached.token.clone());
+                return Ok(cached.stripes.get().clone());
             }
             if now < cached.stale_at {
                 self.inner.start_background_refresh(now);
-                return Ok(cached.token.clone());
+                return Ok(cached.stripes.get().clone());
             }
         }
         self.refresh_and_wait().await

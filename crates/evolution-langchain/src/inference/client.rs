@@ -47,6 +47,10 @@ pub struct EvolutionInference {
     pub(crate) transport: Arc<Transport>,
     pub(crate) params: ChatParams,
     pub(crate) max_concurrency: usize,
+    /// langchain-rust's `streaming_func`, set through `LLM::add_options`:
+    /// `LLM::generate` then streams and hands it each piece of text.
+    #[cfg(feature = "langchain")]
+    pub(crate) streaming_func: Option<crate::langchain::StreamingFunc>,
 }
 
 impl EvolutionInference {
@@ -342,6 +346,8 @@ impl EvolutionInferenceBuilder {
             transport: Arc::new(self.connection.into_transport()?),
             params: self.params,
             max_concurrency,
+            #[cfg(feature = "langchain")]
+            streaming_func: None,
         })
     }
 }
