@@ -212,7 +212,9 @@ impl EvolutionInference {
 
     /// A client configured from the `EVOLUTION_*` variables.
     pub fn from_env() -> Result<Self> {
-        crate::EvolutionInference::builder().from_env()?.build_blocking()
+        crate::EvolutionInference::builder()
+            .from_env()?
+            .build_blocking()
     }
 
     /// Wraps an async client, sharing its pool and token cache.
@@ -259,7 +261,10 @@ impl EvolutionInference {
 
     /// See [`crate::EvolutionInference::stream`]; chunks come from an iterator.
     pub fn stream(&self, prompt: &str) -> Result<ChatStream> {
-        self.stream_chat(&[crate::ChatMessage::user(prompt)], &crate::ChatOptions::default())
+        self.stream_chat(
+            &[crate::ChatMessage::user(prompt)],
+            &crate::ChatOptions::default(),
+        )
     }
 
     /// See [`crate::EvolutionInference::stream_chat`].

@@ -61,7 +61,7 @@ pub use inference::{
     ChatOptions, ChatParams, ChatStream, EvolutionInference, EvolutionInferenceBuilder, Generation,
     LLMResult,
 };
-pub use retry::RetryPolicy;
 /// The langchain-rust this crate integrates with, so users get a matching version.
 #[cfg(feature = "langchain")]
 pub use langchain_rust;
+pub use retry::RetryPolicy;

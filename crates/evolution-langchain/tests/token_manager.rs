@@ -546,10 +546,17 @@ fn blocking_inference_facade() {
         .auth_url(emu.auth_url())
         .build_blocking()
         .unwrap();
-    assert_eq!(llm.invoke("plain threads work").unwrap(), "plain threads work");
+    assert_eq!(
+        llm.invoke("plain threads work").unwrap(),
+        "plain threads work"
+    );
     let result = llm.generate(&["a b", "c d"]).unwrap();
     assert_eq!(result.texts(), vec!["a b", "c d"]);
-    let chunks: Vec<_> = llm.stream("one two three").unwrap().collect::<Result<_, _>>().unwrap();
+    let chunks: Vec<_> = llm
+        .stream("one two three")
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
     let text: String = chunks.iter().filter_map(|c| c.content()).collect();
     assert_eq!(text, "one two three");
     let response = llm
