@@ -38,4 +38,5 @@ fi
 export LOCAL_MODEL_URL
 
 step "end-to-end suite against $LOCAL_MODEL_URL"
-cargo test -p evolution-cli --test e2e_local_model -- --ignored --test-threads 1
+cargo build -p evolution-cli
+cargo test -p evolution-langchain --test e2e_local_model -- --ignored --test-threads 1
