@@ -1,0 +1,263 @@
+//! The batch input: one prompt per line, as plain text or as a JSON object.
+//!
+//! A JSON line is `{"id": …, "prompt": "…"}` or `{"id": …, "messages": […]}`
+//! with optional parameters (`system`, `model`, `temperature`, `max_tokens`,
+//! `top_p`, `frequency_penalty`, `presence_penalty`, `stop`, `seed`) that
+//! override the command's flags for that line. Unknown keys are errors: a
+//! misspelt `temprature` silently ignored would cost a whole batch. A line
+//! without an id gets its line number; blank lines are skipped.
+
+use std::collections::HashMap;
+
+use evolution_langchain::{ChatMessage, ChatOptions, Role};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One prompt to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// 1-based line number in the input.
+    pub line: usize,
+    /// The id written with the answer.
+    pub id: Value,
+    /// The conversation to send.
+    pub messages: Vec<ChatMessage>,
+    /// Per-line parameters (the flags, overridden by the line's own).
+    pub options: ChatOptions,
+}
+
+/// A line that cannot be run, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadLine {
+    /// 1-based line number in the input.
+    pub line: usize,
+    /// The line's id when it had a usable one, else its line number.
+    pub id: Value,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What the flags contribute to every line.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    /// Options from the command line.
+    pub options: ChatOptions,
+    /// System prompt from the command line.
+    pub system: Option<String>,
+}
+
+/// How answers and lines are matched across runs (for `--resume`): the id's
+/// JSON text, so `7` and `"7"` stay different ids.
+pub fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+/// A JSON line's fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Record {
+    #[serde(rename = "id")]
+    _id: Option<Value>,
+    prompt: Option<String>,
+    messages: Option<Vec<ChatMessage>>,
+    system: Option<String>,
+    model: Option<String>,
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+    top_p: Option<f32>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    stop: Option<Stop>,
+    seed: Option<u64>,
+}
+
+/// `stop` as OpenAI accepts it: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Parses every non-blank line. Duplicate ids make the later line bad: with
+/// two answers under one id, `--resume` could not tell which is which.
+pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
+    let mut jobs = Vec::new();
+    let mut bad = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, raw) in text.lines().enumerate() {
+        let line = index + 1;
+        let raw = raw.trim();
+        if raw.is_empty() {
+            continue;
+        }
+        let parsed = if raw.starts_with('{') {
+            parse_json(line, raw, defaults)
+        } else {
+            Ok(plain(line, raw, defaults))
+        };
+        match parsed {
+            Ok(job) => match seen.get(&id_key(&job.id)) {
+                Some(first) => bad.push(BadLine {
+                    line,
+                    message: format!("duplicate id {} (first used on line {first})", job.id),
+                    id: job.id,
+                }),
+                None => {
+                    seen.insert(id_key(&job.id), line);
+                    jobs.push(job);
+                }
+            },
+            Err(error) => bad.push(error),
+        }
+    }
+    (jobs, bad)
+}
+
+fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {
+    Job {
+        line,
+        id: Value::from(line),
+        messages: with_system(vec![ChatMessage::user(prompt)], defaults.system.as_deref()),
+        options: defaults.options.clone(),
+    }
+}
+
+fn parse_json(line: usize, raw: &str, defaults: &Defaults) -> Result<Job, BadLine> {
+    let fail = |id: Value, message: String| BadLine { line, id, message };
+    let value: Value = serde_json::from_str(raw)
+        .map_err(|e| fail(Value::from(line), format!("invalid JSON: {e}")))?;
+    let id = match value.get("id") {
+        None | Some(Value::Null) => Value::from(line),
+        Some(id @ Value::String(s)) if !s.is_empty() => id.clone(),
+        Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => id.clone(),
+        Some(_) => {
+            return Err(fail(
+                Value::from(line),
+                "`id` must be a non-empty string or an integer".into(),
+            ))
+        }
+    };
+    let record: Record =
+        serde_json::from_value(value).map_err(|e| fail(id.clone(), e.to_string()))?;
+    let messages = match (record.prompt, record.messages) {
+        (Some(prompt), None) if !prompt.trim().is_empty() => vec![ChatMessage::user(prompt)],
+        (None, Some(messages)) if !messages.is_empty() => messages,
+        (Some(_), Some(_)) => {
+            return Err(fail(
+                id,
+                "give either `prompt` or `messages`, not both".into(),
+            ))
+        }
+        _ => {
+            return Err(fail(
+                id,
+                "needs a non-empty `prompt` (text) or `messages` (array)".into(),
+            ))
+        }
+    };
+    let system = record.system.or_else(|| defaults.system.clone());
+    let mut options = defaults.options.clone();
+    if let Some(model) = record.model {
+        options.model = Some(model);
+    }
+    options.temperature = record.temperature.or(options.temperature);
+    options.max_tokens = record.max_tokens.or(options.max_tokens);
+    options.top_p = record.top_p.or(options.top_p);
+    options.frequency_penalty = record.frequency_penalty.or(options.frequency_penalty);
+    options.presence_penalty = record.presence_penalty.or(options.presence_penalty);
+    options.seed = record.seed.or(options.seed);
+    match record.stop {
+        Some(Stop::One(stop)) => options.stop = Some(vec![stop]),
+        Some(Stop::Many(stop)) => options.stop = Some(stop),
+        None => {}
+    }
+    Ok(Job {
+        line,
+        messages: with_system(messages, system.as_deref()),
+        options,
+        id,
+    })
+}
+
+/// Puts the system prompt first, unless the conversation brings its own.
+fn with_system(mut messages: Vec<ChatMessage>, system: Option<&str>) -> Vec<ChatMessage> {
+    let has_system = messages.first().is_some_and(|m| m.role == Role::System);
+    if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
+        if !has_system {
+            messages.insert(0, ChatMessage::system(system));
+        }
+    }
+    messages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(text: &str) -> (Vec<Job>, Vec<BadLine>) {
+        parse(text, &Defaults::default())
+    }
+
+    #[test]
+    fn plain_and_json_lines() {
+        let (jobs, bad) = run(
+            "Hello\n\n{\"id\":\"a\",\"prompt\":\"Hi\",\"temperature\":0.5}\n\
+             {\"messages\":[{\"role\":\"user\",\"content\":\"Yo\"}],\"stop\":\"x\"}\n",
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(jobs.len(), 3);
+        assert_eq!((jobs[0].line, &jobs[0].id), (1, &json!(1)));
+        assert_eq!(jobs[1].id, json!("a"));
+        assert_eq!(jobs[1].options.temperature, Some(0.5));
+        assert_eq!(jobs[2].id, json!(4));
+        assert_eq!(jobs[2].options.stop, Some(vec!["x".to_string()]));
+    }
+
+    #[test]
+    fn bad_lines_carry_their_number_and_id() {
+        let (jobs, bad) = run(
+            "{\"id\":1,\"prompt\":\"a\"}\n{not json\n{\"id\":\"b\",\"prompt\":\"x\",\"temprature\":1}\n\
+             {\"id\":1,\"prompt\":\"dup\"}\n{\"id\":[1],\"prompt\":\"x\"}\n{\"id\":\"c\"}\n",
+        );
+        assert_eq!(jobs.len(), 1);
+        let lines: Vec<usize> = bad.iter().map(|b| b.line).collect();
+        assert_eq!(lines, [2, 3, 4, 5, 6]);
+        assert!(
+            bad[0].message.contains("invalid JSON"),
+            "{}",
+            bad[0].message
+        );
+        assert!(bad[1].message.contains("temprature"), "{}", bad[1].message);
+        assert_eq!(bad[1].id, json!("b"));
+        assert!(
+            bad[2].message.contains("duplicate id 1"),
+            "{}",
+            bad[2].message
+        );
+        assert_eq!(bad[3].id, json!(5));
+        assert!(bad[4].message.contains("prompt"), "{}", bad[4].message);
+    }
+
+    #[test]
+    fn system_prompt_goes_first_unless_present() {
+        let defaults = Defaults {
+            system: Some("Be brief.".into()),
+            ..Defaults::default()
+        };
+        let (jobs, _) = parse(
+            "Hi\n{\"messages\":[{\"role\":\"system\",\"content\":\"Own\"},{\"role\":\"user\",\"content\":\"q\"}]}\n",
+            &defaults,
+        );
+        assert_eq!(jobs[0].messages[0].role, Role::System);
+        assert_eq!(jobs[0].messages.len(), 2);
+        assert_eq!(jobs[1].messages.len(), 2);
+        assert_eq!(jobs[1].messages[0].content_text(), "Own");
+    }
+
+    #[test]
+    fn ids_of_different_types_differ() {
+        assert_ne!(id_key(&json!(7)), id_key(&json!("7")));
+    }
+}

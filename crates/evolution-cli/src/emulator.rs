@@ -1,0 +1,167 @@
+//! The emulator, two ways: `evolution emulator` runs it standalone for other
+//! programs, and the global `--emulator` flag embeds one in any command so a
+//! newcomer sees the whole flow without an account.
+
+use std::io::{self, Write};
+
+use clap::Args;
+use evolution_emulator::{env_lines, EmulatorArgs, EmulatorHandle, FaultSpec};
+
+use crate::exit::{CliError, Exit};
+
+/// Options of the embedded emulator (global `--emulator` mode).
+///
+/// These are the top-level command's own flags, named apart from the
+/// `emulator` subcommand's (`--word-delay-ms`, `--token-ttl`, `--fault`) and
+/// from `chat --model`, so the two never clash. `--upstream` is accepted
+/// before the subcommand only: `evolution --emulator --upstream URL chat …`.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Embedded emulator")]
+pub struct EmbeddedArgs {
+    /// Run against an embedded emulator on a free loopback port instead of
+    /// Cloud.ru: no account or credentials needed.
+    #[arg(long, global = true, env = "EVOLUTION_EMULATOR", value_parser = parse_switch)]
+    pub emulator: bool,
+
+    /// Let the embedded emulator forward chat, models and embeddings to this
+    /// OpenAI-compatible engine (e.g. a local llama.cpp server); implies --emulator.
+    #[arg(
+        id = "embedded_upstream",
+        long = "upstream",
+        value_name = "URL",
+        env = "EVOLUTION_EMULATOR_UPSTREAM"
+    )]
+    pub upstream: Option<String>,
+
+    /// Bearer token the embedded emulator sends to the upstream.
+    #[arg(
+        id = "embedded_upstream_api_key",
+        long = "upstream-api-key",
+        value_name = "KEY",
+        env = "EVOLUTION_EMULATOR_UPSTREAM_API_KEY",
+        hide_env_values = true
+    )]
+    pub upstream_api_key: Option<String>,
+
+    /// Pause of the embedded emulator before each streamed word, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "EVOLUTION_EMULATOR_WORD_DELAY_MS",
+        default_value_t = 0
+    )]
+    pub emulator_word_delay_ms: u64,
+
+    /// Lifetime of the embedded emulator's tokens, in seconds.
+    #[arg(long, value_name = "SECS", env = "EVOLUTION_EMULATOR_TOKEN_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub emulator_token_ttl: u64,
+
+    /// Queue a fault in the embedded emulator, `TARGET=FAULT[xN]`, e.g.
+    /// `chat=status:503x2` (repeatable).
+    #[arg(long, value_name = "TARGET=FAULT[xN]")]
+    pub emulator_fault: Vec<FaultSpec>,
+}
+
+/// `EVOLUTION_EMULATOR`'s value: the usual yes/no words, and an empty
+/// value (`EVOLUTION_EMULATOR=` in a `.env` file) meaning "off".
+fn parse_switch(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "false" | "no" | "off" | "n" | "f" => Ok(false),
+        "1" | "true" | "yes" | "on" | "y" | "t" => Ok(true),
+        _ => Err("expected 1 or 0 (also true/false, yes/no, on/off)".into()),
+    }
+}
+
+impl EmbeddedArgs {
+    /// Whether commands run against an embedded emulator.
+    pub fn enabled(&self) -> bool {
+        self.emulator || self.upstream.is_some()
+    }
+
+    /// The emulator options these flags stand for.
+    fn emulator_args(&self) -> EmulatorArgs {
+        EmulatorArgs {
+            token_ttl: self.emulator_token_ttl,
+            word_delay_ms: self.emulator_word_delay_ms,
+            upstream: self.upstream.clone(),
+            upstream_api_key: self.upstream_api_key.clone(),
+            fault: self.emulator_fault.clone(),
+            ..EmulatorArgs::default()
+        }
+    }
+
+    /// Starts the embedded emulator on a free loopback port.
+    pub async fn start(&self) -> Result<EmulatorHandle, CliError> {
+        let args = self.emulator_args();
+        let handle = start(&args).await?;
+        tracing::info!(url = %handle.url(), upstream = ?args.upstream, "embedded emulator started");
+        Ok(handle)
+    }
+}
+
+/// `evolution emulator`: the emulator's own options.
+#[derive(Debug, Clone, Args)]
+pub struct EmulatorCommand {
+    #[command(flatten)]
+    args: EmulatorArgs,
+
+    /// Prefix each printed line with `export ` for `eval "$(…)"` in a shell.
+    #[arg(long)]
+    export: bool,
+}
+
+/// Starts an emulator and queues its faults.
+async fn start(args: &EmulatorArgs) -> Result<EmulatorHandle, CliError> {
+    let handle = args.builder().start().await.map_err(|e| {
+        let exit = if e.kind() == io::ErrorKind::InvalidInput {
+            Exit::Usage
+        } else {
+            Exit::Failure
+        };
+        CliError::new(exit, format!("cannot start the emulator: {e}"))
+    })?;
+    args.apply_faults(&handle);
+    Ok(handle)
+}
+
+/// Runs the emulator until Ctrl-C or SIGTERM, after printing the variables a
+/// client needs (only those go to stdout, so the output can be sourced).
+pub async fn run(command: EmulatorCommand) -> Result<(), CliError> {
+    let handle = start(&command.args).await?;
+    let prefix = if command.export { "export " } else { "" };
+    let mut text = String::new();
+    for line in env_lines(&handle).lines() {
+        text.push_str(prefix);
+        text.push_str(line);
+        text.push('\n');
+    }
+    let mut stdout = io::stdout().lock();
+    // A closed stdout (piped into `head`) must not stop the server.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+    drop(stdout);
+    eprintln!(
+        "evolution: emulator listening on {}; Ctrl-C to stop",
+        handle.url()
+    );
+    crate::signal::ctrl_c_or_term().await;
+    handle.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switch_values() {
+        for on in ["1", "true", "YES", " on "] {
+            assert_eq!(parse_switch(on), Ok(true), "{on}");
+        }
+        for off in ["", "0", "false", "No", "off"] {
+            assert_eq!(parse_switch(off), Ok(false), "{off}");
+        }
+        assert!(parse_switch("maybe").is_err());
+    }
+}

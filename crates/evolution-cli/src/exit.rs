@@ -1,0 +1,203 @@
+//! Exit codes and the one error type every subcommand returns.
+//!
+//! A failure ends the process with a one-line message on stderr and one of
+//! the codes below, so scripts can tell "fix your key" from "try again later"
+//! without parsing text. The same table is printed by `evolution --help`.
+
+use std::fmt;
+use std::process::ExitCode;
+
+use evolution_langchain::{AuthError, Error};
+
+/// Why the process ended. The discriminant is the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything worked.
+    Ok = 0,
+    /// Some batch lines failed, or an error that fits no class below.
+    Failure = 1,
+    /// Bad usage or configuration: an invalid flag, a missing setting, an
+    /// unreadable input file. Nothing was sent.
+    Usage = 2,
+    /// IAM rejected the key id or secret (401).
+    BadCredentials = 3,
+    /// The key is valid but has no rights (IAM 403, or the model API refused
+    /// a freshly issued token).
+    Forbidden = 4,
+    /// The service could not be reached or did not answer in time.
+    Network = 5,
+    /// The service answered with an error: a rejected request, 429/5xx after
+    /// the retries, a malformed reply, a stream that broke.
+    Api = 6,
+    /// Stopped by Ctrl-C (SIGINT) or SIGTERM; 128 + SIGINT, as shells report it.
+    Interrupted = 130,
+}
+
+/// The exit-code table shown at the end of `evolution --help`.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    some batch lines failed (see the summary), or another error
+  2    usage or configuration error (bad flag, missing credentials, unreadable file)
+  3    bad credentials: IAM rejected the key id or secret (401)
+  4    forbidden: the key has no rights (403)
+  5    network: the service could not be reached or timed out
+  6    API error: the service refused the request or answered badly
+  130  interrupted (Ctrl-C)";
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// A failure: what to tell the user and which exit code to end with.
+#[derive(Debug, Clone)]
+pub struct CliError {
+    /// The exit code.
+    pub exit: Exit,
+    /// One line, no secrets; printed after `evolution: `.
+    pub message: String,
+}
+
+impl CliError {
+    /// An error with the given code.
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Self {
+            exit,
+            message: message.into(),
+        }
+    }
+
+    /// A usage or configuration error (exit code 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
+    }
+
+    /// A generic failure (exit code 1).
+    pub fn failure(message: impl Into<String>) -> Self {
+        Self::new(Exit::Failure, message)
+    }
+
+    /// Stopped by the user: the message is the last thing printed.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self::new(Exit::Interrupted, message)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The exit code for a library error. Kept apart from the `From` impl so
+/// batch can classify errors it writes into its output instead of returning.
+pub fn classify(error: &Error) -> Exit {
+    match error {
+        Error::Config { .. } => Exit::Usage,
+        Error::Auth(auth) => match auth {
+            AuthError::InvalidCredentials { .. } => Exit::BadCredentials,
+            AuthError::Forbidden { .. } | AuthError::TokenRejected { .. } => Exit::Forbidden,
+            AuthError::Timeout { .. } | AuthError::Connection { .. } => Exit::Network,
+            // Transient (429/5xx), an invalid IAM reply, and variants added later.
+            _ => Exit::Api,
+        },
+        Error::Timeout { .. } | Error::Connection { .. } => Exit::Network,
+        Error::Api { .. }
+        | Error::Unavailable { .. }
+        | Error::InvalidResponse { .. }
+        | Error::Stream { .. } => Exit::Api,
+        Error::Batch { first, .. } => classify(first),
+        // `Error` is non-exhaustive: a new variant is at least an error.
+        _ => Exit::Failure,
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(error: Error) -> Self {
+        Self::new(classify(&error), one_line(&error.to_string()))
+    }
+}
+
+/// Joins a possibly multi-line message into one line, so every failure is a
+/// single line on stderr (a server's message may contain newlines).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Renders a clap error as one line: clap's own text minus its blank-line
+/// separated usage block, with a pointer to `--help`. `--help` and
+/// `--version` are not errors and are printed as clap formats them.
+pub fn clap_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // Help asked for (or a bare `evolution`): clap prints it; a failure to
+        // print (closed stdout) is not worth reporting.
+        let _ = error.print();
+        return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            Exit::Usage.into()
+        } else {
+            Exit::Ok.into()
+        };
+    }
+    let rendered = error.render().to_string();
+    // The first paragraph is the message; what follows is usage and hints.
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("evolution: {message} (see 'evolution --help')");
+    Exit::Usage.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_map_to_documented_codes() {
+        let auth = |e: AuthError| classify(&Error::Auth(e));
+        assert_eq!(
+            auth(AuthError::InvalidCredentials { key_id: "k".into() }),
+            Exit::BadCredentials
+        );
+        assert_eq!(
+            auth(AuthError::Forbidden { key_id: "k".into() }),
+            Exit::Forbidden
+        );
+        assert_eq!(
+            auth(AuthError::Connection {
+                auth_url: "u".into(),
+                message: "refused".into(),
+                attempts: 3
+            }),
+            Exit::Network
+        );
+        let api = Error::Api {
+            status: 400,
+            message: "bad".into(),
+            error_type: None,
+            code: None,
+        };
+        assert_eq!(classify(&api), Exit::Api);
+        let config = Error::Config {
+            field: "temperature".into(),
+            message: "out of range".into(),
+        };
+        assert_eq!(classify(&config), Exit::Usage);
+    }
+
+    #[test]
+    fn messages_become_one_line() {
+        assert_eq!(one_line("a\nb  c\r\n"), "a b c");
+    }
+}

@@ -1,0 +1,142 @@
+//! `evolution chat` one-shot: streaming, stdin, JSON, flags, errors.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use evolution_emulator::{Emulator, Fault, Target};
+use serde_json::{json, Value};
+
+use crate::common::{closed_port, run, timed_reads, wait, Emu};
+
+#[test]
+fn chat_streams_the_answer_as_it_is_written() {
+    // 12 words, 150 ms apart: the answer takes about 1.8 s to finish.
+    let emu = Emu::start(Emulator::builder().word_delay(Duration::from_millis(150)));
+    let prompt = "one two three four five six seven eight nine ten eleven twelve";
+    let mut child = emu
+        .command()
+        .args(["chat", prompt])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let reads = timed_reads(child.stdout.take().expect("stdout"));
+
+    let (first_at, first) = reads
+        .recv_timeout(Duration::from_secs(20))
+        .expect("some output");
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the first words arrived only after the process ended"
+    );
+    let mut output = first;
+    let mut last_at = first_at;
+    while let Ok((at, bytes)) = reads.recv_timeout(Duration::from_secs(20)) {
+        output.extend(bytes);
+        last_at = at;
+    }
+    assert!(wait(&mut child, Duration::from_secs(20)).success());
+    assert_eq!(String::from_utf8(output).unwrap(), format!("{prompt}\n"));
+    assert!(
+        last_at - first_at >= Duration::from_millis(900),
+        "the answer arrived in one piece ({:?} between first and last write)",
+        last_at - first_at
+    );
+    assert_eq!(emu.handle.counters().stream_requests, 1);
+}
+
+#[test]
+fn chat_reads_a_piped_prompt() {
+    let emu = Emu::start(Emulator::builder());
+    let piped = run(emu.command().arg("chat"), Some("a prompt from a pipe\n"));
+    assert_eq!(piped.ok(), "a prompt from a pipe\n");
+    let dash = run(emu.command().args(["chat", "-"]), Some("dash means stdin"));
+    assert_eq!(dash.ok(), "dash means stdin\n");
+
+    let empty = run(emu.command().arg("chat"), Some(""));
+    assert!(empty.fails_with(2).contains("stdin was empty"));
+}
+
+#[test]
+fn chat_json_is_the_full_response() {
+    let emu = Emu::start(Emulator::builder());
+    let out = run(emu.command().args(["chat", "--json", "Hello JSON"]), None);
+    let response: Value = serde_json::from_str(out.ok()).expect("valid JSON");
+    assert_eq!(response["choices"][0]["message"]["content"], "Hello JSON");
+    assert_eq!(response["choices"][0]["finish_reason"], "stop");
+    assert_eq!(response["usage"]["completion_tokens"], 2);
+}
+
+#[test]
+fn chat_flags_reach_the_request() {
+    let emu = Emu::start(Emulator::builder());
+    let out = run(
+        emu.command().args([
+            "chat",
+            "--no-stream",
+            "--model",
+            "my-model",
+            "--system",
+            "Be brief.",
+            "--temperature",
+            "0.5",
+            "--max-tokens",
+            "3",
+            "--top-p",
+            "0.9",
+            "--stop",
+            "END",
+            "alpha beta gamma delta",
+        ]),
+        None,
+    );
+    assert_eq!(out.ok(), "alpha beta gamma\n");
+    let body = emu.handle.last_request().expect("a request").body;
+    assert_eq!(body["model"], "my-model");
+    assert_eq!(body["stream"], false);
+    assert_eq!(body["temperature"], 0.5);
+    assert_eq!(body["max_tokens"], 3);
+    assert_eq!(body["stop"], json!(["END"]));
+    assert!((body["top_p"].as_f64().unwrap() - 0.9).abs() < 1e-6);
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "alpha beta gamma delta"},
+        ])
+    );
+}
+
+#[test]
+fn chat_errors_are_one_line_with_their_exit_code() {
+    let emu = Emu::start(Emulator::builder());
+
+    // The API refuses the request.
+    emu.handle.inject(Target::Chat, Fault::Status(400), 1);
+    let refused = run(emu.command().args(["chat", "hi"]), None);
+    assert!(refused.fails_with(6).contains("400"), "{refused:?}");
+
+    // A stream cut midway: the words that came are shown, then the error.
+    emu.handle.inject(Target::Chat, Fault::CutStream(2), 1);
+    let cut = run(emu.command().args(["chat", "a b c d e f"]), None);
+    assert!(cut.fails_with(6).contains("stream"), "{cut:?}");
+
+    // Nothing listens at the base URL.
+    let unreachable = run(
+        emu.command().args(["chat", "hi"]).env(
+            "EVOLUTION_BASE_URL",
+            format!("http://127.0.0.1:{}/v1", closed_port()),
+        ),
+        None,
+    );
+    unreachable.fails_with(5);
+
+    // A base URL that is not a URL.
+    let invalid = run(
+        emu.command()
+            .args(["chat", "hi"])
+            .env("EVOLUTION_BASE_URL", "not a url"),
+        None,
+    );
+    assert!(invalid.fails_with(2).contains("base_url"), "{invalid:?}");
+}

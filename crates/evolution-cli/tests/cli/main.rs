@@ -1,0 +1,11 @@
+//! The `evolution` binary end to end, against an emulator in the test
+//! process: output, exit codes, and what reaches the server. One test
+//! binary with a module per command, as each binary links the whole world.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod batch;
+mod chat;
+mod config;
+mod token;
