@@ -250,7 +250,11 @@ async fn langchain_chains_run_on_the_real_model() {
         .invoke(prompt_args! {"input" => "What is my name?"})
         .await
         .unwrap();
-    assert!(second.contains("Ada"), "{second:?}\n{}", emu.last_request().unwrap().body);
+    assert!(
+        second.contains("Ada"),
+        "{second:?}\n{}",
+        emu.last_request().unwrap().body
+    );
     let last = emu.last_request().unwrap().body.to_string();
     assert!(
         last.contains("My name is Ada."),
