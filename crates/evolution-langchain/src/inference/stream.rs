@@ -152,6 +152,15 @@ fn interpret(event: SseEvent) -> Step {
     if data.is_empty() {
         return Step::Skip;
     }
+    // Fast path: a chunk parses straight into its type. Only events that
+    // mention an "error" key (rare) take the slower look at the raw JSON.
+    if event.event.as_deref() != Some("error")
+        && memchr::memmem::find(data.as_bytes(), b"\"error\"").is_none()
+    {
+        if let Ok(chunk) = serde_json::from_str::<ChatChunk>(data) {
+            return Step::Chunk(Box::new(chunk));
+        }
+    }
     let value: serde_json::Value = match serde_json::from_str(data) {
         Ok(value) => value,
         Err(e) => {
