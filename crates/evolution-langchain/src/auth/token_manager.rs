@@ -22,8 +22,9 @@ use async_trait::async_trait;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::time::Instant;
 
+use super::builder::TokenManagerBuilder;
 use super::credentials::Credentials;
-use super::iam::{self, IssuedToken, DEFAULT_AUTH_URL};
+use super::iam::{self, IssuedToken};
 use super::source::TokenSource;
 use super::stats::{StatsRecorder, TokenInfo, TokenStats};
 use super::token::{AccessToken, TokenStripes};
@@ -390,6 +391,46 @@ impl Inner {
     }
 }
 
+impl TokenManager {
+    /// A manager from checked settings; the builder's last step.
+    pub(super) fn assemble(
+        credentials: Vec<Credentials>,
+        auth_url: String,
+        refresh_buffer: Duration,
+        refresh_ahead: Duration,
+        timeout: Duration,
+        retry: RetryPolicy,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                credentials,
+                active: AtomicUsize::new(0),
+                auth_url,
+                refresh_buffer,
+                refresh_ahead,
+                timeout,
+                retry,
+                client,
+                config_error: None,
+                current: ArcSwapOption::empty(),
+                refresh: Mutex::new(RefreshSlot::default()),
+                stats: Mutex::new(StatsRecorder::default()),
+            }),
+        }
+    }
+
+    pub(super) fn settings(&self) -> (&[Credentials], &str, Duration, &RetryPolicy) {
+        let inner = &self.inner;
+        (
+            &inner.credentials,
+            &inner.auth_url,
+            inner.timeout,
+            &inner.retry,
+        )
+    }
+}
+
 impl fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenManager")
@@ -414,175 +455,6 @@ impl TokenSource for TokenManager {
 
     fn invalidate_token(&self, rejected: &AccessToken) {
         TokenManager::invalidate_token(self, rejected);
-    }
-}
-
-/// Settings for a [`TokenManager`]; methods are named after the fields.
-#[derive(Clone, Default)]
-pub struct TokenManagerBuilder {
-    key_id: Option<String>,
-    secret: Option<secrecy::SecretString>,
-    credentials: Option<Credentials>,
-    fallbacks: Vec<Credentials>,
-    auth_url: Option<String>,
-    refresh_buffer: Option<Duration>,
-    refresh_ahead: Option<Duration>,
-    timeout: Option<Duration>,
-    retry: Option<RetryPolicy>,
-    http_client: Option<reqwest::Client>,
-}
-
-impl TokenManagerBuilder {
-    /// The access key id.
-    pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
-        self.key_id = Some(key_id.into());
-        self
-    }
-
-    /// The access key secret.
-    pub fn secret(mut self, secret: impl Into<String>) -> Self {
-        self.secret = Some(secrecy::SecretString::from(secret.into()));
-        self
-    }
-
-    /// Key id and secret together (instead of `key_id` + `secret`).
-    pub fn credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = Some(credentials);
-        self
-    }
-
-    /// Backup credentials, tried in the order added when IAM refuses the
-    /// ones before them (401/403).
-    pub fn fallback_credentials(mut self, credentials: Credentials) -> Self {
-        self.fallbacks.push(credentials);
-        self
-    }
-
-    /// The IAM token endpoint; defaults to [`DEFAULT_AUTH_URL`].
-    pub fn auth_url(mut self, auth_url: impl Into<String>) -> Self {
-        self.auth_url = Some(auth_url.into());
-        self
-    }
-
-    /// How long before expiry a token is treated as expired
-    /// (default [`DEFAULT_REFRESH_BUFFER`]).
-    pub fn refresh_buffer(mut self, refresh_buffer: Duration) -> Self {
-        self.refresh_buffer = Some(refresh_buffer);
-        self
-    }
-
-    /// How long before the buffer a background refresh starts while callers
-    /// keep using the current token (default: as long as the buffer; at most
-    /// a quarter of the token's usable life). `Duration::ZERO` turns
-    /// refresh-ahead off.
-    pub fn refresh_ahead(mut self, refresh_ahead: Duration) -> Self {
-        self.refresh_ahead = Some(refresh_ahead);
-        self
-    }
-
-    /// Timeout for each request to IAM (default [`DEFAULT_AUTH_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// How transient failures are retried (default: 3 attempts, exponential
-    /// backoff with full jitter).
-    pub fn retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
-        self
-    }
-
-    /// Shorthand for a default [`RetryPolicy`] with `max_attempts` attempts.
-    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
-        let policy = self.retry.take().unwrap_or_default();
-        self.retry = Some(RetryPolicy {
-            max_attempts,
-            ..policy
-        });
-        self
-    }
-
-    /// The HTTP client to use (default: a pooled client of the crate's own).
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http_client = Some(client);
-        self
-    }
-
-    /// Checks the settings and creates the manager. Nothing is sent yet.
-    pub fn build(self) -> Result<TokenManager> {
-        let manager = self.assemble_with_default_client()?;
-        let inner = &manager.inner;
-        inner.credentials[0].validate("")?;
-        for fallback in &inner.credentials[1..] {
-            fallback.validate("fallback ")?;
-        }
-        crate::config::validate_http_url("auth_url", &inner.auth_url)?;
-        if inner.timeout.is_zero() {
-            return Err(Error::config("timeout", "must be longer than zero"));
-        }
-        if inner.retry.max_attempts == 0 {
-            return Err(Error::config(
-                "max_attempts",
-                "must be at least 1 (1 means no retries)",
-            ));
-        }
-        Ok(manager)
-    }
-
-    fn assemble_with_default_client(self) -> Result<TokenManager> {
-        let client = match &self.http_client {
-            Some(client) => client.clone(),
-            None => crate::http::default_client()?,
-        };
-        self.assemble(client)
-    }
-
-    fn assemble(self, client: reqwest::Client) -> Result<TokenManager> {
-        let primary = match (self.credentials, self.key_id, self.secret) {
-            (Some(credentials), _, _) => credentials,
-            (None, key_id, secret) => Credentials::new(
-                key_id.unwrap_or_default(),
-                secret
-                    .as_ref()
-                    .map(|s| secrecy::ExposeSecret::expose_secret(s).to_string())
-                    .unwrap_or_default(),
-            ),
-        };
-        let refresh_buffer = self.refresh_buffer.unwrap_or(DEFAULT_REFRESH_BUFFER);
-        let mut credentials = vec![primary];
-        credentials.extend(self.fallbacks);
-        Ok(TokenManager {
-            inner: Arc::new(Inner {
-                credentials,
-                active: AtomicUsize::new(0),
-                auth_url: self
-                    .auth_url
-                    .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string()),
-                refresh_buffer,
-                refresh_ahead: self.refresh_ahead.unwrap_or(refresh_buffer),
-                timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
-                retry: self.retry.unwrap_or_default(),
-                client,
-                config_error: None,
-                current: ArcSwapOption::empty(),
-                refresh: Mutex::new(RefreshSlot::default()),
-                stats: Mutex::new(StatsRecorder::default()),
-            }),
-        })
-    }
-}
-
-impl fmt::Debug for TokenManagerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenManagerBuilder")
-            .field("key_id", &self.key_id)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .field("credentials", &self.credentials)
-            .field("fallbacks", &self.fallbacks)
-            .field("auth_url", &self.auth_url)
-            .field("refresh_buffer", &self.refresh_buffer)
-            .finish_non_exhaustive()
     }
 }
 

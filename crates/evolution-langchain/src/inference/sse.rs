@@ -44,6 +44,10 @@ impl SseDecoder {
 
     /// Consumes one read of the body.
     pub fn push(&mut self, mut bytes: &[u8]) {
+        if bytes.is_empty() {
+            // An empty read must not forget a pending `\r`.
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
@@ -179,6 +183,12 @@ mod tests {
     fn crlf_split_across_reads() {
         let events = decode_all(&[b"data: a\r", b"\n\r", b"\ndata: b\r\n\r\n"]);
         assert_eq!(data(&events), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn empty_reads_keep_a_pending_cr() {
+        let events = decode_all(&[b"data: a\r", b"", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(data(&events), vec!["a\nb"]);
     }
 
     #[test]

@@ -40,22 +40,24 @@ impl ChatStream {
         let stream = async_stream::stream! {
             let mut body = std::pin::pin!(body);
             let mut decoder = SseDecoder::new();
-            loop {
-                let read = match tokio::time::timeout(idle_timeout, body.next()).await {
+            let mut ended = false;
+            while !ended {
+                match tokio::time::timeout(idle_timeout, body.next()).await {
                     Err(_) => {
                         yield Err(stream_error(format!("no data for {idle_timeout:?}; the server stalled")));
                         return;
                     }
-                    Ok(None) => break,
                     Ok(Some(Err(e))) => {
                         let e: StreamReadError = e.into();
                         yield Err(stream_error(format!("the connection broke: {}", e.0)));
                         return;
                     }
-                    Ok(Some(Ok(bytes))) => bytes,
-                };
-                decoder.push(read.as_ref());
-                while let Some(event) = decoder.next_event() {
+                    Ok(Some(Ok(bytes))) => decoder.push(bytes.as_ref()),
+                    Ok(None) => ended = true,
+                }
+                // At the end, a last event without its blank line still counts.
+                let mut last = if ended { decoder.finish() } else { None };
+                while let Some(event) = decoder.next_event().or_else(|| last.take()) {
                     match interpret(event) {
                         Step::Chunk(chunk) => yield Ok(*chunk),
                         Step::Skip => {}
@@ -64,18 +66,6 @@ impl ChatStream {
                             yield Err(error);
                             return;
                         }
-                    }
-                }
-            }
-            // The body ended. A last event without its blank line still counts.
-            if let Some(event) = decoder.finish() {
-                match interpret(event) {
-                    Step::Chunk(chunk) => yield Ok(*chunk),
-                    Step::Skip => {}
-                    Step::Done => return,
-                    Step::Fail(error) => {
-                        yield Err(error);
-                        return;
                     }
                 }
             }
@@ -322,6 +312,17 @@ mod tests {
         let err = stream.next().await.unwrap().unwrap_err();
         assert!(err.to_string().contains("without [DONE]"), "{err}");
         assert!(stream.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_final_done_without_blank_line_still_ends_cleanly() {
+        let stream = from_bytes(vec![
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+            b"data: [DONE]",
+        ]);
+        let items: Vec<_> = stream.collect().await;
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].as_ref().unwrap().content(), Some("Hi"));
     }
 
     #[tokio::test]
