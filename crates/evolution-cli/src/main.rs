@@ -30,6 +30,9 @@
 //! Errors are one line on stderr, prefixed `evolution: `; secrets (the key
 //! secret, tokens) are never printed.
 
+// Doc comments double as `--help` text, where `<…>` around URLs would show.
+#![allow(rustdoc::bare_urls)]
+
 mod batch;
 mod chat;
 mod config;
