@@ -4,20 +4,50 @@
 //! tokens managed for you, OpenAI-compatible chat completions, and
 //! [langchain-rust](https://docs.rs/langchain-rust) integration.
 //!
-//! ```no_run
-//! # async fn run() -> evolution_langchain::Result<()> {
-//! use evolution_langchain::TokenManager;
+//! ```
+//! use evolution_langchain::{ChatMessage, ChatOptions, EvolutionInference};
+//! use futures::StreamExt;
 //!
-//! let manager = TokenManager::builder()
-//!     .key_id("my-key-id")
-//!     .secret("my-secret")
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // The local emulator stands in for Cloud.ru here.
+//! # let emulator = evolution_emulator::Emulator::start().await?;
+//! # let (key_id, secret) = (emulator.key_id(), emulator.secret());
+//! # let base_url = emulator.base_url();
+//! let llm = EvolutionInference::builder()
+//!     .key_id(key_id)                    // or EvolutionInference::from_env()
+//!     .secret(secret)
+//!     .base_url(base_url)                // e.g. https://foundation-models.api.cloud.ru/api/gigacube/openai/v1
+//! #   .auth_url(emulator.auth_url())
 //!     .build()?;
-//! // Cached, refreshed before expiry, one IAM request however many tasks ask.
-//! let token = manager.get_token().await?;
-//! println!("token valid for {:?}", manager.info().expires_in);
-//! # let _ = token;
+//!
+//! // The IAM token is fetched on first use, cached, and refreshed before it expires.
+//! let answer = llm.invoke("Hello there").await?;
+//! assert_eq!(answer, "Hello there"); // the emulator's model echoes
+//!
+//! // Real streaming, over server-sent events.
+//! let mut stream = llm.stream("one two three").await?;
+//! let mut text = String::new();
+//! while let Some(chunk) = stream.next().await {
+//!     text.push_str(chunk?.content().unwrap_or_default());
+//! }
+//! assert_eq!(text, "one two three");
+//!
+//! // Conversations with per-call options; every choice, tool calls and usage come back.
+//! let reply = llm
+//!     .chat(
+//!         &[ChatMessage::system("Be brief."), ChatMessage::user("a b c d")],
+//!         &ChatOptions::new().max_tokens(2),
+//!     )
+//!     .await?;
+//! assert_eq!(reply.finish_reason(), Some("length"));
 //! # Ok(()) }
 //! ```
+//!
+//! [`TokenManager`] works on its own too: any HTTP request can carry its
+//! token as `Authorization: Bearer …`. [`EvolutionEmbeddings`] serves
+//! `/embeddings`; the [`langchain`] module makes the client a langchain-rust
+//! `LLM`; [`blocking`] offers the same calls to synchronous code.
 //!
 //! ## Features
 //!
