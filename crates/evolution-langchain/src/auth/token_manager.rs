@@ -221,11 +221,7 @@ impl TokenManager {
     /// Counters and averages over all refreshes so far.
     pub fn stats(&self) -> TokenStats {
         let using_fallback = self.inner.using_fallback();
-        self.inner
-            .stats
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .snapshot(using_fallback)
+        self.inner.lock_stats().snapshot(using_fallback)
     }
 
     /// The IAM endpoint in use.
@@ -255,6 +251,10 @@ impl Inner {
     fn lock_refresh(&self) -> MutexGuard<'_, RefreshSlot> {
         // The slot holds plain data; a panic elsewhere cannot leave it torn.
         self.refresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_stats(&self) -> MutexGuard<'_, StatsRecorder> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn active_credentials(&self) -> &Credentials {
@@ -327,10 +327,7 @@ impl Inner {
                 ));
                 self.current.store(Some(Arc::clone(&cached)));
                 let took = started.elapsed();
-                self.stats
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record_success(took, cached.lifetime);
+                self.lock_stats().record_success(took, cached.lifetime);
                 tracing::info!(
                     key_id = self.active_credentials().key_id(),
                     lifetime_secs = cached.lifetime.as_secs_f64(),
@@ -341,10 +338,7 @@ impl Inner {
                 Ok(cached)
             }
             Err(error) => {
-                self.stats
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .record_failure(error.to_string());
+                self.lock_stats().record_failure(error.to_string());
                 tracing::error!(error = %error, "could not obtain an access token");
                 Err(error)
             }
@@ -361,10 +355,7 @@ impl Inner {
             let outcome = self
                 .retry
                 .run("IAM token request", || {
-                    self.stats
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record_iam_request();
+                    self.lock_stats().record_iam_request();
                     iam::request_token(&self.client, &self.auth_url, credentials, self.timeout)
                 })
                 .await;
@@ -380,10 +371,7 @@ impl Inner {
                         "credentials refused; switching to fallback credentials"
                     );
                     self.active.store(index + 1, Ordering::Release);
-                    self.stats
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record_fallback_switch();
+                    self.lock_stats().record_fallback_switch();
                 }
                 other => return other,
             }
