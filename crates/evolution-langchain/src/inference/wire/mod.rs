@@ -1,0 +1,206 @@
+//! The OpenAI-compatible wire format: what is sent to `/chat/completions`
+//! and `/embeddings`, and what comes back. Plain serde types, no I/O.
+//!
+//! Replies are parsed leniently where servers differ (unknown fields are
+//! ignored, `content` may be null) and strictly where a reply would be
+//! meaningless without a field (`choices`, `message`, `data`).
+
+mod request;
+mod response;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+pub use request::{
+    ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
+    MessageContent, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice,
+};
+pub use response::{
+    ChatChunk, ChatResponse, Choice, ChunkChoice, Delta, FunctionCallDelta, ResponseMessage,
+    ToolCallDelta, Usage,
+};
+
+/// An entry of `GET /models`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The name to pass as `model`.
+    pub id: String,
+    /// Who provides it.
+    #[serde(default)]
+    pub owned_by: Option<String>,
+    /// Unix time of creation.
+    #[serde(default)]
+    pub created: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ModelList {
+    pub(crate) data: Vec<ModelInfo>,
+}
+
+/// The body of `POST /embeddings`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EmbeddingRequest<'a> {
+    pub(crate) model: &'a str,
+    pub(crate) input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) dimensions: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingData {
+    #[serde(default)]
+    pub(crate) index: usize,
+    pub(crate) embedding: Vec<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct EmbeddingResponse {
+    pub(crate) data: Vec<EmbeddingData>,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// An OpenAI-style error body: `{"error": {"message", "type", "code"}}`, or
+/// the looser shapes other servers use.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct ServerError {
+    pub(crate) message: String,
+    pub(crate) error_type: Option<String>,
+    pub(crate) code: Option<String>,
+}
+
+impl ServerError {
+    pub(crate) fn parse(body: &[u8]) -> Self {
+        let text = || crate::error::truncate_message(&String::from_utf8_lossy(body));
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return Self {
+                message: text(),
+                ..Self::default()
+            };
+        };
+        Self::from_value(&value).unwrap_or_else(|| Self {
+            message: text(),
+            ..Self::default()
+        })
+    }
+
+    pub(crate) fn from_value(value: &Value) -> Option<Self> {
+        let as_text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        };
+        let error = value.get("error").unwrap_or(value);
+        if let Value::String(message) = error {
+            return Some(Self {
+                message: message.clone(),
+                ..Self::default()
+            });
+        }
+        let message = error
+            .get("message")
+            .or_else(|| error.get("detail"))
+            .and_then(as_text)?;
+        Some(Self {
+            message: crate::error::truncate_message(&message),
+            error_type: error.get("type").and_then(as_text),
+            code: error.get("code").and_then(as_text),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_recorded_llama_reply() {
+        let body = include_str!("../../../tests/fixtures/llama-server.chat.json");
+        let reply: ChatResponse = serde_json::from_str(body).unwrap();
+        assert_eq!(reply.content(), "The capital of France is Paris.");
+        assert_eq!(reply.finish_reason(), Some("stop"));
+        assert_eq!(reply.usage.unwrap().total_tokens, 35);
+    }
+
+    #[test]
+    fn missing_choices_is_an_error() {
+        assert!(serde_json::from_value::<ChatResponse>(json!({"id": "x"})).is_err());
+    }
+
+    #[test]
+    fn request_omits_unset_fields() {
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::user("hi")],
+            max_tokens: Some(5),
+            temperature: None,
+            top_p: None,
+            frequency_penalty: None,
+            presence_penalty: None,
+            stop: None,
+            stream: None,
+            n: None,
+            seed: None,
+            tools: None,
+            tool_choice: Some(ToolChoice::Function("f".into())),
+            response_format: Some(ResponseFormat::JsonObject),
+            stream_options: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({
+                "model": "m",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 5,
+                "tool_choice": {"type": "function", "function": {"name": "f"}},
+                "response_format": {"type": "json_object"}
+            })
+        );
+    }
+
+    #[test]
+    fn message_shapes() {
+        let tool = ChatMessage::tool("call_1", "42");
+        assert_eq!(
+            serde_json::to_value(&tool).unwrap(),
+            json!({"role": "tool", "content": "42", "tool_call_id": "call_1"})
+        );
+        let images =
+            ChatMessage::user_with_images("what is this?", ["https://x/y.png".to_string()]);
+        assert_eq!(
+            serde_json::to_value(&images).unwrap()["content"][1],
+            json!({"type": "image_url", "image_url": {"url": "https://x/y.png"}})
+        );
+        assert_eq!(images.content_text(), "what is this?");
+    }
+
+    #[test]
+    fn server_error_shapes() {
+        let e = ServerError::parse(include_bytes!(
+            "../../../tests/fixtures/llama-server.error-400.json"
+        ));
+        assert_eq!(e.message, "Expected 'messages' to be an array");
+        assert_eq!(e.error_type.as_deref(), Some("invalid_request_error"));
+        assert_eq!(e.code.as_deref(), Some("400"));
+        assert_eq!(ServerError::parse(b"{\"detail\":\"nope\"}").message, "nope");
+        assert_eq!(
+            ServerError::parse(b"<html>bad gateway</html>").message,
+            "<html>bad gateway</html>"
+        );
+    }
+
+    #[test]
+    fn models_list_with_both_lists() {
+        let body = include_str!("../../../tests/fixtures/llama-server.models.json");
+        let list: ModelList = serde_json::from_str(body).unwrap();
+        assert!(!list.data.is_empty());
+    }
+}
