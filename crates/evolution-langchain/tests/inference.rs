@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
 use evolution_langchain::{
     AuthError, ChatMessage, ChatOptions, Error, EvolutionEmbeddings, EvolutionInference,
-    EvolutionInferenceBuilder, Tool, ToolChoice,
+    EvolutionInferenceBuilder, ResponseFormat, Tool, ToolChoice,
 };
 use futures::StreamExt;
 use serde_json::json;
@@ -77,6 +77,8 @@ async fn every_parameter_reaches_the_wire() {
         .stop(["STOP", "END"])
         .n(2)
         .seed(42)
+        .response_format(ResponseFormat::JsonObject)
+        .tool_choice(ToolChoice::None)
         .project_id("project-123")
         .default_header("x-extra", "yes")
         .build()
@@ -101,6 +103,8 @@ async fn every_parameter_reaches_the_wire() {
     assert_eq!(body["stop"], json!(["STOP", "END"]));
     assert_eq!(body["n"], 2);
     assert_eq!(body["seed"], 42);
+    assert_eq!(body["response_format"], json!({"type": "json_object"}));
+    assert_eq!(body["tool_choice"], "none");
     assert_eq!(
         body["messages"][0],
         json!({"role": "system", "content": "be brief"})
