@@ -579,3 +579,32 @@ fn blocking_inference_facade() {
     }
     assert_eq!(emu.counters().auth_requests, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_simulated_week_of_hourly_tokens() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = manager_for(&emu).build().unwrap();
+    let mut previous = manager.get_token().await.unwrap();
+    let mut changes = 0;
+    // A call every five minutes for seven days.
+    for _ in 0..(7 * 24 * 12) {
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let token = manager.get_token().await.unwrap();
+        // Let a background refresh, if one started, finish.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if !token.same_as(&previous) {
+            changes += 1;
+            previous = token;
+        }
+        assert!(manager.info().expires_in.unwrap() > Duration::from_secs(30));
+    }
+    let stats = manager.stats();
+    // About one refresh per hour of simulated time, never an expired token.
+    assert!(
+        (165..=175).contains(&stats.successful_refreshes),
+        "{stats:?}"
+    );
+    assert_eq!(stats.failed_refreshes, 0);
+    assert_eq!(stats.iam_requests, emu.counters().auth_requests);
+    assert!(changes >= 165, "{changes} token changes");
+}
