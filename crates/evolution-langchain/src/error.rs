@@ -85,10 +85,13 @@ pub enum Error {
         message: String,
     },
 
-    /// Some prompts of a `generate` call failed. `EvolutionInference::batch`
-    /// returns each prompt's outcome instead, keeping the answers.
+    /// Some prompts of a `generate` call failed. The answers that succeeded
+    /// are in `partial`, so nothing finished is lost; rerun only the prompts
+    /// whose entry there is empty.
     #[error("{failed} of {total} prompts failed; the first (prompt {index}): {first}")]
     Batch {
+        /// Every prompt's choices in order; an empty list for a failed prompt.
+        partial: Box<crate::LLMResult>,
         /// How many prompts failed.
         failed: usize,
         /// How many prompts there were.

@@ -56,8 +56,9 @@ pub(crate) fn generations(response: &ChatResponse) -> Vec<Generation> {
 
 impl EvolutionInference {
     /// Answers each prompt (as one user message) with at most
-    /// `max_concurrency` requests in flight. Fails if any prompt fails; use
-    /// [`batch`](Self::batch) to keep the answers that succeeded.
+    /// `max_concurrency` requests in flight. If any prompt fails the result is
+    /// [`Error::Batch`], which still carries every answer that succeeded;
+    /// [`batch`](Self::batch) returns each prompt's own outcome instead.
     pub async fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<LLMResult> {
         self.generate_with_options(prompts, &ChatOptions::default())
             .await
@@ -75,7 +76,7 @@ impl EvolutionInference {
             .collect();
         let outcomes = self.batch(conversations, options).await;
         let total = outcomes.len();
-        let failed = outcomes.iter().filter(|o| o.is_err()).count();
+        let mut failures = Vec::new();
         let mut result = LLMResult::default();
         for (index, outcome) in outcomes.into_iter().enumerate() {
             match outcome {
@@ -86,14 +87,19 @@ impl EvolutionInference {
                     result.generations.push(generations(&response));
                 }
                 Err(error) => {
-                    return Err(Error::Batch {
-                        failed,
-                        total,
-                        index,
-                        first: Box::new(error),
-                    })
+                    result.generations.push(Vec::new());
+                    failures.push((index, error));
                 }
             }
+        }
+        if let Some((index, first)) = failures.first().cloned() {
+            return Err(Error::Batch {
+                partial: Box::new(result),
+                failed: failures.len(),
+                total,
+                index,
+                first: Box::new(first),
+            });
         }
         Ok(result)
     }
