@@ -238,8 +238,8 @@ impl EvolutionInference {
     /// See [`crate::EvolutionInference::chat`].
     pub fn chat(
         &self,
-        messages: &[crate::ChatMessage],
-        options: &crate::ChatOptions,
+        messages: impl AsRef<[crate::ChatMessage]>,
+        options: impl std::borrow::Borrow<crate::ChatOptions>,
     ) -> Result<crate::ChatResponse> {
         self.runtime.block_on(self.inner.chat(messages, options))?
     }
@@ -253,7 +253,7 @@ impl EvolutionInference {
     pub fn generate_with_options<S: AsRef<str>>(
         &self,
         prompts: &[S],
-        options: &crate::ChatOptions,
+        options: impl std::borrow::Borrow<crate::ChatOptions>,
     ) -> Result<crate::LLMResult> {
         self.runtime
             .block_on(self.inner.generate_with_options(prompts, options))?
@@ -263,15 +263,15 @@ impl EvolutionInference {
     pub fn stream(&self, prompt: &str) -> Result<ChatStream> {
         self.stream_chat(
             &[crate::ChatMessage::user(prompt)],
-            &crate::ChatOptions::default(),
+            crate::ChatOptions::default(),
         )
     }
 
     /// See [`crate::EvolutionInference::stream_chat`].
     pub fn stream_chat(
         &self,
-        messages: &[crate::ChatMessage],
-        options: &crate::ChatOptions,
+        messages: impl AsRef<[crate::ChatMessage]>,
+        options: impl std::borrow::Borrow<crate::ChatOptions>,
     ) -> Result<ChatStream> {
         let inner = self
             .runtime

@@ -562,7 +562,7 @@ fn blocking_inference_facade() {
     let response = llm
         .chat(
             &[evolution_langchain::ChatMessage::user("x y")],
-            &evolution_langchain::ChatOptions::new().max_tokens(1),
+            evolution_langchain::ChatOptions::new().max_tokens(1),
         )
         .unwrap();
     assert_eq!(response.content(), "x");

@@ -1,6 +1,9 @@
 //! Many prompts at once: bounded concurrency, answers kept in prompt order,
 //! nothing lost when some fail.
 
+use std::borrow::Borrow;
+use std::sync::Arc;
+
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
@@ -68,8 +71,9 @@ impl EvolutionInference {
     pub async fn generate_with_options<S: AsRef<str>>(
         &self,
         prompts: &[S],
-        options: &ChatOptions,
+        options: impl Borrow<ChatOptions>,
     ) -> Result<LLMResult> {
+        let options = options.borrow();
         let conversations = prompts
             .iter()
             .map(|p| vec![ChatMessage::user(p.as_ref())])
@@ -109,8 +113,9 @@ impl EvolutionInference {
     pub async fn batch(
         &self,
         conversations: Vec<Vec<ChatMessage>>,
-        options: &ChatOptions,
+        options: impl Borrow<ChatOptions>,
     ) -> Vec<Result<ChatResponse>> {
+        let options = options.borrow();
         futures::stream::iter(conversations)
             .map(|messages| async move { self.chat(&messages, options).await })
             .buffered(self.max_concurrency)
@@ -123,11 +128,13 @@ impl EvolutionInference {
     pub fn batch_unordered<'a>(
         &'a self,
         conversations: Vec<Vec<ChatMessage>>,
-        options: &'a ChatOptions,
+        options: impl Borrow<ChatOptions>,
     ) -> impl Stream<Item = (usize, Result<ChatResponse>)> + Send + 'a {
+        let options = Arc::new(options.borrow().clone());
         futures::stream::iter(conversations.into_iter().enumerate())
-            .map(move |(index, messages)| async move {
-                (index, self.chat(&messages, options).await)
+            .map(move |(index, messages)| {
+                let options = Arc::clone(&options);
+                async move { (index, self.chat(&messages, &*options).await) }
             })
             .buffer_unordered(self.max_concurrency)
     }

@@ -1,5 +1,6 @@
 //! `EvolutionInference`: the chat-completions client.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -115,11 +116,15 @@ impl EvolutionInference {
 
     /// Sends a conversation; returns every choice, tool calls and usage.
     /// Streams under the hood when the client was built with `streaming(true)`.
+    ///
+    /// `messages` may be a slice, an array or a `Vec`; `options` a
+    /// `ChatOptions` or a reference to one.
     pub async fn chat(
         &self,
-        messages: &[ChatMessage],
-        options: &ChatOptions,
+        messages: impl AsRef<[ChatMessage]>,
+        options: impl Borrow<ChatOptions>,
     ) -> Result<ChatResponse> {
+        let (messages, options) = (messages.as_ref(), options.borrow());
         let params = self.call_params(messages, options)?;
         if params.streaming {
             let stream = self.open_stream(&params, messages).await?;
@@ -149,9 +154,10 @@ impl EvolutionInference {
     /// accepted the request (errors before that are retried as usual).
     pub async fn stream_chat(
         &self,
-        messages: &[ChatMessage],
-        options: &ChatOptions,
+        messages: impl AsRef<[ChatMessage]>,
+        options: impl Borrow<ChatOptions>,
     ) -> Result<ChatStream> {
+        let (messages, options) = (messages.as_ref(), options.borrow());
         let params = self.call_params(messages, options)?;
         self.open_stream(&params, messages).await
     }
