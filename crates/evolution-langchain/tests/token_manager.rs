@@ -608,3 +608,34 @@ async fn a_simulated_week_of_hourly_tokens() {
     assert_eq!(stats.iam_requests, emu.counters().auth_requests);
     assert!(changes >= 165, "{changes} token changes");
 }
+
+#[test]
+fn a_refresh_orphaned_by_its_runtime_does_not_wedge_the_manager() {
+    // The emulator lives on a runtime of its own for the whole test.
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let emu = server.block_on(emulator(Duration::from_secs(3600)));
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(500)), 1);
+    let manager = manager_for(&emu).build().unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+
+    // Runtime A starts a refresh, then goes away while it is in flight
+    // (a manager in a static shared by tests does exactly this).
+    let a = runtime();
+    a.block_on(async {
+        let pending = tokio::time::timeout(Duration::from_millis(100), manager.get_token()).await;
+        assert!(pending.is_err(), "IAM was still answering");
+    });
+    drop(a);
+
+    let b = runtime();
+    let token = b
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), manager.get_token()).await })
+        .expect("not wedged")
+        .expect("a new refresh on the live runtime");
+    assert!(!token.expose_secret().is_empty());
+}

@@ -45,7 +45,13 @@ pub const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// another failing request.
 const BACKGROUND_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
-type RefreshFuture = Shared<BoxFuture<'static, Result<Arc<CachedToken>>>>;
+/// A refresh as every waiter sees it; `None` when its task died with the
+/// runtime it was spawned on, before finishing.
+type RefreshFuture = Shared<BoxFuture<'static, Option<Result<Arc<CachedToken>>>>>;
+
+/// How often a caller starts a new refresh after the one it waited for died
+/// with its runtime. Once is enough when the caller's own runtime is alive.
+const MAX_ORPHANED_REFRESHES: usize = 2;
 
 /// A token with the moments that matter for it, on the monotonic clock.
 #[derive(Debug)]
@@ -98,6 +104,8 @@ impl CachedToken {
 #[derive(Default)]
 struct RefreshSlot {
     running: Option<RefreshFuture>,
+    /// Numbers the refreshes, so a stale one cannot clear its successor.
+    generation: u64,
     background_paused_until: Option<Instant>,
 }
 
@@ -233,17 +241,29 @@ impl TokenManager {
         if let Some(error) = &self.inner.config_error {
             return Err(error.clone());
         }
-        let refresh = {
-            let mut slot = self.inner.lock_refresh();
-            // Someone may have published a token between our check and the lock.
-            if let Some(cached) = &*self.inner.current.load() {
-                if Instant::now() < cached.stale_at {
-                    return Ok(cached.token.clone());
+        for _ in 0..=MAX_ORPHANED_REFRESHES {
+            let refresh = {
+                let mut slot = self.inner.lock_refresh();
+                // Someone may have published a token between our check and the lock.
+                if let Some(cached) = &*self.inner.current.load() {
+                    if Instant::now() < cached.stale_at {
+                        return Ok(cached.token.clone());
+                    }
                 }
+                Inner::running_or_start(&self.inner, &mut slot)
+            };
+            if let Some(outcome) = refresh.await {
+                return outcome.map(|cached| cached.token.clone());
             }
-            Inner::running_or_start(&self.inner, &mut slot)
-        };
-        refresh.await.map(|cached| cached.token.clone())
+            // The refresh died with another runtime (e.g. a manager shared
+            // between tests); start one on ours.
+        }
+        Err(AuthError::Connection {
+            auth_url: self.inner.auth_url.clone(),
+            message: "the token refresh was cancelled: the Tokio runtime is shutting down".into(),
+            attempts: 0,
+        }
+        .into())
     }
 }
 
@@ -286,6 +306,8 @@ impl Inner {
         if let Some(running) = &slot.running {
             return running.clone();
         }
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
         let inner = Arc::clone(self);
         let task = tokio::spawn(async move {
             let outcome = inner.refresh().await;
@@ -297,16 +319,23 @@ impl Inner {
             };
             outcome
         });
+        // Weak: the slot owns this future, which must not keep the manager alive.
+        let owner = Arc::downgrade(self);
         let refresh = async move {
-            task.await.unwrap_or_else(|_| {
-                Err(AuthError::Connection {
-                    auth_url: String::new(),
-                    message: "the token refresh was cancelled: the Tokio runtime is shutting down"
-                        .into(),
-                    attempts: 0,
+            match task.await {
+                Ok(outcome) => Some(outcome),
+                Err(_) => {
+                    // The task was dropped with its runtime before it could
+                    // clear the slot; clear it here so the next caller starts over.
+                    if let Some(inner) = owner.upgrade() {
+                        let mut slot = inner.lock_refresh();
+                        if slot.generation == generation {
+                            slot.running = None;
+                        }
+                    }
+                    None
                 }
-                .into())
-            })
+            }
         }
         .boxed()
         .shared();
