@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use crate::fault::{Fault, Target};
+use crate::fault::{Fault, FaultSpec, Target};
 use crate::gate::{ParsedBody, RawBody};
 use crate::reply;
 use crate::state::State;
@@ -36,11 +36,15 @@ pub(crate) async fn clear_requests(AxumState(state): AxumState<Arc<State>>) -> R
     Json(json!({"cleared": true})).into_response()
 }
 
+/// `{"faults":[{"target","fault","times"}]}`: each queued fault once, in the order they
+/// will be served, with how many more requests get it.
 pub(crate) async fn list_faults(AxumState(state): AxumState<Arc<State>>) -> Response {
     let faults: Vec<Value> = state
         .pending_faults()
         .into_iter()
-        .map(|(target, fault)| json!({"target": target.as_str(), "fault": fault.to_string()}))
+        .map(|(target, fault, times)| {
+            json!({"target": target.as_str(), "fault": fault.to_string(), "times": times})
+        })
         .collect();
     Json(json!({"faults": faults})).into_response()
 }
@@ -77,11 +81,16 @@ pub(crate) async fn add_fault(
     };
     let times = match object.get("times") {
         None | Some(Value::Null) => 1,
-        Some(v) => match v.as_u64().filter(|&n| (1..=1_000_000).contains(&n)) {
-            Some(n) => n as usize,
+        Some(v) => match v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| (1..=FaultSpec::MAX_TIMES).contains(n))
+        {
+            Some(n) => n,
             None => {
                 return reply::bad_request(format!(
-                    "'times' must be an integer between 1 and 1000000, got {v}"
+                    "'times' must be an integer between 1 and {}, got {v}",
+                    FaultSpec::MAX_TIMES
                 ))
             }
         },

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use crate::fault::FaultSpec;
-use crate::{EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_SECRET};
+use crate::{
+    EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET,
+    MAX_TOKEN_TTL_SECS,
+};
 
 /// Options that configure an emulator.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -21,8 +24,9 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = DEFAULT_SECRET)]
     pub secret: String,
 
-    /// Lifetime of issued tokens, in seconds.
-    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    /// Lifetime of issued tokens, in seconds (1 to 31622400, i.e. 366 days).
+    #[arg(long, default_value_t = 3600, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
     pub token_ttl: u64,
 
     /// Pause before each streamed word, in milliseconds.
@@ -45,8 +49,12 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub embedding_dimensions: usize,
 
+    /// How many of the most recent /v1 requests the request log keeps (0 records none).
+    #[arg(long, default_value_t = DEFAULT_REQUEST_LOG_LIMIT, value_name = "N")]
+    pub request_log_limit: usize,
+
     /// Queue a fault, `TARGET=FAULT[xN]`, e.g. `chat=status:503x2`, `auth=drop`,
-    /// `chat=cut-stream:3` (repeatable).
+    /// `chat=cut-stream:3` (repeatable; N is at most 1000000).
     #[arg(long = "fault", value_name = "TARGET=FAULT[xN]")]
     pub fault: Vec<FaultSpec>,
 }
@@ -63,6 +71,7 @@ impl Default for EmulatorArgs {
             upstream_api_key: None,
             model: Vec::new(),
             embedding_dimensions: 8,
+            request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             fault: Vec::new(),
         }
     }
@@ -77,7 +86,8 @@ impl EmulatorArgs {
             .credentials(self.key_id.clone(), self.secret.clone())
             .token_ttl(Duration::from_secs(self.token_ttl))
             .word_delay(Duration::from_millis(self.word_delay_ms))
-            .embedding_dimensions(self.embedding_dimensions);
+            .embedding_dimensions(self.embedding_dimensions)
+            .request_log_limit(self.request_log_limit);
         if !self.model.is_empty() {
             builder = builder.models(self.model.clone());
         }

@@ -221,8 +221,16 @@ pub struct FaultSpec {
     pub target: Target,
     /// What happens.
     pub fault: Fault,
-    /// How many consecutive requests get it (at least 1).
+    /// How many consecutive requests get it (at least 1; the text form accepts at most
+    /// [`FaultSpec::MAX_TIMES`]).
     pub times: usize,
+}
+
+impl FaultSpec {
+    /// The largest repeat count the text form `xN` (and the admin route's `times`)
+    /// accepts. [`EmulatorHandle::inject`](crate::EmulatorHandle::inject) takes any
+    /// count: a queued fault is stored once with its remaining count, whatever that is.
+    pub const MAX_TIMES: usize = 1_000_000;
 }
 
 impl fmt::Display for FaultSpec {
@@ -248,15 +256,21 @@ impl FromStr for FaultSpec {
         // Only a trailing `x<digits>` is a repeat count, so faults may contain an `x`.
         let (fault, times) = match rest.rsplit_once(['x', 'X']) {
             Some((fault, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-                (fault, parse_number(n, "repeat count")?)
+                // All digits, so a parse failure can only mean "too large".
+                let times = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|t| (1..=FaultSpec::MAX_TIMES).contains(t))
+                    .ok_or_else(|| {
+                        ParseFaultError(format!(
+                            "repeat count {n} is out of range (1..={}) in {s:?}",
+                            FaultSpec::MAX_TIMES
+                        ))
+                    })?;
+                (fault, times)
             }
             _ => (rest, 1),
         };
-        if times == 0 {
-            return Err(ParseFaultError(format!(
-                "repeat count must be at least 1 in {s:?}"
-            )));
-        }
         Ok(FaultSpec {
             target: target.parse()?,
             fault: fault.parse()?,

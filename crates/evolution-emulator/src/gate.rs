@@ -78,17 +78,19 @@ pub(crate) async fn admit(
     stream: bool,
 ) -> Result<Option<Fault>, Response> {
     let check = state.check_token(bearer(request.headers));
-    state.record(RecordedRequest {
-        method: request.method.to_string(),
-        path: request.path.to_owned(),
-        project_id: request
-            .headers
-            .get("x-project-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        authorized: check.is_ok(),
-        body: request.body.value.clone(),
-    });
+    if state.records_requests() {
+        state.record(RecordedRequest {
+            method: request.method.to_string(),
+            path: request.path.to_owned(),
+            project_id: request
+                .headers
+                .get("x-project-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            authorized: check.is_ok(),
+            body: request.body.value.clone(),
+        });
+    }
     for &counter in counters {
         state.bump(counter);
     }

@@ -1,7 +1,6 @@
 //! `POST /api/v1/auth/token`: the IAM token service.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State as AxumState;
 use axum::http::StatusCode;
@@ -14,25 +13,17 @@ use crate::reply::{self, FaultOutcome};
 use crate::state::{Counter, State};
 use crate::util;
 
-/// `expires_in` as the service reports it: whole seconds, rounded up, at least 1.
-pub(crate) fn expires_in_secs(ttl: Duration) -> u64 {
-    let secs = ttl
-        .as_secs()
-        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
-    secs.max(1)
-}
-
 /// A JWT-shaped token (the real service issues JWTs) whose claims tell a human reading
 /// logs who it was for and when it expires. The signature is random: nothing verifies it
 /// but the emulator's own token table.
-fn make_token(key_id: &str, ttl: Duration) -> String {
+fn make_token(key_id: &str, ttl_secs: u64) -> String {
     let now = util::unix_now();
     let header = json!({"alg": "HS256", "typ": "JWT"});
     let claims = json!({
         "iss": "evolution-emulator",
         "sub": key_id,
         "iat": now,
-        "exp": now.saturating_add(expires_in_secs(ttl)),
+        "exp": now.saturating_add(ttl_secs),
         "jti": util::random_id("", 16),
     });
     let signature: Vec<u8> = std::iter::repeat_with(|| fastrand::u8(..))
@@ -104,9 +95,10 @@ pub(crate) async fn token(
     let mut answer = Map::new();
     // A reply the client cannot read in full hands out no usable token.
     let delivered = !matches!(shape, Some(Fault::CutStream(_) | Fault::StreamError(_)));
-    let token = make_token(key_id, config.token_ttl);
+    let token = make_token(key_id, config.token_ttl_secs);
     if delivered {
-        state.register_token(token.clone(), config.token_ttl);
+        // The token lives exactly the `expires_in` it is issued with (see `Config`).
+        state.register_token(token.clone(), config.token_ttl_secs);
         state.bump(Counter::TokensIssued);
     }
     answer.insert("access_token".into(), Value::String(token));
@@ -116,10 +108,7 @@ pub(crate) async fn token(
         }
         _ if config.omit_expires_in => {}
         _ => {
-            answer.insert(
-                "expires_in".into(),
-                json!(expires_in_secs(config.token_ttl)),
-            );
+            answer.insert("expires_in".into(), json!(config.token_ttl_secs));
         }
     }
     tracing::debug!(key_id, "issued access token");
@@ -131,18 +120,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expires_in_rounds_up_to_whole_seconds() {
-        assert_eq!(expires_in_secs(Duration::from_secs(3600)), 3600);
-        assert_eq!(expires_in_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(expires_in_secs(Duration::from_millis(10)), 1);
-        assert_eq!(expires_in_secs(Duration::ZERO), 1);
-        assert_eq!(expires_in_secs(Duration::MAX), u64::MAX);
-    }
-
-    #[test]
     fn tokens_look_like_jwts() {
-        let token = make_token("k", Duration::from_secs(5));
+        let token = make_token("k", 5);
         assert_eq!(token.split('.').count(), 3);
-        assert_ne!(token, make_token("k", Duration::from_secs(5)));
+        assert_ne!(token, make_token("k", 5));
     }
 }

@@ -79,6 +79,21 @@ pub const DEFAULT_KEY_ID: &str = "emulator-key-id";
 pub const DEFAULT_SECRET: &str = "emulator-secret";
 /// The model list served unless told otherwise.
 pub const DEFAULT_MODEL: &str = "emulator/echo-1";
+/// The longest token lifetime the emulator issues: 366 days, in seconds. Longer requests
+/// are capped to it (the builder) or refused (`--token-ttl`).
+pub const MAX_TOKEN_TTL_SECS: u64 = 31_622_400;
+/// How many recent `/v1` requests the log keeps unless told otherwise.
+pub const DEFAULT_REQUEST_LOG_LIMIT: usize = 10_000;
+
+/// A requested token lifetime as the emulator applies it, in whole seconds: rounded up,
+/// at least 1, at most [`MAX_TOKEN_TTL_SECS`]. It is both the `expires_in` reported and
+/// the token's real lifetime.
+fn effective_ttl_secs(ttl: Duration) -> u64 {
+    let secs = ttl
+        .as_secs()
+        .saturating_add(u64::from(ttl.subsec_nanos() > 0));
+    secs.clamp(1, MAX_TOKEN_TTL_SECS)
+}
 
 /// Entry point: [`Emulator::start`] with defaults, or [`Emulator::builder`] to configure.
 #[derive(Debug, Clone, Copy, Default)]
@@ -109,6 +124,7 @@ pub struct EmulatorBuilder {
     upstream_api_key: Option<String>,
     models: Vec<String>,
     embedding_dimensions: usize,
+    request_log_limit: usize,
     port: u16,
 }
 
@@ -125,6 +141,7 @@ impl Default for EmulatorBuilder {
             upstream_api_key: None,
             models: vec![DEFAULT_MODEL.to_owned()],
             embedding_dimensions: 8,
+            request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             port: 0,
         }
     }
@@ -154,8 +171,11 @@ impl EmulatorBuilder {
         self
     }
 
-    /// How long issued tokens stay valid (default 3600 s). `expires_in` reports it in
-    /// whole seconds, rounded up, at least 1.
+    /// How long issued tokens stay valid (default 3600 s). The lifetime is applied in whole
+    /// seconds, rounded up: `expires_in` reports it, and the token stays valid for exactly
+    /// that many seconds from issue, never less (so 1.5 s gives `expires_in: 2` and a
+    /// token valid for 2 s). [`Duration::ZERO`] and other sub-second values mean the 1 s
+    /// minimum; anything above [`MAX_TOKEN_TTL_SECS`] (366 days) is capped to it.
     pub fn token_ttl(mut self, ttl: Duration) -> Self {
         self.token_ttl = ttl;
         self
@@ -200,6 +220,16 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How many of the most recent `/v1` requests [`EmulatorHandle::requests`] (and
+    /// `GET /_emulator/requests`) keep; older ones are dropped as new ones arrive, so a
+    /// long-running emulator's memory stays bounded. Default
+    /// [`DEFAULT_REQUEST_LOG_LIMIT`] (10,000); 0 records nothing. The counters are exact
+    /// whatever the limit.
+    pub fn request_log_limit(mut self, limit: usize) -> Self {
+        self.request_log_limit = limit;
+        self
+    }
+
     /// The port to listen on; 0 (the default) picks a free one. Always on 127.0.0.1.
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
@@ -231,13 +261,14 @@ impl EmulatorBuilder {
         let config = Config {
             credentials,
             forbidden: self.forbidden,
-            token_ttl: self.token_ttl,
+            token_ttl_secs: effective_ttl_secs(self.token_ttl),
             omit_expires_in: self.omit_expires_in,
             word_delay: self.word_delay,
             upstream: self.upstream,
             upstream_api_key: self.upstream_api_key,
             models: self.models,
             embedding_dimensions: self.embedding_dimensions,
+            request_log_limit: self.request_log_limit,
         };
         let state = Arc::new(State::new(config, upstream_client));
 
@@ -337,7 +368,9 @@ impl EmulatorHandle {
     }
 
     /// Queues `fault` for the next `times` requests to `target`. Requests to a `/v1`
-    /// route take from their own queue first, then from [`Target::Api`]'s.
+    /// route take from their own queue first, then from [`Target::Api`]'s. The fault is
+    /// stored once with its remaining count, so any `times` (even `usize::MAX`, in effect
+    /// "until cleared") costs the same memory; `times == 0` queues nothing.
     pub fn inject(&self, target: Target, fault: Fault, times: usize) {
         self.inner.state.inject(target, fault, times);
     }
@@ -347,7 +380,8 @@ impl EmulatorHandle {
         self.inner.state.clear_faults();
     }
 
-    /// Every request to `/v1/*` so far, in arrival order.
+    /// The requests to `/v1/*` so far, in arrival order: the most recent
+    /// [`EmulatorBuilder::request_log_limit`] of them (default 10,000).
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.inner.state.requests()
     }
@@ -390,4 +424,26 @@ pub fn env_lines(handle: &EmulatorHandle) -> String {
         handle.auth_url(),
         handle.default_model(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ttls_are_whole_seconds_within_bounds() {
+        assert_eq!(effective_ttl_secs(Duration::from_secs(3600)), 3600);
+        assert_eq!(effective_ttl_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(effective_ttl_secs(Duration::from_millis(10)), 1);
+        assert_eq!(effective_ttl_secs(Duration::ZERO), 1);
+        assert_eq!(
+            effective_ttl_secs(Duration::from_secs(MAX_TOKEN_TTL_SECS)),
+            MAX_TOKEN_TTL_SECS
+        );
+        assert_eq!(
+            effective_ttl_secs(Duration::from_secs(MAX_TOKEN_TTL_SECS + 1)),
+            MAX_TOKEN_TTL_SECS
+        );
+        assert_eq!(effective_ttl_secs(Duration::MAX), MAX_TOKEN_TTL_SECS);
+    }
 }

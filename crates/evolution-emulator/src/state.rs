@@ -57,13 +57,17 @@ pub(crate) struct Config {
     pub credentials: Vec<(String, String)>,
     /// Pairs that authenticate but lack rights.
     pub forbidden: Vec<(String, String)>,
-    pub token_ttl: Duration,
+    /// Token lifetime in whole seconds, already normalised to
+    /// `1..=MAX_TOKEN_TTL_SECS`: both the `expires_in` reported and the real expiry.
+    pub token_ttl_secs: u64,
     pub omit_expires_in: bool,
     pub word_delay: Duration,
     pub upstream: Option<String>,
     pub upstream_api_key: Option<String>,
     pub models: Vec<String>,
     pub embedding_dimensions: usize,
+    /// How many recent `/v1` requests the log keeps; 0 records none.
+    pub request_log_limit: usize,
 }
 
 impl Config {
@@ -133,8 +137,11 @@ pub(crate) struct State {
     pub upstream_client: Option<reqwest::Client>,
     counters: CounterCells,
     tokens: Mutex<HashMap<String, TokenInfo>>,
-    faults: Mutex<HashMap<Target, VecDeque<Fault>>>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    /// Each queued fault once, with how many more requests get it (always at least 1),
+    /// so a queue costs memory per `inject` call, not per repetition.
+    faults: Mutex<HashMap<Target, VecDeque<(Fault, usize)>>>,
+    /// The most recent `config.request_log_limit` requests, oldest first.
+    requests: Mutex<VecDeque<RecordedRequest>>,
     next_id: AtomicU64,
 }
 
@@ -153,7 +160,7 @@ impl State {
             counters: CounterCells::default(),
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
         }
     }
@@ -212,15 +219,18 @@ impl State {
         self.next_id.fetch_add(1, Ordering::SeqCst)
     }
 
-    pub fn register_token(&self, token: String, ttl: Duration) {
+    /// Registers a token that stays valid for exactly `ttl_secs` whole seconds from now:
+    /// the `expires_in` it was issued with, so it never dies before the client was told.
+    pub fn register_token(&self, token: String, ttl_secs: u64) {
         let now = Instant::now();
         let mut tokens = lock(&self.tokens);
         // Pruning here keeps the map bounded by the tokens alive at once.
         tokens.retain(|_, info| info.expires > now);
-        // An absurd TTL (say `--token-ttl` near u64::MAX) means "never expires", not a panic.
+        // The builder caps the TTL at `MAX_TOKEN_TTL_SECS` (366 days), far from any
+        // `Instant` limit; saturate anyway rather than panic if that ever changes.
         let expires = now
-            .checked_add(ttl)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+            .checked_add(Duration::from_secs(ttl_secs))
+            .unwrap_or_else(|| now + Duration::from_secs(crate::MAX_TOKEN_TTL_SECS));
         tokens.insert(
             token,
             TokenInfo {
@@ -257,20 +267,28 @@ impl State {
         live
     }
 
+    /// Queues `fault` for the next `times` requests to `target` in O(1) memory, whatever
+    /// `times` is; a repeat of the fault at the back of the queue extends its count.
     pub fn inject(&self, target: Target, fault: Fault, times: usize) {
+        if times == 0 {
+            return;
+        }
         let mut faults = lock(&self.faults);
-        faults
-            .entry(target)
-            .or_default()
-            .extend(std::iter::repeat_n(fault, times));
+        let queue = faults.entry(target).or_default();
+        match queue.back_mut() {
+            Some((last, remaining)) if *last == fault => {
+                *remaining = remaining.saturating_add(times);
+            }
+            _ => queue.push_back((fault, times)),
+        }
     }
 
     pub fn clear_faults(&self) {
         lock(&self.faults).clear();
     }
 
-    /// Queued faults per target, for the admin API.
-    pub fn pending_faults(&self) -> Vec<(Target, Fault)> {
+    /// Queued faults per target with their remaining counts, for the admin API.
+    pub fn pending_faults(&self) -> Vec<(Target, Fault, usize)> {
         let faults = lock(&self.faults);
         let mut out = Vec::new();
         for target in [
@@ -281,7 +299,7 @@ impl State {
             Target::Api,
         ] {
             if let Some(queue) = faults.get(&target) {
-                out.extend(queue.iter().map(|f| (target, f.clone())));
+                out.extend(queue.iter().map(|(f, n)| (target, f.clone(), *n)));
             }
         }
         out
@@ -292,7 +310,16 @@ impl State {
     /// requests never take the same entry.
     pub fn take_fault(&self, target: Target) -> Option<Fault> {
         let mut faults = lock(&self.faults);
-        let mut pop = |t: Target| faults.get_mut(&t).and_then(VecDeque::pop_front);
+        let mut pop = |t: Target| {
+            let queue = faults.get_mut(&t)?;
+            let (fault, remaining) = queue.front_mut()?;
+            if *remaining > 1 {
+                *remaining -= 1;
+                Some(fault.clone())
+            } else {
+                queue.pop_front().map(|(fault, _)| fault)
+            }
+        };
         match target {
             Target::Auth | Target::Api => pop(target),
             Target::Chat | Target::Models | Target::Embeddings => {
@@ -301,16 +328,31 @@ impl State {
         }
     }
 
+    /// Whether requests are recorded at all (`request_log_limit > 0`), so callers can skip
+    /// building a [`RecordedRequest`] nobody will keep.
+    pub fn records_requests(&self) -> bool {
+        self.config.request_log_limit > 0
+    }
+
+    /// Appends to the log, dropping the oldest entries beyond `request_log_limit`.
     pub fn record(&self, request: RecordedRequest) {
-        lock(&self.requests).push(request);
+        let limit = self.config.request_log_limit;
+        if limit == 0 {
+            return;
+        }
+        let mut requests = lock(&self.requests);
+        while requests.len() >= limit {
+            requests.pop_front();
+        }
+        requests.push_back(request);
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.requests).clone()
+        lock(&self.requests).iter().cloned().collect()
     }
 
     pub fn last_request(&self) -> Option<RecordedRequest> {
-        lock(&self.requests).last().cloned()
+        lock(&self.requests).back().cloned()
     }
 
     pub fn clear_requests(&self) {

@@ -264,9 +264,30 @@ async fn project_id_is_recorded() {
 }
 
 #[tokio::test]
-async fn absurd_ttls_do_not_break_the_service() {
+async fn absurd_ttls_are_capped_at_366_days() {
+    for ttl in [
+        Duration::from_secs(u64::MAX),
+        Duration::MAX,
+        Duration::from_secs(31_622_401),
+    ] {
+        let emu = Emulator::builder().token_ttl(ttl).start().await.unwrap();
+        let (status, body) = auth(
+            &emu.auth_url(),
+            json!({"keyId": emu.key_id(), "secret": emu.secret()}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(body["expires_in"], 31_622_400, "{ttl:?}");
+        let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+        assert_eq!(models_status(&emu, Some(&bearer)).await.0, 200);
+        emu.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_zero_ttl_means_the_one_second_minimum() {
     let emu = Emulator::builder()
-        .token_ttl(Duration::from_secs(u64::MAX))
+        .token_ttl(Duration::ZERO)
         .start()
         .await
         .unwrap();
@@ -276,8 +297,43 @@ async fn absurd_ttls_do_not_break_the_service() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(body["expires_in"], u64::MAX);
+    assert_eq!(body["expires_in"], 1);
     let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
-    assert_eq!(models_status(&emu, Some(&bearer)).await.0, 200);
+    assert_eq!(
+        models_status(&emu, Some(&bearer)).await.0,
+        200,
+        "a token advertised for 1 s is usable at once"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_live_as_long_as_the_expires_in_they_report() {
+    // 1.5 s is reported as `expires_in: 2`, so the token must last 2 s, not 1.5 s.
+    let emu = Emulator::builder()
+        .token_ttl(Duration::from_millis(1500))
+        .start()
+        .await
+        .unwrap();
+    let (_, body) = auth(
+        &emu.auth_url(),
+        json!({"keyId": emu.key_id(), "secret": emu.secret()}),
+    )
+    .await;
+    assert_eq!(body["expires_in"], 2);
+    let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert_eq!(
+        models_status(&emu, Some(&bearer)).await.0,
+        200,
+        "still inside the advertised 2 s"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, body) = models_status(&emu, Some(&bearer)).await;
+    assert_eq!(status, 401, "expired after the advertised 2 s");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
     emu.shutdown().await;
 }

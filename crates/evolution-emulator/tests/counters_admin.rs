@@ -4,8 +4,12 @@ mod common;
 
 use std::time::Duration;
 
+use clap::Parser;
 use common::{chat, client, post, token, user};
-use evolution_emulator::{Counters, Emulator, Fault, Target};
+use evolution_emulator::{
+    Counters, Emulator, EmulatorArgs, EmulatorHandle, Fault, FaultSpec, Target,
+    DEFAULT_REQUEST_LOG_LIMIT,
+};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -166,12 +170,16 @@ async fn admin_routes_control_the_emulator() {
     assert_eq!(status, 200);
     assert_eq!(added["times"], 2);
     let (_, pending) = admin(Method::GET, format!("{base}/faults"), None).await;
-    assert_eq!(pending["faults"].as_array().unwrap().len(), 2);
     assert_eq!(
-        pending["faults"][0],
-        json!({"target": "chat", "fault": "status:503"})
+        pending["faults"],
+        json!([{"target": "chat", "fault": "status:503", "times": 2}])
     );
     assert_eq!(chat(&emu, &token, user("x")).await.0, 503);
+    let (_, pending) = admin(Method::GET, format!("{base}/faults"), None).await;
+    assert_eq!(
+        pending["faults"],
+        json!([{"target": "chat", "fault": "status:503", "times": 1}])
+    );
     let (_, _) = admin(Method::DELETE, format!("{base}/faults"), None).await;
     assert_eq!(chat(&emu, &token, user("x")).await.0, 200);
 
@@ -218,6 +226,10 @@ async fn admin_rejects_bad_fault_requests() {
             json!({"target": "chat", "fault": "drop", "times": 0}),
             "'times'",
         ),
+        (
+            json!({"target": "chat", "fault": "drop", "times": 1_000_001}),
+            "between 1 and 1000000",
+        ),
         (json!({"target": "chat", "fault": 5}), "'fault'"),
     ] {
         let (status, reply) = admin(Method::POST, url.clone(), Some(body.clone())).await;
@@ -257,4 +269,107 @@ async fn handle_clones_share_the_emulator_and_shutdown_stops_it() {
         .send()
         .await;
     assert!(result.is_err(), "nothing listens after shutdown");
+}
+
+fn logged_prompts(emu: &EmulatorHandle) -> Vec<String> {
+    emu.requests()
+        .iter()
+        .map(|r| {
+            r.body["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn request_log_keeps_only_the_newest_requests() {
+    let emu = Emulator::builder()
+        .request_log_limit(3)
+        .start()
+        .await
+        .unwrap();
+    let token = token(&emu).await;
+    for i in 0..5 {
+        assert_eq!(
+            chat(&emu, &token, user(&format!("message {i}"))).await.0,
+            200
+        );
+    }
+    assert_eq!(
+        logged_prompts(&emu),
+        ["message 2", "message 3", "message 4"]
+    );
+    assert_eq!(
+        emu.last_request().unwrap().body["messages"][0]["content"],
+        "message 4"
+    );
+    let (status, logged) = admin(
+        reqwest::Method::GET,
+        format!("{}/_emulator/requests", emu.url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(logged.as_array().unwrap().len(), 3);
+    assert_eq!(logged[0]["body"]["messages"][0]["content"], "message 2");
+    // The counters are exact whatever the log keeps.
+    assert_eq!(emu.counters().chat_requests, 5);
+
+    emu.clear_requests();
+    chat(&emu, &token, user("after clear")).await;
+    assert_eq!(logged_prompts(&emu), ["after clear"]);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_zero_request_log_limit_records_nothing() {
+    let emu = Emulator::builder()
+        .request_log_limit(0)
+        .start()
+        .await
+        .unwrap();
+    let token = token(&emu).await;
+    for text in ["one", "two"] {
+        assert_eq!(chat(&emu, &token, user(text)).await.0, 200);
+    }
+    chat(&emu, "bad-token", user("three")).await;
+    assert!(emu.requests().is_empty());
+    assert!(emu.last_request().is_none());
+    let c = emu.counters();
+    assert_eq!((c.chat_requests, c.unauthorized), (3, 1));
+    emu.shutdown().await;
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    emulator: EmulatorArgs,
+}
+
+#[tokio::test]
+async fn request_log_limit_flag_configures_the_log() {
+    assert_eq!(DEFAULT_REQUEST_LOG_LIMIT, 10_000);
+    let defaults = Cli::try_parse_from(["x"]).unwrap().emulator;
+    assert_eq!(defaults.request_log_limit, DEFAULT_REQUEST_LOG_LIMIT);
+    assert_eq!(EmulatorArgs::default().request_log_limit, 10_000);
+    assert!(Cli::try_parse_from(["x", "--request-log-limit", "-1"]).is_err());
+
+    let args = Cli::try_parse_from(["x", "--request-log-limit", "2"])
+        .unwrap()
+        .emulator;
+    assert_eq!(args.request_log_limit, 2);
+    let emu = args.builder().start().await.unwrap();
+    let token = token(&emu).await;
+    for text in ["a", "b", "c"] {
+        chat(&emu, &token, user(text)).await;
+    }
+    assert_eq!(logged_prompts(&emu), ["b", "c"]);
+    emu.shutdown().await;
+}
+
+#[test]
+fn fault_repeat_cap_matches_the_admin_route() {
+    assert_eq!(FaultSpec::MAX_TIMES, 1_000_000);
 }

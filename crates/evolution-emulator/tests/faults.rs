@@ -339,6 +339,44 @@ async fn queue_is_consumed_one_per_request_in_order() {
 }
 
 #[tokio::test]
+async fn huge_repeat_counts_are_stored_once() {
+    let emu = Emulator::start().await.unwrap();
+    let token = token(&emu).await;
+    // Used to allocate one queue entry per repetition: a capacity-overflow panic here.
+    emu.inject(Target::Chat, Fault::Status(500), usize::MAX);
+    // The same fault again extends the count, saturating rather than overflowing.
+    emu.inject(Target::Chat, Fault::Status(500), usize::MAX);
+    emu.inject(Target::Models, Fault::Status(503), usize::MAX / 2);
+    emu.inject(Target::Models, Fault::Html, 0);
+    for _ in 0..3 {
+        assert_eq!(chat(&emu, &token, user("hi")).await.0, 500);
+    }
+    assert_eq!(models_response(&emu, &token).await.status(), 503);
+
+    let listed: Value = client()
+        .get(format!("{}/_emulator/faults", emu.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["faults"],
+        json!([
+            {"target": "chat", "fault": "status:500", "times": usize::MAX - 3},
+            {"target": "models", "fault": "status:503",
+             "times": usize::MAX / 2 - 1},
+        ])
+    );
+
+    emu.clear_faults();
+    assert_eq!(chat(&emu, &token, user("hi")).await.0, 200);
+    assert_eq!(models_response(&emu, &token).await.status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
 async fn faults_come_before_the_bearer_check() {
     let emu = Emulator::start().await.unwrap();
     emu.inject(Target::Chat, Fault::Status(503), 1);

@@ -162,6 +162,43 @@ fn emulator_args_parse() {
     assert!(err.to_string().contains("boom"), "{err}");
 }
 
+#[test]
+fn fault_spec_repeat_counts_are_capped() {
+    let spec: FaultSpec = "chat=status:500x1000000".parse().unwrap();
+    assert_eq!(spec.times, 1_000_000);
+    for bad in [
+        "chat=status:500x1000001",
+        "chat=status:500x10000000000",
+        "chat=status:500x18446744073709551615",
+        "chat=status:500x99999999999999999999999999",
+    ] {
+        let err = bad.parse::<FaultSpec>().expect_err(bad).to_string();
+        assert!(
+            err.contains("repeat count") && err.contains("1000000"),
+            "{bad}: {err}"
+        );
+    }
+    // On the command line that is a usage error, not a panic or an allocation abort.
+    let err =
+        Cli::try_parse_from(["x", "--fault", "chat=status:500x18446744073709551615"]).unwrap_err();
+    assert!(err.to_string().contains("repeat count"), "{err}");
+}
+
+#[test]
+fn token_ttl_flag_takes_one_second_to_366_days() {
+    assert!(Cli::try_parse_from(["x", "--token-ttl", "-1"]).is_err());
+    for bad in ["0", "31622401", "18446744073709551615"] {
+        let err = Cli::try_parse_from(["x", "--token-ttl", bad]).expect_err(bad);
+        assert!(err.to_string().contains("--token-ttl"), "{bad}: {err}");
+    }
+    for (good, secs) in [("1", 1), ("31622400", 31_622_400)] {
+        let args = Cli::try_parse_from(["x", "--token-ttl", good])
+            .unwrap()
+            .emulator;
+        assert_eq!(args.token_ttl, secs);
+    }
+}
+
 #[tokio::test]
 async fn args_build_and_fault_a_running_emulator() {
     let cli = Cli::try_parse_from([

@@ -25,9 +25,33 @@ pub fn load_dotenv() -> Result<()> {
         .get_or_init(|| match dotenvy::dotenv() {
             Ok(_) => Ok(()),
             Err(e) if e.not_found() => Ok(()),
-            Err(e) => Err(Error::config(".env", format!("could not be read: {e}"))),
+            Err(e) => Err(dotenv_error(&e)),
         })
         .clone()
+}
+
+/// Describes a `.env` problem without quoting the offending line, which may
+/// well hold the secret: only the variable's name is shown.
+fn dotenv_error(error: &dotenvy::Error) -> Error {
+    match error {
+        dotenvy::Error::LineParse(line, index) => {
+            let name = line
+                .split_once('=')
+                .map(|(name, _)| name.trim().trim_start_matches("export ").trim())
+                .filter(|name| {
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                });
+            let which = match name {
+                Some(name) => format!("the line setting {name}"),
+                None => "a line".to_string(),
+            };
+            Error::config(
+                ".env",
+                format!("could not be parsed: {which} is malformed at character {index} (check quotes and spaces; the line is not shown as it may hold a secret)"),
+            )
+        }
+        other => Error::config(".env", format!("could not be read: {other}")),
+    }
 }
 
 /// A variable's value, `None` when unset or blank.
@@ -58,6 +82,22 @@ pub(crate) fn validate_http_url(field: &str, value: &str) -> Result<url::Url> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dotenv_errors_never_quote_the_line() {
+        let error = dotenv_error(&dotenvy::Error::LineParse(
+            "EVOLUTION_SECRET=\"top-secret-value".into(),
+            34,
+        ));
+        let text = error.to_string();
+        assert!(!text.contains("top-secret-value"), "{text}");
+        assert!(text.contains("EVOLUTION_SECRET"), "{text}");
+        let text = dotenv_error(&dotenvy::Error::LineParse("garbage secret".into(), 3)).to_string();
+        assert!(
+            !text.contains("garbage secret") && text.contains("a line"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn url_checks() {

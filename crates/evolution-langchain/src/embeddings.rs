@@ -99,15 +99,13 @@ impl EvolutionEmbeddings {
         }
         // Servers may answer out of order; `index` says where each belongs.
         let mut slots: Vec<Option<Vec<f32>>> = vec![None; input.len()];
-        for item in reply.data {
+        for (position, item) in reply.data.into_iter().enumerate() {
+            let index = item.index.unwrap_or(position);
             let slot = slots
-                .get_mut(item.index)
-                .ok_or_else(|| invalid(format!("vector index {} out of range", item.index)))?;
+                .get_mut(index)
+                .ok_or_else(|| invalid(format!("vector index {index} out of range")))?;
             if slot.replace(item.embedding).is_some() {
-                return Err(invalid(format!(
-                    "vector index {} appears twice",
-                    item.index
-                )));
+                return Err(invalid(format!("vector index {index} appears twice")));
             }
         }
         Ok(slots.into_iter().map(|s| s.expect("all filled")).collect())

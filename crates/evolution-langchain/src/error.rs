@@ -27,7 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Auth(#[from] AuthError),
 
-    /// The model API refused the request (a 4xx other than 401/408/429). Not retried.
+    /// The model API refused the request: a 4xx other than 401/408/429, or
+    /// 501/505 (the server cannot do this at all). Not retried.
     #[error("the model API answered {status}{}: {message}; fix the request (model name, parameters, messages) before retrying",
         error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
     Api {
@@ -41,7 +42,8 @@ pub enum Error {
         code: Option<String>,
     },
 
-    /// The model API kept answering 429 or 5xx until the retries ran out.
+    /// The model API kept answering 408, 429 or 5xx (except 501/505) until
+    /// the retries ran out.
     #[error("the model API is unavailable ({status}) after {attempts} attempt(s): {message}; try again later or raise max_retries")]
     Unavailable {
         /// HTTP status of the last attempt.
@@ -173,6 +175,13 @@ pub enum AuthError {
         message: String,
     },
 
+    /// The model API answered 401 to a fixed API key (a static token source).
+    #[error("the model API rejected the API key (401): {message}; check the key and that it is meant for this endpoint")]
+    KeyRejected {
+        /// The server's message.
+        message: String,
+    },
+
     /// IAM answered with something that is not a token response.
     #[error("invalid response from IAM at {auth_url}: {message}; check that auth_url points at the IAM token endpoint")]
     InvalidResponse {
@@ -220,7 +229,8 @@ impl AuthError {
 
 impl Error {
     /// Whether trying the same call again later may succeed: timeouts,
-    /// connection failures, 429 and 5xx answers (from IAM or the model API).
+    /// connection failures, 408, 429 and 5xx answers (from the model API,
+    /// 501 and 505 excepted).
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Auth(e) => e.is_retryable(),
@@ -239,7 +249,9 @@ impl Error {
             Error::Api { status, .. } | Error::Unavailable { status, .. } => Some(*status),
             Error::Auth(AuthError::InvalidCredentials { .. }) => Some(401),
             Error::Auth(AuthError::Forbidden { .. }) => Some(403),
-            Error::Auth(AuthError::TokenRejected { .. }) => Some(401),
+            Error::Auth(AuthError::TokenRejected { .. } | AuthError::KeyRejected { .. }) => {
+                Some(401)
+            }
             Error::Auth(AuthError::Transient { status, .. }) => Some(*status),
             _ => None,
         }

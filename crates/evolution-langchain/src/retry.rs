@@ -146,6 +146,7 @@ pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<
 mod tests {
     use super::*;
     use crate::error::AuthError;
+    use std::time::SystemTime;
 
     fn transient(retry_after: Option<Duration>) -> Error {
         Error::Auth(AuthError::Transient {
@@ -204,12 +205,15 @@ mod tests {
     }
 
     #[test]
-    fn full_jitter_stays_within_backoff() {
+    fn full_jitter_spreads_over_the_whole_backoff() {
         let policy = RetryPolicy::default();
-        for _ in 0..1000 {
-            let p = policy.pause(&transient(None), Duration::from_millis(400));
-            assert!(p <= Duration::from_millis(400));
-        }
+        let pauses: Vec<Duration> = (0..1000)
+            .map(|_| policy.pause(&transient(None), Duration::from_millis(400)))
+            .collect();
+        assert!(pauses.iter().all(|p| *p <= Duration::from_millis(400)));
+        // Full jitter draws from [0, backoff]: both ends are reached.
+        assert!(pauses.iter().any(|p| *p < Duration::from_millis(40)));
+        assert!(pauses.iter().any(|p| *p > Duration::from_millis(360)));
     }
 
     #[test]
@@ -222,6 +226,13 @@ mod tests {
             "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
         );
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        h.insert("retry-after", later.parse().unwrap());
+        let wait = parse_retry_after(&h).unwrap();
+        assert!(
+            wait > Duration::from_secs(110) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(parse_retry_after(&h), None);
     }

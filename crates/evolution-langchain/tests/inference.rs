@@ -248,16 +248,33 @@ async fn revoked_tokens_are_replaced_after_one_refresh() {
 #[tokio::test]
 async fn a_second_401_is_an_auth_error() {
     let emu = emulator().await;
+    let llm = client(&emu).build().unwrap();
+    llm.invoke("warm up").await.unwrap();
+    emu.inject(Target::Chat, Fault::Status(401), 2);
+    let err = llm.invoke("hi").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Auth(AuthError::TokenRejected { .. })),
+        "{err:?}"
+    );
+    let counters = emu.counters();
+    assert_eq!(counters.chat_requests, 3, "one retry with a new token");
+    assert_eq!(counters.auth_requests, 2);
+}
+
+#[tokio::test]
+async fn a_rejected_api_key_is_final_at_once() {
+    let emu = emulator().await;
     let llm = client(&emu)
         .api_key("not-a-token-the-emulator-issued")
         .build()
         .unwrap();
     let err = llm.invoke("hi").await.unwrap_err();
     assert!(
-        matches!(err, Error::Auth(AuthError::TokenRejected { .. })),
+        matches!(err, Error::Auth(AuthError::KeyRejected { .. })),
         "{err:?}"
     );
-    assert_eq!(emu.counters().chat_requests, 2);
+    assert!(err.to_string().contains("API key"), "{err}");
+    assert_eq!(emu.counters().chat_requests, 1);
 }
 
 #[tokio::test]

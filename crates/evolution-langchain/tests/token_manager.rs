@@ -122,13 +122,39 @@ fn blocking_facade_from_eight_threads() {
 }
 
 #[cfg(feature = "blocking")]
-#[tokio::test]
-async fn blocking_facade_refuses_async_context() {
-    let manager = evolution_langchain::blocking::TokenManager::new("k", "s");
-    // Building inside a runtime works; blocking calls are refused with a typed error.
-    let manager = manager.unwrap();
-    let err = manager.get_token().unwrap_err();
-    assert!(matches!(err, Error::Config { .. }), "{err}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_facade_works_from_any_thread() {
+    let emu = emulator(Duration::from_secs(3600)).await;
+    let manager = evolution_langchain::blocking::TokenManager::builder()
+        .key_id(emu.key_id())
+        .secret(emu.secret())
+        .auth_url(emu.auth_url())
+        .build()
+        .unwrap();
+    // Even inside an async task it neither panics (as a nested Tokio
+    // block_on would) nor deadlocks; it only holds that thread meanwhile.
+    let in_task = manager.clone();
+    let token = tokio::spawn(async move { in_task.get_token() })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!token.expose_secret().is_empty());
+    // Through spawn_blocking, where blocking code belongs: it works.
+    let token = tokio::task::spawn_blocking(move || manager.get_token())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!token.expose_secret().is_empty());
+    // `new` mirrors the async API: empty credentials surface on first use.
+    let empty = evolution_langchain::blocking::TokenManager::new("", "s");
+    let err = tokio::task::spawn_blocking(move || empty.get_token())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Config { ref field, .. } if field == "key_id"),
+        "{err}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -544,7 +570,7 @@ fn blocking_inference_facade() {
         .secret(emu.secret())
         .base_url(emu.base_url())
         .auth_url(emu.auth_url())
-        .build_blocking()
+        .build()
         .unwrap();
     assert_eq!(
         llm.invoke("plain threads work").unwrap(),

@@ -127,9 +127,15 @@ fn parse_reply(body: &[u8], auth_url: &str) -> Result<IssuedToken, Error> {
         .into()
     };
     let reply: TokenReply = serde_json::from_slice(body).map_err(|e| {
-        let start = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        // Quote the start of the body only when it cannot hold a token.
+        let shown = if memchr::memmem::find(body, b"access_token").is_some() {
+            String::from("(not shown: it mentions access_token)")
+        } else {
+            format!("{:?}", String::from_utf8_lossy(&body[..body.len().min(40)]))
+        };
         invalid(format!(
-            "the body is not a JSON token reply ({e}); it starts with {start:?}"
+            "the body is not a JSON token reply ({}); it starts with {shown}",
+            json_error_position(&e)
         ))
     })?;
     let token = match reply.access_token {
@@ -139,6 +145,17 @@ fn parse_reply(body: &[u8], auth_url: &str) -> Result<IssuedToken, Error> {
     };
     let lifetime = parse_expires_in(reply.expires_in.as_ref()).map_err(invalid)?;
     Ok(IssuedToken { token, lifetime })
+}
+
+/// A JSON error's kind and position, never its text (which may quote input).
+fn json_error_position(error: &serde_json::Error) -> String {
+    let kind = match error.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "unexpected field type",
+        serde_json::error::Category::Eof => "unexpected end",
+    };
+    format!("{kind} at line {} column {}", error.line(), error.column())
 }
 
 /// `expires_in` in seconds: absent or null means the default; a number or a
@@ -192,6 +209,18 @@ mod tests {
         ] {
             assert!(parse_expires_in(Some(&bad)).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn a_broken_reply_never_quotes_the_token() {
+        let body = br#"{"access_token":"opaque-SECRET-token-0123456789abcdef","expires_in":3600}}"#;
+        let err = parse_reply(body, "u").err().unwrap().to_string();
+        assert!(!err.contains("SECRET"), "{err}");
+        let err = parse_reply(b"<html>bad gateway</html>", "u")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("<html>bad gateway"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
         let _ = rejected;
         self.invalidate();
     }
+
+    /// Whether a new token can replace a rejected one. When false, a `401`
+    /// is final ([`AuthError::KeyRejected`](crate::AuthError::KeyRejected))
+    /// instead of a cue to refresh and retry.
+    fn refreshes(&self) -> bool {
+        true
+    }
 }
 
 /// A fixed token, e.g. an API key issued for a dedicated model endpoint.
@@ -58,6 +65,10 @@ impl TokenSource for StaticToken {
     }
 
     fn invalidate(&self) {}
+
+    fn refreshes(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

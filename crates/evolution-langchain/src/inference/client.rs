@@ -126,15 +126,15 @@ impl EvolutionInference {
     ) -> Result<ChatResponse> {
         let (messages, options) = (messages.as_ref(), options.borrow());
         let params = self.call_params(messages, options)?;
-        if params.streaming {
+        let response = if params.streaming {
             let stream = self.open_stream(&params, messages).await?;
-            return stream.collect_response().await;
-        }
-        let request = params.request(messages.to_vec(), false);
-        let response: ChatResponse = self
-            .transport
-            .post_json("chat/completions", &request)
-            .await?;
+            stream.collect_response().await?
+        } else {
+            let request = params.request(messages.to_vec(), false);
+            self.transport
+                .post_json::<ChatResponse>("chat/completions", &request)
+                .await?
+        };
         if response.choices.is_empty() {
             return Err(Error::InvalidResponse {
                 url: self.transport.url("chat/completions"),
@@ -208,23 +208,62 @@ impl EvolutionInference {
     }
 }
 
-/// The first choice's text; an answer with neither text nor tool calls is
-/// an invalid response rather than a silent empty string.
+/// The first choice's text. A choice without content is an empty answer
+/// when the server says why it stopped (tool calls, or `length` when a
+/// reasoning model spent the budget thinking); without even that, the reply
+/// is invalid rather than silently empty.
 pub(crate) fn answer_text(response: ChatResponse) -> Result<String> {
-    let choice = response.choices.into_iter().next();
-    match choice {
-        Some(choice) => match choice.message.content {
-            Some(text) => Ok(text),
-            None if !choice.message.tool_calls.is_empty() => Ok(String::new()),
-            None => Err(Error::InvalidResponse {
-                url: String::new(),
-                message: "the answer has neither content nor tool calls".into(),
-            }),
-        },
-        None => Err(Error::InvalidResponse {
+    let Some(choice) = response.choices.into_iter().next() else {
+        return Err(Error::InvalidResponse {
             url: String::new(),
             message: "the reply has no choices".into(),
+        });
+    };
+    match choice.message.content {
+        Some(text) => Ok(text),
+        None if !choice.message.tool_calls.is_empty() || choice.finish_reason.is_some() => {
+            Ok(String::new())
+        }
+        None => Err(Error::InvalidResponse {
+            url: String::new(),
+            message: "the answer has no content, no tool calls and no finish reason".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inference::wire::{Choice, ResponseMessage};
+
+    fn reply(content: Option<&str>, finish_reason: Option<&str>) -> ChatResponse {
+        ChatResponse {
+            id: None,
+            model: None,
+            created: None,
+            choices: vec![Choice {
+                index: 0,
+                message: ResponseMessage {
+                    role: None,
+                    content: content.map(str::to_string),
+                    tool_calls: Vec::new(),
+                    reasoning_content: None,
+                },
+                finish_reason: finish_reason.map(str::to_string),
+            }],
+            usage: None,
+        }
+    }
+
+    #[test]
+    fn answer_text_cases() {
+        assert_eq!(answer_text(reply(Some("hi"), Some("stop"))).unwrap(), "hi");
+        // A reasoning model that spent max_tokens thinking: empty, not an error.
+        assert_eq!(answer_text(reply(None, Some("length"))).unwrap(), "");
+        assert!(answer_text(reply(None, None)).is_err());
+        let mut empty = reply(None, None);
+        empty.choices.clear();
+        assert!(answer_text(empty).is_err());
     }
 }
 

@@ -6,6 +6,9 @@ use serde::Serialize;
 use super::wire::{ChatMessage, ChatRequest, ResponseFormat, StreamOptions, Tool, ToolChoice};
 use crate::error::{Error, Result};
 
+/// Most choices one request may ask for (OpenAI's limit).
+pub const MAX_N: u32 = 128;
+
 /// The parameters every request carries unless a call overrides them.
 /// Defaults follow the original client.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,7 +27,7 @@ pub struct ChatParams {
     pub presence_penalty: f32,
     /// Stop sequences (default none).
     pub stop: Option<Vec<String>>,
-    /// Choices per prompt (default 1, at least 1).
+    /// Choices per prompt (default 1, 1–128).
     pub n: u32,
     /// Stream answers even for `invoke`/`chat` (default false).
     pub streaming: bool,
@@ -182,8 +185,11 @@ impl ChatParams {
         if self.max_tokens == 0 {
             return Err(Error::config("max_tokens", "must be at least 1"));
         }
-        if self.n == 0 {
-            return Err(Error::config("n", "must be at least 1"));
+        if !(1..=MAX_N).contains(&self.n) {
+            return Err(Error::config(
+                "n",
+                format!("must be between 1 and {MAX_N}, got {}", self.n),
+            ));
         }
         Ok(())
     }

@@ -106,6 +106,13 @@ impl Transport {
         let mut response = self
             .send(method, url, &token, body.clone(), streaming)
             .await?;
+        if response.status() == StatusCode::UNAUTHORIZED && !self.tokens.refreshes() {
+            let error = ServerError::parse(&response.bytes().await.unwrap_or_default());
+            return Err(AuthError::KeyRejected {
+                message: error.message,
+            }
+            .into());
+        }
         if response.status() == StatusCode::UNAUTHORIZED {
             tracing::info!(
                 url,
@@ -177,7 +184,9 @@ impl Transport {
         };
         tracing::debug!(url, status = status.as_u16(), %message, "the model API answered with an error");
         Err(match status.as_u16() {
-            code @ (408 | 429 | 500 | 502 | 503 | 504) => Error::Unavailable {
+            // 501 and 505 say the server cannot do this at all; every other
+            // 5xx (gateways, overload, Cloudflare's 52x) may pass.
+            code @ (408 | 429 | 500 | 502..=504 | 506..=599) => Error::Unavailable {
                 status: code,
                 message,
                 attempts: 1,

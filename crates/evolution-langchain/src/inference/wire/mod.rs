@@ -49,8 +49,9 @@ pub(crate) struct EmbeddingRequest<'a> {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbeddingData {
+    /// Absent on some servers; the position in `data` then.
     #[serde(default)]
-    pub(crate) index: usize,
+    pub(crate) index: Option<usize>,
     pub(crate) embedding: Vec<f32>,
 }
 
@@ -97,7 +98,7 @@ impl ServerError {
             Value::Null => None,
             other => Some(other.to_string()),
         };
-        let error = value.get("error").unwrap_or(value);
+        let error = value.get("error").filter(|e| !e.is_null()).unwrap_or(value);
         if let Value::String(message) = error {
             return Some(Self {
                 message: message.clone(),
@@ -128,6 +129,17 @@ mod tests {
         assert_eq!(reply.content(), "The capital of France is Paris.");
         assert_eq!(reply.finish_reason(), Some("stop"));
         assert_eq!(reply.usage.unwrap().total_tokens, 35);
+    }
+
+    #[test]
+    fn null_usage_counts_are_zero() {
+        let reply: ChatResponse = serde_json::from_value(json!({
+            "choices": [{"index": 0, "message": {"content": "hi"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": null}
+        }))
+        .unwrap();
+        assert_eq!(reply.usage().unwrap().total_tokens, 0);
+        assert_eq!(reply.usage().unwrap().prompt_tokens, 3);
     }
 
     #[test]

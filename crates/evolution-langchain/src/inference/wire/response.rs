@@ -8,14 +8,19 @@ use super::{null_as_empty, ToolCall};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub prompt_tokens: u32,
     /// Tokens generated.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub completion_tokens: u32,
     /// Their sum.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub total_tokens: u32,
+}
+
+/// Some servers send `null` for counts they do not track.
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    Ok(Option::<u32>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl std::ops::AddAssign for Usage {
@@ -80,6 +85,11 @@ pub struct ChatResponse {
 }
 
 impl ChatResponse {
+    /// Token counts, when the server reported them.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
     /// The first choice's text ("" when it has none).
     pub fn content(&self) -> &str {
         self.choices
