@@ -86,7 +86,7 @@ pub async fn client(
     embedded: &EmbeddedArgs,
 ) -> Result<(Endpoint, EvolutionInference), CliError> {
     let endpoint = Endpoint::resolve(connection, embedded, Needs::Api).await?;
-    let llm = endpoint.inference().build()?;
+    let llm = endpoint.inference()?.build()?;
     Ok((endpoint, llm))
 }
 

@@ -6,6 +6,7 @@
 //! loaded into the environment before parsing without overriding variables
 //! that are already set (see `main`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
@@ -13,7 +14,9 @@ use evolution_emulator::EmulatorHandle;
 use evolution_langchain::config::{
     ENV_BASE_URL, ENV_KEY_ID, ENV_PROJECT_ID, ENV_SECRET, ENV_TOKEN_URL,
 };
-use evolution_langchain::{EvolutionInference, EvolutionInferenceBuilder, TokenManager};
+use evolution_langchain::{
+    EvolutionInference, EvolutionInferenceBuilder, TokenManager, TokenSource,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::emulator::EmbeddedArgs;
@@ -40,12 +43,14 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "ID", env = ENV_PROJECT_ID)]
     pub project_id: Option<String>,
 
-    /// Timeout of each request attempt, in seconds (for streams: of each read).
+    /// Timeout of each request attempt, in seconds, token requests included
+    /// (for streams: of each read).
     #[arg(long, value_name = "SECS", env = "EVOLUTION_TIMEOUT", default_value = "60",
           value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Retries after a 429, 5xx, timeout or connection failure.
+    /// Retries after a 429, 5xx, timeout or connection failure (token
+    /// requests included).
     #[arg(long, value_name = "N", env = "EVOLUTION_MAX_RETRIES", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     pub max_retries: u32,
@@ -124,7 +129,7 @@ impl Endpoint {
                 max_retries: connection.max_retries,
                 http,
                 emulator: Some(handle),
-                forwards: embedded.upstream.is_some(),
+                forwards: embedded.upstream().is_some(),
             });
         }
 
@@ -165,30 +170,33 @@ impl Endpoint {
     }
 
     /// A client builder with the connection filled in; the caller adds the
-    /// model parameters and builds.
-    pub fn inference(&self) -> EvolutionInferenceBuilder {
+    /// model parameters and builds. Its tokens come from
+    /// [`token_manager`](Self::token_manager), so `--timeout` and
+    /// `--max-retries` bound the token requests as well.
+    pub fn inference(&self) -> Result<EvolutionInferenceBuilder, CliError> {
+        let tokens: Arc<dyn TokenSource> = Arc::new(self.token_manager()?);
         let mut builder = EvolutionInference::builder()
             .model(self.fallback_model().unwrap_or_default())
-            .key_id(self.key_id.clone())
-            .secret(self.secret.expose_secret())
+            .shared_token_source(tokens)
             .base_url(self.base_url.clone().unwrap_or_default())
             .request_timeout(self.timeout)
             .max_retries(self.max_retries)
             .http_client(self.http.clone());
-        if let Some(url) = &self.token_url {
-            builder = builder.auth_url(url.clone());
-        }
         if let Some(project) = &self.project_id {
             builder = builder.project_id(project.clone());
         }
-        builder
+        Ok(builder)
     }
 
-    /// A token manager for the configured key.
+    /// A token manager for the configured key, with the connection's timeout
+    /// and retries (the library's own default timeout would otherwise apply
+    /// to IAM requests, whatever `--timeout` says).
     pub fn token_manager(&self) -> Result<TokenManager, CliError> {
         let mut builder = TokenManager::builder()
             .key_id(self.key_id.clone())
             .secret(self.secret.expose_secret())
+            .timeout(self.timeout)
+            .max_attempts(self.max_retries.saturating_add(1))
             .http_client(self.http.clone());
         if let Some(url) = &self.token_url {
             builder = builder.auth_url(url.clone());

@@ -24,7 +24,8 @@ pub struct EmbeddedArgs {
     pub emulator: bool,
 
     /// Let the embedded emulator forward chat, models and embeddings to this
-    /// OpenAI-compatible engine (e.g. a local llama.cpp server); implies --emulator.
+    /// OpenAI-compatible engine (e.g. a local llama.cpp server); implies
+    /// --emulator. Blank means unset.
     #[arg(
         id = "embedded_upstream",
         long = "upstream",
@@ -52,9 +53,10 @@ pub struct EmbeddedArgs {
     )]
     pub emulator_word_delay_ms: u64,
 
-    /// Lifetime of the embedded emulator's tokens, in seconds.
+    /// Lifetime of the embedded emulator's tokens, in seconds (1 to 31622400,
+    /// i.e. 366 days).
     #[arg(long, value_name = "SECS", env = "EVOLUTION_EMULATOR_TOKEN_TTL", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
     pub emulator_token_ttl: u64,
 
     /// Queue a fault in the embedded emulator, `TARGET=FAULT[xN]`, e.g.
@@ -62,6 +64,11 @@ pub struct EmbeddedArgs {
     #[arg(long, value_name = "TARGET=FAULT[xN]")]
     pub emulator_fault: Vec<FaultSpec>,
 }
+
+/// The longest token lifetime the embedded emulator accepts: 366 days. A
+/// longer one tests nothing a year does not, and the bound keeps expiry
+/// times far from the limits of time arithmetic.
+const MAX_TOKEN_TTL_SECS: u64 = 86_400 * 366;
 
 /// `EVOLUTION_EMULATOR`'s value: the usual yes/no words, and an empty
 /// value (`EVOLUTION_EMULATOR=` in a `.env` file) meaning "off".
@@ -76,7 +83,14 @@ fn parse_switch(text: &str) -> Result<bool, String> {
 impl EmbeddedArgs {
     /// Whether commands run against an embedded emulator.
     pub fn enabled(&self) -> bool {
-        self.emulator || self.upstream.is_some()
+        self.emulator || self.upstream().is_some()
+    }
+
+    /// The upstream engine, if one is set. A blank value (an empty
+    /// `EVOLUTION_EMULATOR_UPSTREAM=` in a `.env` file) is no upstream, as
+    /// for the other settings.
+    pub fn upstream(&self) -> Option<&str> {
+        non_blank(self.upstream.as_deref())
     }
 
     /// The emulator options these flags stand for.
@@ -84,8 +98,8 @@ impl EmbeddedArgs {
         EmulatorArgs {
             token_ttl: self.emulator_token_ttl,
             word_delay_ms: self.emulator_word_delay_ms,
-            upstream: self.upstream.clone(),
-            upstream_api_key: self.upstream_api_key.clone(),
+            upstream: self.upstream().map(str::to_string),
+            upstream_api_key: non_blank(self.upstream_api_key.as_deref()).map(str::to_string),
             fault: self.emulator_fault.clone(),
             ..EmulatorArgs::default()
         }
@@ -98,6 +112,11 @@ impl EmbeddedArgs {
         tracing::info!(url = %handle.url(), upstream = ?args.upstream, "embedded emulator started");
         Ok(handle)
     }
+}
+
+/// `value` trimmed, or `None` when it is missing or blank.
+fn non_blank(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
 }
 
 /// `evolution emulator`: the emulator's own options.

@@ -19,10 +19,10 @@ pub enum Exit {
     /// Bad usage or configuration: an invalid flag, a missing setting, an
     /// unreadable input file. Nothing was sent.
     Usage = 2,
-    /// IAM rejected the key id or secret (401).
+    /// The credentials were rejected (401): IAM refused the key id or secret,
+    /// or the model API refused a freshly issued token twice.
     BadCredentials = 3,
-    /// The key is valid but has no rights (IAM 403, or the model API refused
-    /// a freshly issued token).
+    /// The key is valid but has no rights (403, from IAM or the model API).
     Forbidden = 4,
     /// The service could not be reached or did not answer in time.
     Network = 5,
@@ -39,8 +39,9 @@ Exit codes:
   0    success
   1    some batch lines failed (see the summary), or another error
   2    usage or configuration error (bad flag, missing credentials, unreadable file)
-  3    bad credentials: IAM rejected the key id or secret (401)
-  4    forbidden: the key has no rights (403)
+  3    bad credentials (401): IAM rejected the key id or secret, or the model API
+       rejected a freshly issued token
+  4    forbidden (403): the key has no rights (IAM or the model API)
   5    network: the service could not be reached or timed out
   6    API error: the service refused the request or answered badly
   130  interrupted (Ctrl-C)";
@@ -97,13 +98,24 @@ pub fn classify(error: &Error) -> Exit {
     match error {
         Error::Config { .. } => Exit::Usage,
         Error::Auth(auth) => match auth {
-            AuthError::InvalidCredentials { .. } => Exit::BadCredentials,
-            AuthError::Forbidden { .. } | AuthError::TokenRejected { .. } => Exit::Forbidden,
+            // TokenRejected: the model API answered 401 to a token IAM had
+            // just issued, twice; a 401 is about credentials, like IAM's.
+            AuthError::InvalidCredentials { .. } | AuthError::TokenRejected { .. } => {
+                Exit::BadCredentials
+            }
+            AuthError::Forbidden { .. } => Exit::Forbidden,
             AuthError::Timeout { .. } | AuthError::Connection { .. } => Exit::Network,
-            // Transient (429/5xx), an invalid IAM reply, and variants added later.
-            _ => Exit::Api,
+            // Variants added later go by their status; transient failures
+            // (429/5xx) and an invalid IAM reply are API errors.
+            _ => match error.status() {
+                Some(401) => Exit::BadCredentials,
+                Some(403) => Exit::Forbidden,
+                _ => Exit::Api,
+            },
         },
         Error::Timeout { .. } | Error::Connection { .. } => Exit::Network,
+        // The model API's own 403: the key has no rights for it.
+        Error::Api { status: 403, .. } => Exit::Forbidden,
         Error::Api { .. }
         | Error::Unavailable { .. }
         | Error::InvalidResponse { .. }
@@ -174,6 +186,19 @@ mod tests {
             auth(AuthError::Forbidden { key_id: "k".into() }),
             Exit::Forbidden
         );
+        assert_eq!(
+            auth(AuthError::TokenRejected {
+                message: "no".into()
+            }),
+            Exit::BadCredentials
+        );
+        let forbidden = Error::Api {
+            status: 403,
+            message: "no rights".into(),
+            error_type: None,
+            code: None,
+        };
+        assert_eq!(classify(&forbidden), Exit::Forbidden);
         assert_eq!(
             auth(AuthError::Connection {
                 auth_url: "u".into(),

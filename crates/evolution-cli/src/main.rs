@@ -21,8 +21,8 @@
 //! | 0 | success |
 //! | 1 | some batch lines failed, or another error |
 //! | 2 | usage or configuration error: bad flag, missing credentials, unreadable file |
-//! | 3 | bad credentials: IAM rejected the key id or secret (401) |
-//! | 4 | forbidden: the key has no rights (403) |
+//! | 3 | bad credentials (401): IAM rejected the key id or secret, or the model API rejected a freshly issued token |
+//! | 4 | forbidden (403): the key has no rights, at IAM or at the model API |
 //! | 5 | network: the service could not be reached or timed out |
 //! | 6 | API error: the service refused the request or answered badly |
 //! | 130 | interrupted (Ctrl-C) |
@@ -177,10 +177,7 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.embedded.enabled());
-        assert_eq!(
-            cli.embedded.upstream.as_deref(),
-            Some("http://127.0.0.1:9/v1")
-        );
+        assert_eq!(cli.embedded.upstream(), Some("http://127.0.0.1:9/v1"));
         let Command::Chat(chat) = cli.command else {
             panic!("expected chat");
         };
@@ -202,6 +199,6 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Emulator(_)));
-        assert!(cli.embedded.upstream.is_none());
+        assert!(cli.embedded.upstream().is_none());
     }
 }

@@ -22,7 +22,7 @@ pub struct ModelsArgs {
 /// Runs `models`.
 pub async fn run(args: ModelsArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
     let endpoint = Endpoint::resolve(&args.connection, embedded, Needs::Api).await?;
-    let llm = endpoint.inference().build()?;
+    let llm = endpoint.inference()?.build()?;
     let models = tokio::select! {
         models = llm.list_models() => models?,
         () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),

@@ -5,7 +5,12 @@
 //! `top_p`, `frequency_penalty`, `presence_penalty`, `stop`, `seed`) that
 //! override the command's flags for that line. Unknown keys are errors: a
 //! misspelt `temprature` silently ignored would cost a whole batch. A line
-//! without an id gets its line number; blank lines are skipped.
+//! without an id gets its line number; blank lines are skipped, and so is a
+//! UTF-8 byte order mark at the very start.
+//!
+//! A line that cannot be run (a "bad line") is reported under the id `null`
+//! with its line number, so its error can never be mistaken for the answer
+//! of a line that has the same id, in this run or when resuming.
 
 use std::collections::HashMap;
 
@@ -26,13 +31,12 @@ pub struct Job {
     pub options: ChatOptions,
 }
 
-/// A line that cannot be run, with the reason.
+/// A line that cannot be run, with the reason. It has no id of its own in
+/// the output (see the module docs): its line number identifies it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadLine {
     /// 1-based line number in the input.
     pub line: usize,
-    /// The line's id when it had a usable one, else its line number.
-    pub id: Value,
     /// What is wrong.
     pub message: String,
 }
@@ -80,8 +84,12 @@ enum Stop {
 }
 
 /// Parses every non-blank line. Duplicate ids make the later line bad: with
-/// two answers under one id, `--resume` could not tell which is which.
+/// two answers under one id, `--resume` could not tell which is which. Bad
+/// lines take part in that check: an id claimed by a bad line is taken.
 pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
+    // Editors on Windows like to start a file with a byte order mark; left
+    // in, it would turn a first JSON line into a plain-text prompt.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut jobs = Vec::new();
     let mut bad = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
@@ -91,24 +99,25 @@ pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
         if raw.is_empty() {
             continue;
         }
-        let parsed = if raw.starts_with('{') {
+        let (id, parsed) = if raw.starts_with('{') {
             parse_json(line, raw, defaults)
         } else {
-            Ok(plain(line, raw, defaults))
+            let job = plain(line, raw, defaults);
+            (Some(job.id.clone()), Ok(job))
         };
-        match parsed {
-            Ok(job) => match seen.get(&id_key(&job.id)) {
-                Some(first) => bad.push(BadLine {
+        if let Some(id) = id {
+            if let Some(first) = seen.get(&id_key(&id)) {
+                bad.push(BadLine {
                     line,
-                    message: format!("duplicate id {} (first used on line {first})", job.id),
-                    id: job.id,
-                }),
-                None => {
-                    seen.insert(id_key(&job.id), line);
-                    jobs.push(job);
-                }
-            },
-            Err(error) => bad.push(error),
+                    message: format!("duplicate id {id} (first used on line {first})"),
+                });
+                continue;
+            }
+            seen.insert(id_key(&id), line);
+        }
+        match parsed {
+            Ok(job) => jobs.push(job),
+            Err(message) => bad.push(BadLine { line, message }),
         }
     }
     (jobs, bad)
@@ -123,38 +132,36 @@ fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {
     }
 }
 
-fn parse_json(line: usize, raw: &str, defaults: &Defaults) -> Result<Job, BadLine> {
-    let fail = |id: Value, message: String| BadLine { line, id, message };
-    let value: Value = serde_json::from_str(raw)
-        .map_err(|e| fail(Value::from(line), format!("invalid JSON: {e}")))?;
+/// Parses a JSON line: its id, when it has a usable one (even if the line is
+/// bad otherwise), and the job or what is wrong with the line.
+fn parse_json(line: usize, raw: &str, defaults: &Defaults) -> (Option<Value>, Result<Job, String>) {
+    let value: Value = match serde_json::from_str(raw) {
+        Ok(value) => value,
+        Err(e) => return (None, Err(format!("invalid JSON: {e}"))),
+    };
     let id = match value.get("id") {
         None | Some(Value::Null) => Value::from(line),
         Some(id @ Value::String(s)) if !s.is_empty() => id.clone(),
         Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => id.clone(),
         Some(_) => {
-            return Err(fail(
-                Value::from(line),
-                "`id` must be a non-empty string or an integer".into(),
-            ))
+            return (
+                None,
+                Err("`id` must be a non-empty string or an integer".into()),
+            )
         }
     };
-    let record: Record =
-        serde_json::from_value(value).map_err(|e| fail(id.clone(), e.to_string()))?;
+    let job = job_from_json(line, id.clone(), value, defaults);
+    (Some(id), job)
+}
+
+/// The job a JSON line (with a usable id) stands for.
+fn job_from_json(line: usize, id: Value, value: Value, defaults: &Defaults) -> Result<Job, String> {
+    let record: Record = serde_json::from_value(value).map_err(|e| e.to_string())?;
     let messages = match (record.prompt, record.messages) {
         (Some(prompt), None) if !prompt.trim().is_empty() => vec![ChatMessage::user(prompt)],
         (None, Some(messages)) if !messages.is_empty() => messages,
-        (Some(_), Some(_)) => {
-            return Err(fail(
-                id,
-                "give either `prompt` or `messages`, not both".into(),
-            ))
-        }
-        _ => {
-            return Err(fail(
-                id,
-                "needs a non-empty `prompt` (text) or `messages` (array)".into(),
-            ))
-        }
+        (Some(_), Some(_)) => return Err("give either `prompt` or `messages`, not both".into()),
+        _ => return Err("needs a non-empty `prompt` (text) or `messages` (array)".into()),
     };
     let system = record.system.or_else(|| defaults.system.clone());
     let mut options = defaults.options.clone();
@@ -180,7 +187,6 @@ fn parse_json(line: usize, raw: &str, defaults: &Defaults) -> Result<Job, BadLin
     })
 }
 
-/// Puts the system prompt first, unless the conversation brings its own.
 fn with_system(mut messages: Vec<ChatMessage>, system: Option<&str>) -> Vec<ChatMessage> {
     let has_system = messages.first().is_some_and(|m| m.role == Role::System);
     if let Some(system) = system.filter(|s| !s.trim().is_empty()) {
@@ -216,7 +222,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_lines_carry_their_number_and_id() {
+    fn bad_lines_carry_their_number() {
         let (jobs, bad) = run(
             "{\"id\":1,\"prompt\":\"a\"}\n{not json\n{\"id\":\"b\",\"prompt\":\"x\",\"temprature\":1}\n\
              {\"id\":1,\"prompt\":\"dup\"}\n{\"id\":[1],\"prompt\":\"x\"}\n{\"id\":\"c\"}\n",
@@ -230,14 +236,38 @@ mod tests {
             bad[0].message
         );
         assert!(bad[1].message.contains("temprature"), "{}", bad[1].message);
-        assert_eq!(bad[1].id, json!("b"));
         assert!(
             bad[2].message.contains("duplicate id 1"),
             "{}",
             bad[2].message
         );
-        assert_eq!(bad[3].id, json!(5));
+        assert!(bad[3].message.contains("`id`"), "{}", bad[3].message);
         assert!(bad[4].message.contains("prompt"), "{}", bad[4].message);
+    }
+
+    #[test]
+    fn an_id_taken_by_a_bad_line_is_taken() {
+        let (jobs, bad) = run(
+            "{\"id\":\"z\",\"prompt\":\"x\",\"temprature\":1}\n{\"id\":\"z\",\"prompt\":\"y\"}\n",
+        );
+        assert!(jobs.is_empty(), "{jobs:?}");
+        assert_eq!(bad.len(), 2);
+        assert!(
+            bad[1]
+                .message
+                .contains("duplicate id \"z\" (first used on line 1)"),
+            "{}",
+            bad[1].message
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let (jobs, bad) = run("\u{feff}{\"id\":\"a\",\"prompt\":\"Hi\"}\nplain\n");
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(jobs[0].id, json!("a"));
+        assert_eq!(jobs[0].messages[0].content_text(), "Hi");
+        assert_eq!(jobs[1].id, json!(2));
     }
 
     #[test]

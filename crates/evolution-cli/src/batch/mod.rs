@@ -6,7 +6,9 @@ mod output;
 mod progress;
 
 use std::io::{self, IsTerminal, Read};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use evolution_langchain::{ChatResponse, Error, EvolutionInference};
@@ -18,7 +20,7 @@ use crate::exit::{one_line, CliError};
 use crate::options::SamplingArgs;
 use input::{id_key, BadLine, Defaults, Job};
 use output::{Answer, Sink};
-use progress::{Progress, PLAIN_INTERVAL};
+use progress::Progress;
 
 /// `evolution batch` options.
 #[derive(Debug, Clone, Args)]
@@ -29,7 +31,10 @@ Input lines are plain prompts, or JSON objects such as
 (keys: id, prompt | messages, system, model, temperature, max_tokens, top_p,
 frequency_penalty, presence_penalty, stop, seed). A line without an id gets its
 line number. Each answer is one JSON line:
-  {\"id\", \"line\", \"content\", \"finish_reason\", \"usage\", \"error\"}")]
+  {\"id\", \"line\", \"content\", \"finish_reason\", \"usage\", \"error\"}
+A line that cannot be run (invalid JSON, unknown key, duplicate id, …) gets an
+error line with \"id\": null and its line number, on every run (--resume
+included), and makes the exit code 1.")]
 pub struct BatchArgs {
     /// Input file, one prompt per line (plain text or JSONL); `-` for stdin.
     #[arg(value_name = "INPUT")]
@@ -45,7 +50,8 @@ pub struct BatchArgs {
     pub concurrency: u16,
 
     /// Keep the answers already in OUTPUT and run only the prompts that have
-    /// none (failed and unfinished ones run again).
+    /// none (failed and unfinished ones run again; bad input lines are
+    /// reported again).
     #[arg(long, requires = "output")]
     pub resume: bool,
 
@@ -56,6 +62,12 @@ pub struct BatchArgs {
     /// No progress display (the final summary is still printed).
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// How often the plain progress line is printed when stderr is not a
+    /// terminal, in milliseconds (hidden: for tests and odd CI systems).
+    #[arg(long, hide = true, value_name = "MS", env = "EVOLUTION_PROGRESS_INTERVAL_MS",
+          default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub progress_interval_ms: u64,
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -76,7 +88,7 @@ struct Tally {
 pub async fn run(args: BatchArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
     let text = read_input(&args.input)?;
     let endpoint = Endpoint::resolve(&args.connection, embedded, Needs::Api).await?;
-    let llm = endpoint.inference().build()?;
+    let llm = endpoint.inference()?.build()?;
 
     let defaults = Defaults {
         options: args.sampling.chat_options(),
@@ -88,58 +100,89 @@ pub async fn run(args: BatchArgs, embedded: &EmbeddedArgs) -> Result<(), CliErro
     bad.sort_by_key(|b| b.line);
     let (mut sink, done) = Sink::open(args.output.as_deref(), args.resume, args.overwrite)?;
 
+    // Bad lines are worked out from the input on every run and never count
+    // as answered: `--resume` dropped their old error lines, and they are
+    // written (and reported) again.
     let mut tally = Tally {
         lines: jobs.len() + bad.len(),
+        bad: bad.len(),
         ..Tally::default()
     };
     for line in &bad {
-        if done.contains(&id_key(&line.id)) {
-            tally.skipped += 1;
-            continue;
-        }
         eprintln!("evolution: input line {}: {}", line.line, line.message);
-        tally.bad += 1;
-        write(
-            &mut sink,
-            &Answer {
-                id: line.id.clone(),
-                line: line.line,
-                content: None,
-                finish_reason: None,
-                usage: None,
-                error: Some(format!("input line {}: {}", line.line, line.message)),
-            },
-        )?;
+        if write(&mut sink, &bad_answer(line))?.is_break() {
+            return Ok(());
+        }
     }
     let jobs: Vec<Job> = jobs
         .into_iter()
         .filter(|job| !done.contains(&id_key(&job.id)))
         .collect();
-    tally.skipped += tally.lines - tally.bad - tally.skipped - jobs.len();
+    tally.skipped = tally.lines - tally.bad - jobs.len();
 
     let mut progress = Progress::new(jobs.len(), io::stderr().is_terminal(), args.quiet);
     let stop = answer_all(
         &llm,
         jobs,
         usize::from(args.concurrency),
+        Duration::from_millis(args.progress_interval_ms),
         &mut sink,
         &mut progress,
     )
     .await;
     progress.finish();
-    summarize(&progress, &tally);
+    let stop = stop?;
+    if !matches!(stop, Stop::ReaderGone) {
+        summarize(&progress, &tally);
+    }
 
-    let failed = progress.failed() as usize + tally.bad;
-    match stop? {
+    let api_failed = progress.failed() as usize;
+    let failed = api_failed + tally.bad;
+    match stop {
         Stop::Finished if failed == 0 => Ok(()),
-        Stop::Finished => Err(CliError::failure(format!(
-            "{failed} of {} prompts failed (errors are in the output); rerun with --resume{} to retry them",
-            tally.lines,
-            if args.output.is_some() { "" } else { " -o FILE" },
-        ))),
+        Stop::Finished => {
+            let mut text = format!(
+                "{failed} of {} prompts failed (errors are in the output)",
+                tally.lines
+            );
+            let resume = if args.output.is_some() {
+                "--resume"
+            } else {
+                "--resume -o FILE"
+            };
+            if tally.bad > 0 {
+                text.push_str(&format!(
+                    "; fix the {} bad input line{} in {} and rerun with {resume}",
+                    tally.bad,
+                    if tally.bad == 1 { "" } else { "s" },
+                    args.input.display()
+                ));
+                if api_failed > 0 {
+                    text.push_str(" to retry the others too");
+                }
+            } else {
+                text.push_str(&format!("; rerun with {resume} to retry them"));
+            }
+            Err(CliError::failure(text))
+        }
         Stop::Interrupted => Err(CliError::interrupted(
             "interrupted; every finished answer is saved: rerun with --resume to complete the rest",
         )),
+        // `evolution batch … | head`: the reader has what it wanted.
+        Stop::ReaderGone => Ok(()),
+    }
+}
+
+/// The output line for a bad input line: id `null`, so it can never pass
+/// for the answer of a line with the same id.
+fn bad_answer(line: &BadLine) -> Answer {
+    Answer {
+        id: serde_json::Value::Null,
+        line: line.line,
+        content: None,
+        finish_reason: None,
+        usage: None,
+        error: Some(format!("input line {}: {}", line.line, line.message)),
     }
 }
 
@@ -174,7 +217,6 @@ fn check_parameters(llm: &EvolutionInference, jobs: Vec<Job>) -> (Vec<Job>, Vec<
             Ok(_) => good.push(job),
             Err(error) => bad.push(BadLine {
                 line: job.line,
-                id: job.id,
                 message: one_line(&error.to_string()),
             }),
         }
@@ -188,6 +230,9 @@ enum Stop {
     Finished,
     /// Ctrl-C or SIGTERM: the prompts in flight were abandoned, unwritten.
     Interrupted,
+    /// Standard output was closed by its reader (`| head`): nobody reads
+    /// further answers, so none are asked for.
+    ReaderGone,
 }
 
 /// Sends every job with at most `concurrency` in flight, writing each
@@ -198,6 +243,7 @@ async fn answer_all(
     llm: &EvolutionInference,
     jobs: Vec<Job>,
     concurrency: usize,
+    plain_interval: Duration,
     sink: &mut Sink,
     progress: &mut Progress,
 ) -> Result<Stop, CliError> {
@@ -211,7 +257,7 @@ async fn answer_all(
     tokio::pin!(interrupt);
     let plain = progress.wants_plain_lines();
     let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + PLAIN_INTERVAL, PLAIN_INTERVAL);
+        tokio::time::interval_at(tokio::time::Instant::now() + plain_interval, plain_interval);
     loop {
         tokio::select! {
             // Checked first: after Ctrl-C, no further answer is waited for.
@@ -225,7 +271,9 @@ async fn answer_all(
                     return Err(CliError::from(error.clone()));
                 }
                 let ok = outcome.is_ok();
-                write(sink, &answer(&job, outcome))?;
+                if write(sink, &answer(&job, outcome))?.is_break() {
+                    return Ok(Stop::ReaderGone);
+                }
                 progress.record(ok);
             }
             _ = ticker.tick(), if plain => progress.print_plain(),
@@ -255,11 +303,17 @@ fn answer(job: &Job, outcome: Result<ChatResponse, Error>) -> Answer {
     }
 }
 
-/// Writes one line; a failure to write ends the batch (answers that cannot
-/// be saved are not worth paying for).
-fn write(sink: &mut Sink, answer: &Answer) -> Result<(), CliError> {
-    sink.write(answer)
-        .map_err(|e| CliError::failure(format!("cannot write the output: {e}")))
+/// Writes one line. A failure to write ends the batch (answers that cannot
+/// be saved are not worth paying for); a closed standard output ends it too,
+/// but as a success (`Break`), as it does for `chat` and `models`.
+fn write(sink: &mut Sink, answer: &Answer) -> Result<ControlFlow<()>, CliError> {
+    match sink.write(answer) {
+        Ok(()) => Ok(ControlFlow::Continue(())),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe && sink.is_stdout() => {
+            Ok(ControlFlow::Break(()))
+        }
+        Err(e) => Err(CliError::failure(format!("cannot write the output: {e}"))),
+    }
 }
 
 /// The closing line on stderr.

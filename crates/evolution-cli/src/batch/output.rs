@@ -1,11 +1,15 @@
 //! The batch output: one JSON line per answer, written the moment it is
 //! known, and read back by `--resume`.
 //!
-//! Each line goes to the file in a single `write` call on an unbuffered
-//! append-mode file, so the file only ever holds complete lines, whether
-//! the process ends normally, on Ctrl-C, or by `kill -9`. (A kill cannot
-//! split one `write` of a few kilobytes to a regular file; a buffered writer
-//! could leave half a line, or lose lines still in its buffer.)
+//! Each line is serialized whole and handed to an unbuffered append-mode
+//! file in one `write_all`, then the next line waits for it (standard output
+//! is flushed after every line). So every line that was written completes
+//! before the next starts, and none is held back in a buffer: whether the
+//! process ends normally or on Ctrl-C, the file holds only complete lines.
+//! `write_all` may take several `write` calls, so a kill (`kill -9`, a
+//! crash, a full disk) in the middle of one can leave the last line torn;
+//! that can only ever be the last line, and `--resume` drops it (the prompt
+//! behind it runs again).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -39,7 +43,7 @@ pub struct Answer {
 
 /// Where answers go.
 pub enum Sink {
-    /// An append-mode file (see the module docs).
+    /// An unbuffered append-mode file (see the module docs).
     File(File),
     /// Standard output, flushed after every line.
     Stdout,
@@ -68,6 +72,13 @@ impl Sink {
         let cannot = |what: &str, e: io::Error| {
             CliError::usage(format!("cannot {what} {}: {e}", path.display()))
         };
+        if fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            return Err(CliError::usage(format!(
+                "{} is a directory: give the output file's path, e.g. {}",
+                path.display(),
+                path.join("answers.jsonl").display()
+            )));
+        }
         let done = if resume {
             prepare_resume(path)?
         } else {
@@ -93,6 +104,11 @@ impl Sink {
         Ok((Sink::File(file), done))
     }
 
+    /// Whether this is standard output.
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Sink::Stdout)
+    }
+
     /// Writes one answer as one complete line.
     pub fn write(&mut self, answer: &Answer) -> io::Result<()> {
         let mut line = serde_json::to_vec(answer).map_err(io::Error::other)?;
@@ -110,12 +126,13 @@ impl Sink {
 
 /// Reads an existing output for `--resume`: the ids answered successfully.
 ///
-/// Failed answers, unreadable lines (a line cut by a crash of some older
-/// writer, or edited by hand) and repeated ids are dropped by rewriting the
-/// file without them, through a temporary file renamed over the original, so
-/// a crash during the rewrite leaves the original intact. The prompts behind
-/// dropped lines then run again, and the finished file holds exactly one
-/// line per id.
+/// Failed answers (bad input lines included: they are written again by
+/// every run), unreadable lines (a last line torn by a kill, or a line edited
+/// by hand) and repeated ids are dropped by rewriting the file without
+/// them, through a temporary file renamed over the original, so a crash
+/// during the rewrite leaves the original intact. The prompts behind dropped
+/// lines then run again, and the finished file holds exactly one line per
+/// input line.
 fn prepare_resume(path: &Path) -> Result<HashSet<String>, CliError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,

@@ -1,13 +1,11 @@
 //! Batch progress on stderr: a live bar with rate and ETA on a terminal,
 //! a plain status line every few seconds otherwise (a CI log or a file
-//! would fill up with a bar's redraws).
+//! would fill up with a bar's redraws). The batch loop decides when the
+//! plain line is due (`--progress-interval-ms`, hidden; 5 s by default).
 
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-
-/// How often the plain status line is printed.
-pub const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Counts finished prompts and shows them.
 pub struct Progress {

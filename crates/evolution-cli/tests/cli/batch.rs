@@ -164,10 +164,25 @@ fn batch_reports_bad_lines_and_runs_the_rest() {
         answered,
         HashSet::from(["first".into(), "second".into(), "last one".into()])
     );
-    let ids: Vec<String> = lines.iter().map(|l| l["id"].to_string()).collect();
-    for id in ["1", "\"a\"", "3", "\"b\"", "\"c\"", "7"] {
+    let ids: Vec<String> = lines
+        .iter()
+        .filter(|l| l["error"].is_null())
+        .map(|l| l["id"].to_string())
+        .collect();
+    for id in ["1", "\"a\"", "7"] {
         assert!(ids.contains(&id.to_string()), "{id} missing from {ids:?}");
     }
+    // Bad lines are known by their line number, under the id null.
+    let mut bad: Vec<u64> = lines
+        .iter()
+        .filter(|l| !l["error"].is_null())
+        .map(|l| {
+            assert!(l["id"].is_null(), "{l}");
+            l["line"].as_u64().unwrap()
+        })
+        .collect();
+    bad.sort_unstable();
+    assert_eq!(bad, [3, 5, 6]);
     assert_eq!(emu.handle.counters().chat_requests, 3);
 }
 
@@ -274,4 +289,251 @@ fn batch_killed_leaves_only_complete_lines() {
     assert_eq!(code, None, "killed by the signal");
     assert!(saved < 200, "the batch finished before the signal");
     resume_batch(&emu, dir.path(), saved);
+}
+
+/// The error lines of a batch output, as (line, error), sorted by line.
+fn error_lines(lines: &[Value]) -> Vec<(u64, String)> {
+    let mut errors: Vec<(u64, String)> = lines
+        .iter()
+        .filter(|l| !l["error"].is_null())
+        .map(|l| {
+            assert!(l["id"].is_null(), "a bad line has an id: {l}");
+            (
+                l["line"].as_u64().unwrap(),
+                l["error"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    errors.sort();
+    errors
+}
+
+#[test]
+fn bad_lines_are_reported_on_every_run_and_never_count_as_answered() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    // Line 1 used to get id 1 (its number), and line 4 the id "z": both
+    // collided with the answers of lines 2 and 3.
+    fs::write(
+        &input,
+        "{broken\n{\"id\":1,\"prompt\":\"x\"}\n{\"id\":\"z\",\"prompt\":\"y\"}\n\
+         {\"id\":\"z\",\"prompt\":\"dup\"}\n",
+    )
+    .unwrap();
+    let output = dir.path().join("out.jsonl");
+    let batch = |resume: bool| {
+        let mut command = emu.command();
+        command.arg("batch").arg(&input).arg("-o").arg(&output);
+        if resume {
+            command.arg("--resume");
+        }
+        run(&mut command, None)
+    };
+
+    let check = |out: &crate::common::Run| {
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(
+            out.stderr.contains("input line 1: invalid JSON"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.contains("input line 4: duplicate id \"z\""),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("2 bad input lines"), "{}", out.stderr);
+        let lines = jsonl(&output);
+        assert_eq!(lines.len(), 4, "one output line per input line: {lines:?}");
+        let answered: Vec<String> = lines
+            .iter()
+            .filter(|l| l["error"].is_null())
+            .map(|l| l["id"].to_string())
+            .collect();
+        assert_eq!(answered.len(), 2, "{lines:?}");
+        assert!(answered.contains(&"1".to_string()), "{answered:?}");
+        assert!(answered.contains(&"\"z\"".to_string()), "{answered:?}");
+        let errors = error_lines(&lines);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, 1);
+        assert!(errors[0].1.starts_with("input line 1:"), "{errors:?}");
+        assert_eq!(errors[1].0, 4);
+        assert!(errors[1].1.contains("duplicate id"), "{errors:?}");
+    };
+
+    let first = batch(false);
+    check(&first);
+    assert_eq!(emu.handle.counters().chat_requests, 2);
+
+    emu.handle.reset_counters();
+    let resumed = batch(true);
+    check(&resumed);
+    assert!(
+        resumed.stderr.contains("2 already answered"),
+        "{}",
+        resumed.stderr
+    );
+    assert_eq!(emu.handle.counters().chat_requests, 0);
+
+    // Once more: the output does not grow.
+    check(&batch(true));
+}
+
+#[test]
+fn an_id_used_by_a_bad_line_is_not_reused() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    fs::write(
+        &input,
+        "{\"id\":\"q\",\"prompt\":\"x\",\"temprature\":1}\n{\"id\":\"q\",\"prompt\":\"y\"}\nz\n",
+    )
+    .unwrap();
+    let out = run(emu.command().arg("batch").arg(&input), None);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("input line 2: duplicate id \"q\" (first used on line 1)"),
+        "{}",
+        out.stderr
+    );
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let errors = error_lines(&lines);
+    assert_eq!(
+        errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [1, 2],
+        "{errors:?}"
+    );
+    assert_eq!(emu.handle.counters().chat_requests, 1);
+}
+
+#[test]
+fn a_byte_order_mark_does_not_spoil_the_first_line() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bom.jsonl");
+    fs::write(
+        &input,
+        "\u{feff}{\"id\":\"first\",\"prompt\":\"hello there\"}\nsecond line\n",
+    )
+    .unwrap();
+    let out = run(emu.command().arg("batch").arg(&input), None);
+    let lines: Vec<Value> = out
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let first = lines.iter().find(|l| l["line"] == 1).expect("line 1");
+    assert_eq!(first["id"], "first");
+    assert_eq!(first["content"], "hello there");
+}
+
+#[test]
+fn batch_into_a_closed_pipe_ends_quietly() {
+    // `evolution batch f | head -1`: 40 prompts of 5 words at 20 ms a word,
+    // one at a time, take about 4 s; the reader leaves after the first.
+    let emu = Emu::start(Emulator::builder().word_delay(Duration::from_millis(20)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text: String = (0..40).map(|i| format!("prompt {i} a b c\n")).collect();
+    fs::write(&input, text).unwrap();
+    let mut child = emu
+        .command()
+        .arg("batch")
+        .arg(&input)
+        .args(["--concurrency", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    assert!(first.contains("prompt 0"), "{first}");
+    // Closing our end is all `head` does.
+    drop(reader);
+    let status = wait(&mut child, Duration::from_secs(30));
+    let mut errors = String::new();
+    std::io::Read::read_to_string(&mut { stderr }, &mut errors).unwrap();
+    assert_eq!(status.code(), Some(0), "{errors}");
+    assert!(!errors.contains("Broken pipe"), "{errors}");
+    assert!(
+        emu.handle.counters().chat_requests < 40,
+        "the batch went on after its reader left"
+    );
+}
+
+#[test]
+fn batch_output_that_is_a_directory_is_named_as_such() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    fs::write(&input, "hello\n").unwrap();
+    for resume in [false, true] {
+        let mut command = emu.command();
+        command.arg("batch").arg(&input).arg("-o").arg(dir.path());
+        if resume {
+            command.arg("--resume");
+        }
+        let out = run(&mut command, None);
+        let line = out.fails_with(2);
+        assert!(line.contains("is a directory"), "{line}");
+        assert!(!line.contains("already has answers"), "{line}");
+    }
+    assert_eq!(emu.handle.counters().chat_requests, 0);
+}
+
+#[test]
+fn batch_prints_plain_progress_lines_when_stderr_is_not_a_terminal() {
+    // 6 prompts of 5 words at 50 ms a word, one at a time: about 1.5 s,
+    // with a status line due every 200 ms.
+    let emu = Emu::start(Emulator::builder().word_delay(Duration::from_millis(50)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let text: String = (0..6).map(|i| format!("prompt {i} a b c\n")).collect();
+    fs::write(&input, text).unwrap();
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .args(["--concurrency", "1"])
+            .env("EVOLUTION_PROGRESS_INTERVAL_MS", "200"),
+        None,
+    );
+    out.ok();
+    let status: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("batch: ") && l.contains("/6 done, "))
+        .collect();
+    assert!(!status.is_empty(), "no progress line: {}", out.stderr);
+    for line in &status {
+        assert!(line.contains(" failed, ") && line.contains("ETA"), "{line}");
+    }
+    assert!(
+        out.stderr.contains("batch: 6 lines: 6 answered, 0 failed"),
+        "{}",
+        out.stderr
+    );
+
+    // --quiet: none.
+    let quiet = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .args(["--concurrency", "1", "--quiet"])
+            .env("EVOLUTION_PROGRESS_INTERVAL_MS", "200"),
+        None,
+    );
+    quiet.ok();
+    assert!(!quiet.stderr.contains("/6 done"), "{}", quiet.stderr);
 }

@@ -1,7 +1,7 @@
 //! `evolution chat` one-shot: streaming, stdin, JSON, flags, errors.
 
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use evolution_emulator::{Emulator, Fault, Target};
 use serde_json::{json, Value};
@@ -117,9 +117,27 @@ fn chat_errors_are_one_line_with_their_exit_code() {
     assert!(refused.fails_with(6).contains("400"), "{refused:?}");
 
     // A stream cut midway: the words that came are shown, then the error.
-    emu.handle.inject(Target::Chat, Fault::CutStream(2), 1);
+    emu.handle.inject(Target::Chat, Fault::CutStream(3), 1);
     let cut = run(emu.command().args(["chat", "a b c d e f"]), None);
     assert!(cut.fails_with(6).contains("stream"), "{cut:?}");
+    assert!(
+        cut.stdout.starts_with("a b") && cut.stdout.ends_with('\n'),
+        "the words before the cut were lost: {cut:?}"
+    );
+    assert!(
+        "a b c d e f".starts_with(cut.stdout.trim_end()) && cut.stdout.trim_end() != "a b c d e f",
+        "{cut:?}"
+    );
+
+    // The model API forbids the key (403): the same code as IAM's 403.
+    emu.handle.inject(Target::Chat, Fault::Status(403), 1);
+    let forbidden = run(emu.command().args(["chat", "hi"]), None);
+    assert!(forbidden.fails_with(4).contains("403"), "{forbidden:?}");
+
+    // The model API rejects a freshly issued token (401 twice): bad credentials.
+    emu.handle.inject(Target::Chat, Fault::Status(401), 2);
+    let rejected = run(emu.command().args(["chat", "hi"]), None);
+    assert!(rejected.fails_with(3).contains("401"), "{rejected:?}");
 
     // Nothing listens at the base URL.
     let unreachable = run(
@@ -139,4 +157,36 @@ fn chat_errors_are_one_line_with_their_exit_code() {
         None,
     );
     assert!(invalid.fails_with(2).contains("base_url"), "{invalid:?}");
+}
+
+#[test]
+fn chat_timeouts_exit_with_the_network_code() {
+    let emu = Emu::start(Emulator::builder());
+
+    // The model API does not answer in time.
+    emu.handle
+        .inject(Target::Chat, Fault::Delay(Duration::from_secs(3)), 1);
+    let started = Instant::now();
+    let slow = run(
+        emu.command()
+            .args(["chat", "--timeout", "0.5", "--max-retries", "0", "hi"]),
+        None,
+    );
+    let line = slow.fails_with(5);
+    assert!(line.contains("time"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{slow:?}");
+
+    // Nor does IAM: --timeout bounds the token request too (IAM's own
+    // default is 10 s, which a 3 s delay would pass).
+    emu.handle
+        .inject(Target::Auth, Fault::Delay(Duration::from_secs(3)), 5);
+    let started = Instant::now();
+    let slow_iam = run(
+        emu.command()
+            .args(["chat", "--timeout", "0.5", "--max-retries", "0", "hi"]),
+        None,
+    );
+    let line = slow_iam.fails_with(5);
+    assert!(line.contains("did not answer within 500ms"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{slow_iam:?}");
 }

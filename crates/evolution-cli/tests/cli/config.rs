@@ -203,3 +203,63 @@ fn the_emulator_command_prints_what_a_client_needs() {
     signal(child.id(), Signal::SIGINT);
     assert!(wait(&mut child, Duration::from_secs(10)).success());
 }
+
+#[test]
+fn a_blank_upstream_is_no_upstream() {
+    // `EVOLUTION_EMULATOR_UPSTREAM=` in a .env file: the real configuration
+    // (here: an emulator of the test's own) stays in charge.
+    let emu = Emu::start(Emulator::builder().models(vec!["real/one".into()]));
+    let out = run(
+        emu.command()
+            .arg("models")
+            .env("EVOLUTION_EMULATOR_UPSTREAM", "")
+            .env("EVOLUTION_EMULATOR_UPSTREAM_API_KEY", ""),
+        None,
+    );
+    assert_eq!(out.ok(), "real/one\n");
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join(".env"),
+        "EVOLUTION_EMULATOR_UPSTREAM=\nEVOLUTION_EMULATOR=\n",
+    )
+    .unwrap();
+    let out = run(emu.command().arg("models").current_dir(dir.path()), None);
+    assert_eq!(out.ok(), "real/one\n");
+
+    // Blank with --emulator: the emulator answers by itself.
+    let out = run(
+        evolution()
+            .args(["--emulator", "chat", "echo me"])
+            .env("EVOLUTION_EMULATOR_UPSTREAM", "  "),
+        None,
+    );
+    assert_eq!(out.ok(), "echo me\n");
+}
+
+#[test]
+fn the_embedded_token_lifetime_is_bounded() {
+    for ttl in ["0", "31622401", "18446744073709551615"] {
+        let out = run(
+            evolution().args(["--emulator", "--emulator-token-ttl", ttl, "token"]),
+            None,
+        );
+        let line = out.fails_with(2);
+        assert!(line.contains("--emulator-token-ttl"), "{ttl}: {line}");
+    }
+    let longest = run(
+        evolution().args(["--emulator", "--emulator-token-ttl", "31622400", "token"]),
+        None,
+    );
+    assert!(
+        longest.ok().contains("lifetime:    8784h 0m 0s"),
+        "{longest:?}"
+    );
+    let from_env = run(
+        evolution()
+            .args(["--emulator", "token"])
+            .env("EVOLUTION_EMULATOR_TOKEN_TTL", "31622401"),
+        None,
+    );
+    from_env.fails_with(2);
+}

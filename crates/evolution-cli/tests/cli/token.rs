@@ -100,3 +100,50 @@ fn models_lists_the_served_models() {
     );
     bad.fails_with(3);
 }
+
+#[test]
+fn token_timeout_bounds_the_token_request() {
+    // IAM answers after 3 s, every time; --timeout 1 gives up after 1 s a
+    // request (3 attempts by default), where IAM's own default of 10 s
+    // would have waited.
+    let started = std::time::Instant::now();
+    let out = run(
+        evolution().args([
+            "--emulator",
+            "--emulator-fault",
+            "auth=delay:3sx5",
+            "token",
+            "--timeout",
+            "1",
+        ]),
+        None,
+    );
+    let line = out.fails_with(5);
+    assert!(line.contains("did not answer within 1s"), "{line}");
+    assert!(line.contains("3 attempt"), "{line}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    // EVOLUTION_TIMEOUT does the same, and --max-retries counts here too.
+    let out = run(
+        evolution()
+            .args([
+                "--emulator",
+                "--emulator-fault",
+                "auth=delay:3sx5",
+                "token",
+                "--max-retries",
+                "0",
+            ])
+            .env("EVOLUTION_TIMEOUT", "0.5"),
+        None,
+    );
+    let line = out.fails_with(5);
+    assert!(
+        line.contains("did not answer within 500ms after 1 attempt"),
+        "{line}"
+    );
+}
