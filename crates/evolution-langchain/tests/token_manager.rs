@@ -665,3 +665,38 @@ fn a_refresh_orphaned_by_its_runtime_does_not_wedge_the_manager() {
         .expect("a new refresh on the live runtime");
     assert!(!token.expose_secret().is_empty());
 }
+
+#[test]
+fn a_refresh_stuck_on_an_idle_runtime_is_replaced() {
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let emu = server.block_on(emulator(Duration::from_secs(3600)));
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(500)), 1);
+    // One attempt of at most 300 ms: any refresh is over within 1.3 s.
+    let manager = manager_for(&emu)
+        .timeout(Duration::from_millis(300))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    // Runtime A starts a refresh and is then never driven again, but stays alive.
+    let a = runtime();
+    a.block_on(async {
+        let pending = tokio::time::timeout(Duration::from_millis(50), manager.get_token()).await;
+        assert!(pending.is_err());
+    });
+    let started = std::time::Instant::now();
+    let token = runtime()
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), manager.get_token()).await
+        })
+        .expect("not stuck behind the idle runtime")
+        .unwrap();
+    assert!(!token.expose_secret().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(a);
+}

@@ -242,7 +242,7 @@ impl TokenManager {
             return Err(error.clone());
         }
         for _ in 0..=MAX_ORPHANED_REFRESHES {
-            let refresh = {
+            let (generation, refresh) = {
                 let mut slot = self.inner.lock_refresh();
                 // Someone may have published a token between our check and the lock.
                 if let Some(cached) = &*self.inner.current.load() {
@@ -250,13 +250,18 @@ impl TokenManager {
                         return Ok(cached.token.clone());
                     }
                 }
-                Inner::running_or_start(&self.inner, &mut slot)
+                let refresh = Inner::running_or_start(&self.inner, &mut slot);
+                (slot.generation, refresh)
             };
-            if let Some(outcome) = refresh.await {
-                return outcome.map(|cached| cached.token.clone());
+            match tokio::time::timeout(self.inner.longest_refresh(), refresh).await {
+                Ok(Some(outcome)) => return outcome.map(|cached| cached.token.clone()),
+                // The refresh died with another runtime (e.g. a manager
+                // shared between tests); start one on ours.
+                Ok(None) => {}
+                // Far longer than a refresh can take: it runs on a runtime
+                // that nobody drives any more. Start one on ours.
+                Err(_) => self.inner.abandon(generation),
             }
-            // The refresh died with another runtime (e.g. a manager shared
-            // between tests); start one on ours.
         }
         Err(AuthError::Connection {
             auth_url: self.inner.auth_url.clone(),
@@ -271,6 +276,25 @@ impl Inner {
     fn lock_refresh(&self) -> MutexGuard<'_, RefreshSlot> {
         // The slot holds plain data; a panic elsewhere cannot leave it torn.
         self.refresh.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An upper bound on one refresh: every attempt timing out after the
+    /// longest pause a server may ask for, for each set of credentials, plus
+    /// a second of slack.
+    fn longest_refresh(&self) -> Duration {
+        let attempts = self.retry.max_attempts.max(1);
+        let one_key = self.timeout * attempts + self.retry.max_retry_after * (attempts - 1);
+        one_key * self.credentials.len() as u32 + Duration::from_secs(1)
+    }
+
+    /// Forgets refresh `generation` if it is still the one in the slot, so
+    /// the next caller starts a new one.
+    fn abandon(&self, generation: u64) {
+        let mut slot = self.lock_refresh();
+        if slot.generation == generation {
+            tracing::warn!("a token refresh overran its time limit (its runtime may have stopped); starting another");
+            slot.running = None;
+        }
     }
 
     fn lock_stats(&self) -> MutexGuard<'_, StatsRecorder> {
@@ -312,11 +336,14 @@ impl Inner {
         let task = tokio::spawn(async move {
             let outcome = inner.refresh().await;
             let mut slot = inner.lock_refresh();
-            slot.running = None;
-            slot.background_paused_until = match &outcome {
-                Ok(_) => None,
-                Err(_) => Some(Instant::now() + BACKGROUND_RETRY_PAUSE),
-            };
+            // An abandoned refresh that finishes late must not clear its successor.
+            if slot.generation == generation {
+                slot.running = None;
+                slot.background_paused_until = match &outcome {
+                    Ok(_) => None,
+                    Err(_) => Some(Instant::now() + BACKGROUND_RETRY_PAUSE),
+                };
+            }
             outcome
         });
         // Weak: the slot owns this future, which must not keep the manager alive.
