@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::credentials::Credentials;
 use super::iam::DEFAULT_AUTH_URL;
 use super::token_manager::{TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::retry::RetryPolicy;
 
 /// Settings for a [`TokenManager`]; methods are named after the fields.
@@ -103,34 +103,17 @@ impl TokenManagerBuilder {
 
     /// Checks the settings and creates the manager. Nothing is sent yet.
     pub fn build(self) -> Result<TokenManager> {
-        let manager = self.assemble_with_default_client()?;
-        let (credentials, auth_url, timeout, retry) = manager.settings();
-        credentials[0].validate("")?;
-        for fallback in &credentials[1..] {
-            fallback.validate("fallback ")?;
-        }
-        crate::config::validate_http_url("auth_url", auth_url)?;
-        if timeout.is_zero() {
-            return Err(Error::config("timeout", "must be longer than zero"));
-        }
-        if retry.max_attempts == 0 {
-            return Err(Error::config(
-                "max_attempts",
-                "must be at least 1 (1 means no retries)",
-            ));
-        }
-        Ok(manager)
-    }
-
-    fn assemble_with_default_client(self) -> Result<TokenManager> {
         let client = match &self.http_client {
             Some(client) => client.clone(),
             None => crate::http::default_client()?,
         };
-        self.assemble(client)
+        let manager = self.assemble(client);
+        manager.validate()?;
+        Ok(manager)
     }
 
-    pub(super) fn assemble(self, client: reqwest::Client) -> Result<TokenManager> {
+    /// The manager these settings describe, unchecked.
+    pub(super) fn assemble(self, client: reqwest::Client) -> TokenManager {
         let primary = match (self.credentials, self.key_id, self.secret) {
             (Some(credentials), _, _) => credentials,
             (None, key_id, secret) => Credentials::new(
@@ -144,7 +127,7 @@ impl TokenManagerBuilder {
         let refresh_buffer = self.refresh_buffer.unwrap_or(DEFAULT_REFRESH_BUFFER);
         let mut credentials = vec![primary];
         credentials.extend(self.fallbacks);
-        Ok(TokenManager::assemble(
+        TokenManager::assemble(
             credentials,
             self.auth_url
                 .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string()),
@@ -153,7 +136,7 @@ impl TokenManagerBuilder {
             self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
             self.retry.unwrap_or_default(),
             client,
-        ))
+        )
     }
 }
 

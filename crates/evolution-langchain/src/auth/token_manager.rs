@@ -153,19 +153,17 @@ impl TokenManager {
     /// as [`Error::Config`]; use [`builder`](Self::builder) to have them
     /// reported here instead.
     pub fn new(key_id: impl Into<String>, secret: impl Into<String>) -> Self {
-        let builder = Self::builder().key_id(key_id).secret(secret);
-        match builder.clone().build() {
-            Ok(manager) => manager,
-            Err(error) => {
-                let mut manager = builder
-                    .assemble(reqwest::Client::new())
-                    .expect("assembling does not validate");
-                Arc::get_mut(&mut manager.inner)
-                    .expect("the manager was just created")
-                    .config_error = Some(error);
-                manager
-            }
+        let client = crate::http::default_client().unwrap_or_default();
+        let mut manager = Self::builder()
+            .key_id(key_id)
+            .secret(secret)
+            .assemble(client);
+        if let Err(error) = manager.validate() {
+            Arc::get_mut(&mut manager.inner)
+                .expect("the manager was just created")
+                .config_error = Some(error);
         }
+        manager
     }
 
     /// A builder for every setting.
@@ -464,14 +462,24 @@ impl TokenManager {
         }
     }
 
-    pub(super) fn settings(&self) -> (&[Credentials], &str, Duration, &RetryPolicy) {
+    /// Checks the settings; the error names the field at fault.
+    pub(super) fn validate(&self) -> Result<()> {
         let inner = &self.inner;
-        (
-            &inner.credentials,
-            &inner.auth_url,
-            inner.timeout,
-            &inner.retry,
-        )
+        inner.credentials[0].validate("")?;
+        for fallback in &inner.credentials[1..] {
+            fallback.validate("fallback ")?;
+        }
+        crate::config::validate_http_url("auth_url", &inner.auth_url)?;
+        if inner.timeout.is_zero() {
+            return Err(Error::config("timeout", "must be longer than zero"));
+        }
+        if inner.retry.max_attempts == 0 {
+            return Err(Error::config(
+                "max_attempts",
+                "must be at least 1 (1 means no retries)",
+            ));
+        }
+        Ok(())
     }
 }
 
