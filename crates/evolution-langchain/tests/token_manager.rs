@@ -635,19 +635,26 @@ async fn a_simulated_week_of_hourly_tokens() {
     assert!(changes >= 165, "{changes} token changes");
 }
 
-#[test]
-fn a_refresh_orphaned_by_its_runtime_does_not_wedge_the_manager() {
-    // The emulator lives on a runtime of its own for the whole test.
+/// An emulator whose first IAM answer takes 500 ms, served by a runtime of
+/// its own that outlives the test's other runtimes (keep the first value).
+fn slow_iam_on_its_own_runtime() -> (tokio::runtime::Runtime, EmulatorHandle) {
     let server = tokio::runtime::Runtime::new().unwrap();
     let emu = server.block_on(emulator(Duration::from_secs(3600)));
     emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(500)), 1);
+    (server, emu)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_refresh_orphaned_by_its_runtime_does_not_wedge_the_manager() {
+    let (_server, emu) = slow_iam_on_its_own_runtime();
     let manager = manager_for(&emu).build().unwrap();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
 
     // Runtime A starts a refresh, then goes away while it is in flight
     // (a manager in a static shared by tests does exactly this).
@@ -668,21 +675,13 @@ fn a_refresh_orphaned_by_its_runtime_does_not_wedge_the_manager() {
 
 #[test]
 fn a_refresh_stuck_on_an_idle_runtime_is_replaced() {
-    let server = tokio::runtime::Runtime::new().unwrap();
-    let emu = server.block_on(emulator(Duration::from_secs(3600)));
-    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(500)), 1);
+    let (_server, emu) = slow_iam_on_its_own_runtime();
     // One attempt of at most 300 ms: any refresh is over within 1.3 s.
     let manager = manager_for(&emu)
         .timeout(Duration::from_millis(300))
         .max_attempts(1)
         .build()
         .unwrap();
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     // Runtime A starts a refresh and is then never driven again, but stays alive.
     let a = runtime();
     a.block_on(async {

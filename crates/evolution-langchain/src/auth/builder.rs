@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::credentials::Credentials;
 use super::iam::DEFAULT_AUTH_URL;
-use super::token_manager::{TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
+use super::token_manager::{Settings, TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
 use crate::error::Result;
 use crate::retry::RetryPolicy;
 
@@ -127,16 +127,17 @@ impl TokenManagerBuilder {
         let refresh_buffer = self.refresh_buffer.unwrap_or(DEFAULT_REFRESH_BUFFER);
         let mut credentials = vec![primary];
         credentials.extend(self.fallbacks);
-        TokenManager::assemble(
+        TokenManager::assemble(Settings {
             credentials,
-            self.auth_url
+            auth_url: self
+                .auth_url
                 .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string()),
             refresh_buffer,
-            self.refresh_ahead.unwrap_or(refresh_buffer),
-            self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
-            self.retry.unwrap_or_default(),
+            refresh_ahead: self.refresh_ahead.unwrap_or(refresh_buffer),
+            timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
+            retry: self.retry.unwrap_or_default(),
             client,
-        )
+        })
     }
 }
 

@@ -109,15 +109,21 @@ struct RefreshSlot {
     background_paused_until: Option<Instant>,
 }
 
+/// What a manager is configured with; the builder fills it in.
+pub(super) struct Settings {
+    /// The primary credentials first, then the fallbacks in order.
+    pub(super) credentials: Vec<Credentials>,
+    pub(super) auth_url: String,
+    pub(super) refresh_buffer: Duration,
+    pub(super) refresh_ahead: Duration,
+    pub(super) timeout: Duration,
+    pub(super) retry: RetryPolicy,
+    pub(super) client: reqwest::Client,
+}
+
 struct Inner {
-    credentials: Vec<Credentials>,
+    settings: Settings,
     active: AtomicUsize,
-    auth_url: String,
-    refresh_buffer: Duration,
-    refresh_ahead: Duration,
-    timeout: Duration,
-    retry: RetryPolicy,
-    client: reqwest::Client,
     /// Set when `TokenManager::new` got unusable input; reported by `get_token`.
     config_error: Option<Error>,
     current: ArcSwapOption<CachedToken>,
@@ -217,7 +223,7 @@ impl TokenManager {
             lifetime: cached.as_ref().map(|c| c.lifetime),
             obtained_at: cached.as_ref().map(|c| c.obtained_wall),
             expires_at: cached.as_ref().map(|c| c.obtained_wall + c.lifetime),
-            refresh_buffer: self.inner.refresh_buffer,
+            refresh_buffer: self.inner.settings.refresh_buffer,
             refresh_in_progress,
             key_id: self.inner.active_credentials().key_id().to_string(),
             using_fallback: self.inner.using_fallback(),
@@ -232,7 +238,7 @@ impl TokenManager {
 
     /// The IAM endpoint in use.
     pub fn auth_url(&self) -> &str {
-        &self.inner.auth_url
+        &self.inner.settings.auth_url
     }
 
     async fn refresh_and_wait(&self) -> Result<AccessToken> {
@@ -262,7 +268,7 @@ impl TokenManager {
             }
         }
         Err(AuthError::Connection {
-            auth_url: self.inner.auth_url.clone(),
+            auth_url: self.inner.settings.auth_url.clone(),
             message: "the token refresh was cancelled: the Tokio runtime is shutting down".into(),
             attempts: 0,
         }
@@ -280,9 +286,10 @@ impl Inner {
     /// longest pause a server may ask for, for each set of credentials, plus
     /// a second of slack.
     fn longest_refresh(&self) -> Duration {
-        let attempts = self.retry.max_attempts.max(1);
-        let one_key = self.timeout * attempts + self.retry.max_retry_after * (attempts - 1);
-        one_key * self.credentials.len() as u32 + Duration::from_secs(1)
+        let attempts = self.settings.retry.max_attempts.max(1);
+        let one_key =
+            self.settings.timeout * attempts + self.settings.retry.max_retry_after * (attempts - 1);
+        one_key * self.settings.credentials.len() as u32 + Duration::from_secs(1)
     }
 
     /// Forgets refresh `generation` if it is still the one in the slot, so
@@ -300,7 +307,7 @@ impl Inner {
     }
 
     fn active_credentials(&self) -> &Credentials {
-        &self.credentials[self.active.load(Ordering::Acquire)]
+        &self.settings.credentials[self.active.load(Ordering::Acquire)]
     }
 
     fn using_fallback(&self) -> bool {
@@ -376,8 +383,8 @@ impl Inner {
             Ok(issued) => {
                 let cached = Arc::new(CachedToken::new(
                     issued,
-                    self.refresh_buffer,
-                    self.refresh_ahead,
+                    self.settings.refresh_buffer,
+                    self.settings.refresh_ahead,
                 ));
                 self.current.store(Some(Arc::clone(&cached)));
                 let took = started.elapsed();
@@ -405,19 +412,26 @@ impl Inner {
     async fn request_with_fallback(&self) -> Result<IssuedToken> {
         loop {
             let index = self.active.load(Ordering::Acquire);
-            let credentials = &self.credentials[index];
+            let credentials = &self.settings.credentials[index];
             let outcome = self
+                .settings
                 .retry
                 .run("IAM token request", || {
                     self.lock_stats().record_iam_request();
-                    iam::request_token(&self.client, &self.auth_url, credentials, self.timeout)
+                    iam::request_token(
+                        &self.settings.client,
+                        &self.settings.auth_url,
+                        credentials,
+                        self.settings.timeout,
+                    )
                 })
                 .await;
             match outcome {
                 Err(Error::Auth(error))
-                    if error.is_credential_error() && index + 1 < self.credentials.len() =>
+                    if error.is_credential_error()
+                        && index + 1 < self.settings.credentials.len() =>
                 {
-                    let next = &self.credentials[index + 1];
+                    let next = &self.settings.credentials[index + 1];
                     tracing::warn!(
                         key_id = credentials.key_id(),
                         fallback_key_id = next.key_id(),
@@ -434,26 +448,12 @@ impl Inner {
 }
 
 impl TokenManager {
-    /// A manager from checked settings; the builder's last step.
-    pub(super) fn assemble(
-        credentials: Vec<Credentials>,
-        auth_url: String,
-        refresh_buffer: Duration,
-        refresh_ahead: Duration,
-        timeout: Duration,
-        retry: RetryPolicy,
-        client: reqwest::Client,
-    ) -> Self {
+    /// A manager with these settings, unchecked (see [`validate`](Self::validate)).
+    pub(super) fn assemble(settings: Settings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                credentials,
+                settings,
                 active: AtomicUsize::new(0),
-                auth_url,
-                refresh_buffer,
-                refresh_ahead,
-                timeout,
-                retry,
-                client,
                 config_error: None,
                 current: ArcSwapOption::empty(),
                 refresh: Mutex::new(RefreshSlot::default()),
@@ -465,15 +465,15 @@ impl TokenManager {
     /// Checks the settings; the error names the field at fault.
     pub(super) fn validate(&self) -> Result<()> {
         let inner = &self.inner;
-        inner.credentials[0].validate("")?;
-        for fallback in &inner.credentials[1..] {
+        inner.settings.credentials[0].validate("")?;
+        for fallback in &inner.settings.credentials[1..] {
             fallback.validate("fallback ")?;
         }
-        crate::config::validate_http_url("auth_url", &inner.auth_url)?;
-        if inner.timeout.is_zero() {
+        crate::config::validate_http_url("auth_url", &inner.settings.auth_url)?;
+        if inner.settings.timeout.is_zero() {
             return Err(Error::config("timeout", "must be longer than zero"));
         }
-        if inner.retry.max_attempts == 0 {
+        if inner.settings.retry.max_attempts == 0 {
             return Err(Error::config(
                 "max_attempts",
                 "must be at least 1 (1 means no retries)",
@@ -486,10 +486,10 @@ impl TokenManager {
 impl fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenManager")
-            .field("auth_url", &self.inner.auth_url)
+            .field("auth_url", &self.inner.settings.auth_url)
             .field("key_id", &self.inner.active_credentials().key_id())
-            .field("fallbacks", &(self.inner.credentials.len() - 1))
-            .field("refresh_buffer", &self.inner.refresh_buffer)
+            .field("fallbacks", &(self.inner.settings.credentials.len() - 1))
+            .field("refresh_buffer", &self.inner.settings.refresh_buffer)
             .field("has_token", &self.inner.current.load().is_some())
             .finish_non_exhaustive()
     }

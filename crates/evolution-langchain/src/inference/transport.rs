@@ -106,14 +106,7 @@ impl Transport {
         let mut response = self
             .send(method, url, &token, body.clone(), streaming)
             .await?;
-        if response.status() == StatusCode::UNAUTHORIZED && !self.tokens.refreshes() {
-            let error = ServerError::parse(&response.bytes().await.unwrap_or_default());
-            return Err(AuthError::KeyRejected {
-                message: error.message,
-            }
-            .into());
-        }
-        if response.status() == StatusCode::UNAUTHORIZED {
+        if response.status() == StatusCode::UNAUTHORIZED && self.tokens.refreshes() {
             tracing::info!(
                 url,
                 "the model API rejected the access token; refreshing it"
@@ -121,13 +114,16 @@ impl Transport {
             self.tokens.invalidate_token(&token);
             let token = self.tokens.token().await?;
             response = self.send(method, url, &token, body, streaming).await?;
-            if response.status() == StatusCode::UNAUTHORIZED {
-                let error = ServerError::parse(&response.bytes().await.unwrap_or_default());
-                return Err(AuthError::TokenRejected {
-                    message: error.message,
-                }
-                .into());
+        }
+        if response.status() == StatusCode::UNAUTHORIZED {
+            // Final: a fixed key cannot be replaced, and a fresh token failed too.
+            let message = ServerError::parse(&response.bytes().await.unwrap_or_default()).message;
+            return Err(if self.tokens.refreshes() {
+                AuthError::TokenRejected { message }
+            } else {
+                AuthError::KeyRejected { message }
             }
+            .into());
         }
         self.check_status(url, response).await
     }

@@ -202,19 +202,22 @@ impl ChatChunk {
     /// New reasoning text for the first choice (models that stream their
     /// reasoning separately), if this chunk brings any.
     pub fn reasoning(&self) -> Option<&str> {
-        self.choices
-            .iter()
-            .find(|c| c.index == 0)
-            .and_then(|c| c.delta.reasoning_content.as_deref())
-            .filter(|text| !text.is_empty())
+        self.first_delta_text(|delta| delta.reasoning_content.as_deref())
     }
 
     /// New text for the first choice, if this chunk brings any.
     pub fn content(&self) -> Option<&str> {
+        self.first_delta_text(|delta| delta.content.as_deref())
+    }
+
+    fn first_delta_text<'a>(
+        &'a self,
+        field: impl Fn(&'a Delta) -> Option<&'a str>,
+    ) -> Option<&'a str> {
         self.choices
             .iter()
             .find(|c| c.index == 0)
-            .and_then(|c| c.delta.content.as_deref())
+            .and_then(|c| field(&c.delta))
             .filter(|text| !text.is_empty())
     }
 }
