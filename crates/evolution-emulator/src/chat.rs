@@ -31,23 +31,13 @@ pub(crate) async fn completions(
     let guard = InFlightGuard::new(&state);
     let parsed = ParsedBody::parse(&body);
     let stream = parsed.value.get("stream") == Some(&Value::Bool(true));
-    let model = parsed
-        .value
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or(state.config.default_model())
-        .to_owned();
+    let model = parsed.model_or(state.config.default_model());
     let counters: &[Counter] = if stream {
         &[Counter::ChatRequests, Counter::StreamRequests]
     } else {
         &[Counter::ChatRequests]
     };
-    let incoming = Incoming {
-        method: &method,
-        path: uri.path(),
-        headers: &headers,
-        body: &parsed,
-    };
+    let incoming = Incoming::new(&method, &uri, &headers, &parsed);
     let shape = match gate::admit(&state, Target::Chat, counters, incoming, &model, stream).await {
         Ok(shape) => shape,
         Err(response) => return response,

@@ -103,18 +103,8 @@ pub(crate) async fn embeddings(
 ) -> Response {
     let guard = InFlightGuard::new(&state);
     let parsed = ParsedBody::parse(&body);
-    let model = parsed
-        .value
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or(state.config.default_model())
-        .to_owned();
-    let incoming = Incoming {
-        method: &method,
-        path: uri.path(),
-        headers: &headers,
-        body: &parsed,
-    };
+    let model = parsed.model_or(state.config.default_model());
+    let incoming = Incoming::new(&method, &uri, &headers, &parsed);
     let shape = match gate::admit(
         &state,
         Target::Embeddings,

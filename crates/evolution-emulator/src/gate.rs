@@ -39,6 +39,15 @@ impl ParsedBody {
         }
     }
 
+    /// The `model` the request names, or `default` when it names none.
+    pub fn model_or(&self, default: &str) -> String {
+        self.value
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_owned()
+    }
+
     /// The body as a JSON object, or what is wrong with it (for a `400`).
     pub fn object(&self) -> Result<&serde_json::Map<String, Value>, String> {
         if let Some(e) = &self.error {
@@ -65,6 +74,23 @@ pub(crate) struct Incoming<'a> {
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a ParsedBody,
+}
+
+impl<'a> Incoming<'a> {
+    /// The facts of one request, as the handlers receive them from axum.
+    pub fn new(
+        method: &'a Method,
+        uri: &'a axum::http::Uri,
+        headers: &'a HeaderMap,
+        body: &'a ParsedBody,
+    ) -> Self {
+        Incoming {
+            method,
+            path: uri.path(),
+            headers,
+            body,
+        }
+    }
 }
 
 /// Records and counts the request, then applies a queued fault and the bearer check.

@@ -31,12 +31,7 @@ pub(crate) async fn models(
     RawBody(body): RawBody,
 ) -> Response {
     let parsed = ParsedBody::parse(&body);
-    let incoming = Incoming {
-        method: &method,
-        path: uri.path(),
-        headers: &headers,
-        body: &parsed,
-    };
+    let incoming = Incoming::new(&method, &uri, &headers, &parsed);
     let model = state.config.default_model().to_owned();
     let shape = match gate::admit(
         &state,

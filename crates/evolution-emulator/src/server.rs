@@ -63,12 +63,7 @@ async fn fallback(
 ) -> Response {
     if uri.path() == "/v1" || uri.path().starts_with("/v1/") {
         let parsed = ParsedBody::parse(&body);
-        let incoming = Incoming {
-            method: &method,
-            path: uri.path(),
-            headers: &headers,
-            body: &parsed,
-        };
+        let incoming = Incoming::new(&method, &uri, &headers, &parsed);
         let model = state.config.default_model().to_owned();
         if let Err(response) = gate::admit(&state, Target::Api, &[], incoming, &model, false).await
         {

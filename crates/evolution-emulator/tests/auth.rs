@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, token};
+use common::{client, credentials, token};
 use evolution_emulator::Emulator;
 use serde_json::{json, Value};
 
@@ -116,11 +116,7 @@ async fn additional_credentials_are_valid_too() {
     )
     .await;
     assert_eq!(status, 200);
-    let (status, _) = auth(
-        &emu.auth_url(),
-        json!({"keyId": emu.key_id(), "secret": emu.secret()}),
-    )
-    .await;
+    let (status, _) = auth(&emu.auth_url(), credentials(&emu)).await;
     assert_eq!(status, 200);
     emu.shutdown().await;
 }
@@ -132,11 +128,7 @@ async fn expires_in_is_whole_seconds_rounded_up_or_omitted() {
         .start()
         .await
         .unwrap();
-    let (_, body) = auth(
-        &emu.auth_url(),
-        json!({"keyId": emu.key_id(), "secret": emu.secret()}),
-    )
-    .await;
+    let (_, body) = auth(&emu.auth_url(), credentials(&emu)).await;
     assert_eq!(body["expires_in"], 2);
     emu.shutdown().await;
 
@@ -145,11 +137,7 @@ async fn expires_in_is_whole_seconds_rounded_up_or_omitted() {
         .start()
         .await
         .unwrap();
-    let (status, body) = auth(
-        &emu.auth_url(),
-        json!({"keyId": emu.key_id(), "secret": emu.secret()}),
-    )
-    .await;
+    let (status, body) = auth(&emu.auth_url(), credentials(&emu)).await;
     assert_eq!(status, 200);
     assert!(body["access_token"].is_string());
     assert!(body.get("expires_in").is_none(), "{body}");
@@ -271,11 +259,7 @@ async fn absurd_ttls_are_capped_at_366_days() {
         Duration::from_secs(31_622_401),
     ] {
         let emu = Emulator::builder().token_ttl(ttl).start().await.unwrap();
-        let (status, body) = auth(
-            &emu.auth_url(),
-            json!({"keyId": emu.key_id(), "secret": emu.secret()}),
-        )
-        .await;
+        let (status, body) = auth(&emu.auth_url(), credentials(&emu)).await;
         assert_eq!(status, 200);
         assert_eq!(body["expires_in"], 31_622_400, "{ttl:?}");
         let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
@@ -291,11 +275,7 @@ async fn a_zero_ttl_means_the_one_second_minimum() {
         .start()
         .await
         .unwrap();
-    let (status, body) = auth(
-        &emu.auth_url(),
-        json!({"keyId": emu.key_id(), "secret": emu.secret()}),
-    )
-    .await;
+    let (status, body) = auth(&emu.auth_url(), credentials(&emu)).await;
     assert_eq!(status, 200);
     assert_eq!(body["expires_in"], 1);
     let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
@@ -315,11 +295,7 @@ async fn tokens_live_as_long_as_the_expires_in_they_report() {
         .start()
         .await
         .unwrap();
-    let (_, body) = auth(
-        &emu.auth_url(),
-        json!({"keyId": emu.key_id(), "secret": emu.secret()}),
-    )
-    .await;
+    let (_, body) = auth(&emu.auth_url(), credentials(&emu)).await;
     assert_eq!(body["expires_in"], 2);
     let bearer = format!("Bearer {}", body["access_token"].as_str().unwrap());
     tokio::time::sleep(Duration::from_millis(1700)).await;

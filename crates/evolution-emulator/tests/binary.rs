@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Kills the child if the test fails midway, so no server outlives the test.
 struct Child(std::process::Child);
@@ -59,15 +59,7 @@ async fn binary_prints_env_lines_and_serves() {
     assert!(env["EVOLUTION_TOKEN_URL"].ends_with("/api/v1/auth/token"));
 
     let http = common::client();
-    let reply: Value = http
-        .post(&env["EVOLUTION_TOKEN_URL"])
-        .json(&json!({"keyId": "bin-id", "secret": "bin-secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = common::token_reply(&env["EVOLUTION_TOKEN_URL"], "bin-id", "bin-secret").await;
     let token = reply["access_token"].as_str().unwrap();
     let chat = || {
         http.post(format!("{}/chat/completions", env["EVOLUTION_BASE_URL"]))

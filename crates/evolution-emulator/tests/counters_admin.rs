@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use clap::Parser;
-use common::{chat, client, post, token, user};
+use common::{chat, client, credentials, post, streamed, token, user};
 use evolution_emulator::{
     Counters, Emulator, EmulatorArgs, EmulatorHandle, Fault, FaultSpec, Target,
     DEFAULT_REQUEST_LOG_LIMIT,
@@ -24,9 +24,7 @@ async fn counters_are_exact() {
         .await
         .unwrap();
     chat(&emu, &token, user("one")).await;
-    let mut streamed = user("two");
-    streamed["stream"] = json!(true);
-    post(&emu, &token, "/chat/completions", streamed)
+    post(&emu, &token, "/chat/completions", streamed("two"))
         .await
         .text()
         .await
@@ -192,7 +190,7 @@ async fn admin_routes_control_the_emulator() {
     .await;
     let response = client()
         .post(emu.auth_url())
-        .json(&json!({"keyId": emu.key_id(), "secret": emu.secret()}))
+        .json(&credentials(&emu))
         .send()
         .await
         .unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, post, token};
+use common::{client, get_json, post, token};
 use evolution_emulator::Emulator;
 use serde_json::{json, Value};
 
@@ -172,15 +172,7 @@ async fn models_lists_the_configured_models() {
         .unwrap();
     let token = token(&emu).await;
     let http = client();
-    let body: Value = http
-        .get(format!("{}/models", emu.base_url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = get_json(format!("{}/models", emu.base_url()), Some(&token)).await;
     assert_eq!(body["object"], "list");
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
@@ -192,15 +184,11 @@ async fn models_lists_the_configured_models() {
         assert!(model["created"].as_u64().unwrap() > 1_700_000_000);
     }
 
-    let one: Value = http
-        .get(format!("{}/models/org/model-a", emu.base_url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(
+        format!("{}/models/org/model-a", emu.base_url()),
+        Some(&token),
+    )
+    .await;
     assert_eq!(one, data[0]);
     let missing = http
         .get(format!("{}/models/nope", emu.base_url()))

@@ -4,18 +4,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{chat, client, post, read_sse, token, user};
+use common::{chat, client, credentials, get_json, post, read_sse, streamed, token, user};
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
 use serde_json::{json, Value};
-
-fn creds(emu: &EmulatorHandle) -> Value {
-    json!({"keyId": emu.key_id(), "secret": emu.secret()})
-}
 
 async fn auth_response(emu: &EmulatorHandle) -> reqwest::Response {
     client()
         .post(emu.auth_url())
-        .json(&creds(emu))
+        .json(&credentials(emu))
         .send()
         .await
         .unwrap()
@@ -28,12 +24,6 @@ async fn models_response(emu: &EmulatorHandle, token: &str) -> reqwest::Response
         .send()
         .await
         .unwrap()
-}
-
-fn streamed(text: &str) -> Value {
-    let mut body = user(text);
-    body["stream"] = json!(true);
-    body
 }
 
 #[tokio::test]
@@ -215,7 +205,7 @@ async fn drop_connection_closes_without_a_response() {
     assert_dropped(
         client()
             .post(emu.auth_url())
-            .json(&creds(&emu))
+            .json(&credentials(&emu))
             .send()
             .await,
     );
@@ -353,14 +343,7 @@ async fn huge_repeat_counts_are_stored_once() {
     }
     assert_eq!(models_response(&emu, &token).await.status(), 503);
 
-    let listed: Value = client()
-        .get(format!("{}/_emulator/faults", emu.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(format!("{}/_emulator/faults", emu.url()), None).await;
     assert_eq!(
         listed["faults"],
         json!([

@@ -218,15 +218,7 @@ async fn args_build_and_fault_a_running_emulator() {
     let emu = cli.emulator.builder().start().await.unwrap();
     cli.emulator.apply_faults(&emu);
     assert_eq!(emu.key_id(), "cli-id");
-    let reply: serde_json::Value = common::client()
-        .post(emu.auth_url())
-        .json(&json!({"keyId": "cli-id", "secret": "cli-secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reply = common::token_reply(&emu.auth_url(), "cli-id", "cli-secret").await;
     assert_eq!(reply["expires_in"], 90);
     let token = reply["access_token"].as_str().unwrap();
     let models = |_: ()| {

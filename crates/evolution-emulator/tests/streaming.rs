@@ -4,15 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{chat, joined_content, post, read_sse, token, user};
+use common::{chat, joined_content, post, read_sse, streamed, token, user};
 use evolution_emulator::Emulator;
 use serde_json::{json, Value};
-
-fn streamed(text: &str) -> Value {
-    let mut body = user(text);
-    body["stream"] = json!(true);
-    body
-}
 
 #[tokio::test]
 async fn stream_shape_matches_openai_and_the_json_answer() {

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{chat, client, post, read_sse, token, user};
+use common::{chat, client, get_json, post, read_sse, streamed, token, user};
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -20,12 +20,6 @@ async fn pair(upstream: EmulatorHandle) -> (EmulatorHandle, EmulatorHandle) {
         .await
         .unwrap();
     (upstream, front)
-}
-
-fn streamed(text: &str) -> Value {
-    let mut body = user(text);
-    body["stream"] = json!(true);
-    body
 }
 
 #[tokio::test]
@@ -55,15 +49,7 @@ async fn chat_models_and_embeddings_are_forwarded() {
     assert!(seen.authorized);
     assert_eq!(seen.body, user("forwarded words"));
 
-    let models: Value = client()
-        .get(format!("{}/models", front.base_url()))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: Value = get_json(format!("{}/models", front.base_url()), Some(&token)).await;
     assert_eq!(models["data"][0]["id"], "up/model");
 
     let up_token = common::token(&up).await;

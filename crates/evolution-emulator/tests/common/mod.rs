@@ -37,11 +37,16 @@ pub fn client() -> reqwest::Client {
         .clone()
 }
 
-/// A fresh token from the emulator's IAM endpoint.
-pub async fn token(emu: &EmulatorHandle) -> String {
-    let reply: Value = client()
-        .post(emu.auth_url())
-        .json(&json!({"keyId": emu.key_id(), "secret": emu.secret()}))
+/// The emulator's own credentials as an IAM request body.
+pub fn credentials(emu: &EmulatorHandle) -> Value {
+    json!({"keyId": emu.key_id(), "secret": emu.secret()})
+}
+
+/// The whole IAM reply for these credentials (it must be a success).
+pub async fn token_reply(auth_url: &str, key_id: &str, secret: &str) -> Value {
+    client()
+        .post(auth_url)
+        .json(&json!({"keyId": key_id, "secret": secret}))
         .send()
         .await
         .expect("auth request")
@@ -49,8 +54,12 @@ pub async fn token(emu: &EmulatorHandle) -> String {
         .expect("auth status")
         .json()
         .await
-        .expect("auth json");
-    reply["access_token"]
+        .expect("auth json")
+}
+
+/// A fresh token from the emulator's IAM endpoint.
+pub async fn token(emu: &EmulatorHandle) -> String {
+    token_reply(&emu.auth_url(), emu.key_id(), emu.secret()).await["access_token"]
         .as_str()
         .expect("access_token")
         .to_owned()
@@ -77,6 +86,28 @@ pub async fn chat(emu: &EmulatorHandle, token: &str, body: Value) -> (u16, Value
 /// A chat request with one user message.
 pub fn user(text: &str) -> Value {
     json!({"model": "test-model", "messages": [{"role": "user", "content": text}]})
+}
+
+/// The same chat body with `"stream": true`.
+pub fn streamed(text: &str) -> Value {
+    let mut body = user(text);
+    body["stream"] = json!(true);
+    body
+}
+
+/// GETs `url` (with a bearer token when given) and parses the JSON reply.
+pub async fn get_json(url: impl reqwest::IntoUrl, token: Option<&str>) -> Value {
+    let mut request = client().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON reply")
 }
 
 /// One SSE event's `data:` payload and when it arrived.
