@@ -9,7 +9,7 @@ use evolution_emulator::{Emulator, Fault, Target};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
-use crate::common::{jsonl, run, signal, wait, Emu};
+use crate::common::{jsonl, parse_jsonl, run, signal, wait, Emu};
 
 /// 200 prompts, half plain lines (id = line number), half JSON with ids.
 fn two_hundred_prompts(dir: &std::path::Path) -> (std::path::PathBuf, Vec<(Value, String)>) {
@@ -149,11 +149,7 @@ fn batch_reports_bad_lines_and_runs_the_rest() {
     ] {
         assert!(out.stderr.contains(reported), "{reported}: {}", out.stderr);
     }
-    let lines: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = parse_jsonl(&out.stdout);
     assert_eq!(lines.len(), 6);
     let answered: HashSet<String> = lines
         .iter()
@@ -398,11 +394,7 @@ fn an_id_used_by_a_bad_line_is_not_reused() {
         "{}",
         out.stderr
     );
-    let lines: Vec<Value> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = parse_jsonl(&out.stdout);
     assert_eq!(lines.len(), 3);
     let errors = error_lines(&lines);
     assert_eq!(
@@ -424,11 +416,7 @@ fn a_byte_order_mark_does_not_spoil_the_first_line() {
     )
     .unwrap();
     let out = run(emu.command().arg("batch").arg(&input), None);
-    let lines: Vec<Value> = out
-        .ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = parse_jsonl(out.ok());
     assert_eq!(lines.len(), 2);
     let first = lines.iter().find(|l| l["line"] == 1).expect("line 1");
     assert_eq!(first["id"], "first");

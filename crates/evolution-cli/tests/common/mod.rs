@@ -223,7 +223,11 @@ pub fn assert_no_token(text: &str) {
 
 /// The lines of a JSONL file, each parsed; panics on a line that is not JSON.
 pub fn jsonl(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).expect("read output");
+    parse_jsonl(&std::fs::read_to_string(path).expect("read output"))
+}
+
+/// Parses JSONL output, requiring every line (the last included) to be complete.
+pub fn parse_jsonl(text: &str) -> Vec<serde_json::Value> {
     assert!(
         text.is_empty() || text.ends_with('\n'),
         "output ends mid-line: {:?}",
