@@ -10,7 +10,7 @@ use super::options::{ChatOptions, ChatParams};
 use super::stream::ChatStream;
 use super::transport::Transport;
 use super::wire::{
-    ChatMessage, ChatResponse, ModelInfo, ModelList, ResponseFormat, Tool, ToolChoice,
+    ChatMessage, ChatRequest, ChatResponse, ModelInfo, ModelList, ResponseFormat, Tool, ToolChoice,
 };
 use crate::config::{connection_setters, ConnectionConfig, ENV_MODEL};
 use crate::error::{Error, Result};
@@ -126,11 +126,11 @@ impl EvolutionInference {
     ) -> Result<ChatResponse> {
         let (messages, options) = (messages.as_ref(), options.borrow());
         let params = self.call_params(messages, options)?;
-        let response = if params.streaming {
-            let stream = self.open_stream(&params, messages).await?;
-            stream.collect_response().await?
+        let streaming = params.streaming;
+        let request = params.request(messages.to_vec(), streaming);
+        let response = if streaming {
+            self.open_stream(&request).await?.collect_response().await?
         } else {
-            let request = params.request(messages.to_vec(), false);
             self.transport
                 .post_json::<ChatResponse>("chat/completions", &request)
                 .await?
@@ -158,8 +158,10 @@ impl EvolutionInference {
         options: impl Borrow<ChatOptions>,
     ) -> Result<ChatStream> {
         let (messages, options) = (messages.as_ref(), options.borrow());
-        let params = self.call_params(messages, options)?;
-        self.open_stream(&params, messages).await
+        let request = self
+            .call_params(messages, options)?
+            .request(messages.to_vec(), true);
+        self.open_stream(&request).await
     }
 
     /// The models the endpoint serves.
@@ -174,7 +176,7 @@ impl EvolutionInference {
         messages: &[ChatMessage],
         options: &ChatOptions,
         stream: bool,
-    ) -> Result<crate::inference::wire::ChatRequest> {
+    ) -> Result<ChatRequest> {
         let params = self.call_params(messages, options)?;
         Ok(params.request(messages.to_vec(), stream))
     }
@@ -191,15 +193,10 @@ impl EvolutionInference {
         Ok(params)
     }
 
-    async fn open_stream(
-        &self,
-        params: &ChatParams,
-        messages: &[ChatMessage],
-    ) -> Result<ChatStream> {
-        let request = params.request(messages.to_vec(), true);
+    async fn open_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
         let response = self
             .transport
-            .post_stream("chat/completions", &request)
+            .post_stream("chat/completions", request)
             .await?;
         Ok(ChatStream::from_response(
             response,

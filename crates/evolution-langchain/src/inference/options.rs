@@ -224,23 +224,24 @@ impl ChatParams {
         params
     }
 
-    /// The request body for `messages` with these parameters.
-    pub fn request(&self, messages: Vec<ChatMessage>, stream: bool) -> ChatRequest {
+    /// The request body for `messages` with these parameters (consumed, so
+    /// the per-call copy made by [`merged`](Self::merged) is not copied again).
+    pub fn request(self, messages: Vec<ChatMessage>, stream: bool) -> ChatRequest {
         ChatRequest {
-            model: self.model.clone(),
+            model: self.model,
             messages,
             max_tokens: Some(self.max_tokens),
             temperature: Some(self.temperature),
             top_p: Some(self.top_p),
             frequency_penalty: Some(self.frequency_penalty),
             presence_penalty: Some(self.presence_penalty),
-            stop: self.stop.clone().filter(|stop| !stop.is_empty()),
+            stop: self.stop.filter(|stop| !stop.is_empty()),
             stream: Some(stream),
             n: Some(self.n),
             seed: self.seed,
-            tools: self.tools.clone().filter(|tools| !tools.is_empty()),
-            tool_choice: self.tool_choice.clone(),
-            response_format: self.response_format.clone(),
+            tools: self.tools.filter(|tools| !tools.is_empty()),
+            tool_choice: self.tool_choice,
+            response_format: self.response_format,
             stream_options: (stream && self.stream_usage).then_some(StreamOptions {
                 include_usage: true,
             }),
