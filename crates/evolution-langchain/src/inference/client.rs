@@ -111,7 +111,10 @@ impl EvolutionInference {
         let response = self
             .chat(&[ChatMessage::user(prompt)], &ChatOptions::default())
             .await?;
-        answer_text(response)
+        answer_text(response).ok_or_else(|| Error::InvalidResponse {
+            url: self.transport.url("chat/completions"),
+            message: "the answer has no content, no tool calls and no finish reason".into(),
+        })
     }
 
     /// Sends a conversation; returns every choice, tool calls and usage.
@@ -205,26 +208,19 @@ impl EvolutionInference {
     }
 }
 
-/// The first choice's text. A choice without content is an empty answer
-/// when the server says why it stopped (tool calls, or `length` when a
-/// reasoning model spent the budget thinking); without even that, the reply
-/// is invalid rather than silently empty.
-pub(crate) fn answer_text(response: ChatResponse) -> Result<String> {
-    let Some(choice) = response.choices.into_iter().next() else {
-        return Err(Error::InvalidResponse {
-            url: String::new(),
-            message: "the reply has no choices".into(),
-        });
-    };
+/// The first choice's text (`chat` has checked there is one). A choice
+/// without content is an empty answer when the server says why it stopped
+/// (tool calls, or `length` when a reasoning model spent the budget
+/// thinking); without even that there is no answer, and `invoke` says the
+/// reply is invalid rather than returning a silent empty string.
+fn answer_text(response: ChatResponse) -> Option<String> {
+    let choice = response.choices.into_iter().next()?;
     match choice.message.content {
-        Some(text) => Ok(text),
+        Some(text) => Some(text),
         None if !choice.message.tool_calls.is_empty() || choice.finish_reason.is_some() => {
-            Ok(String::new())
+            Some(String::new())
         }
-        None => Err(Error::InvalidResponse {
-            url: String::new(),
-            message: "the answer has no content, no tool calls and no finish reason".into(),
-        }),
+        None => None,
     }
 }
 
@@ -257,10 +253,10 @@ mod tests {
         assert_eq!(answer_text(reply(Some("hi"), Some("stop"))).unwrap(), "hi");
         // A reasoning model that spent max_tokens thinking: empty, not an error.
         assert_eq!(answer_text(reply(None, Some("length"))).unwrap(), "");
-        assert!(answer_text(reply(None, None)).is_err());
+        assert!(answer_text(reply(None, None)).is_none());
         let mut empty = reply(None, None);
         empty.choices.clear();
-        assert!(answer_text(empty).is_err());
+        assert!(answer_text(empty).is_none());
     }
 }
 
