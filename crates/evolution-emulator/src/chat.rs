@@ -1,59 +1,32 @@
 //! `POST /v1/chat/completions`: the scripted answer as one JSON object or as an SSE
 //! stream produced word by word.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::fault::{Fault, Target};
-use crate::gate::{self, Incoming, ParsedBody, RawBody};
+use crate::extract::ApiRequest;
+use crate::fault::Fault;
 use crate::reply;
 use crate::script::{self, Answer, Choice, Reply};
-use crate::state::{Counter, InFlightGuard, State};
-use crate::{upstream, util};
+use crate::state::InFlightGuard;
+use crate::util;
 
 /// Identifies the emulator the way `system_fingerprint` identifies a backend build.
 const FINGERPRINT: &str = "evolution-emulator";
 
-pub(crate) async fn completions(
-    AxumState(state): AxumState<Arc<State>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response {
-    let guard = InFlightGuard::new(&state);
-    let parsed = ParsedBody::parse(&body);
-    let stream = parsed.value.get("stream") == Some(&Value::Bool(true));
-    let model = parsed.model_or(state.config.default_model());
-    let counters: &[Counter] = if stream {
-        &[Counter::ChatRequests, Counter::StreamRequests]
-    } else {
-        &[Counter::ChatRequests]
-    };
-    let incoming = Incoming::new(&method, &uri, &headers, &parsed);
-    let shape = match gate::admit(&state, Target::Chat, counters, incoming, &model, stream).await {
-        Ok(shape) => shape,
-        Err(response) => return response,
-    };
-
-    if state.upstream_client.is_some() {
-        let forward = upstream::Forward {
-            method: Method::POST,
-            path: "/chat/completions",
-            headers: &headers,
-            body,
-        };
-        return upstream::forward(&state, forward, Some(guard), shape).await;
-    }
-
-    let object = match parsed.object() {
+pub(crate) async fn completions(request: ApiRequest) -> Response {
+    let ApiRequest {
+        state,
+        body,
+        shape,
+        guard,
+        ..
+    } = request;
+    let object = match body.object() {
         Ok(object) => object,
         Err(message) => return reply::bad_request(message),
     };
@@ -276,7 +249,7 @@ fn sse_body(
     events: Vec<Event>,
     word_delay: Duration,
     shape: Option<Fault>,
-    guard: InFlightGuard,
+    guard: Option<InFlightGuard>,
 ) -> Body {
     let total = events.len();
     let stream = async_stream::stream! {

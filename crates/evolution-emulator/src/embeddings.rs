@@ -1,17 +1,10 @@
 //! `POST /v1/embeddings`: deterministic unit vectors derived from a hash of each input.
 
-use std::sync::Arc;
-
-use axum::extract::State as AxumState;
-use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-
 use serde_json::{json, Map, Value};
 
-use crate::fault::Target;
-use crate::gate::{self, Incoming, ParsedBody, RawBody};
-use crate::state::{Counter, InFlightGuard, State};
-use crate::{reply, upstream, util};
+use crate::extract::ApiRequest;
+use crate::{reply, util};
 
 const MAX_DIMENSIONS: u64 = 65_536;
 
@@ -94,42 +87,16 @@ fn encode(vector: &[f64], base64: bool) -> Value {
     }
 }
 
-pub(crate) async fn embeddings(
-    AxumState(state): AxumState<Arc<State>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Response {
-    let guard = InFlightGuard::new(&state);
-    let parsed = ParsedBody::parse(&body);
-    let model = parsed.model_or(state.config.default_model());
-    let incoming = Incoming::new(&method, &uri, &headers, &parsed);
-    let shape = match gate::admit(
-        &state,
-        Target::Embeddings,
-        &[Counter::EmbeddingsRequests],
-        incoming,
-        &model,
-        false,
-    )
-    .await
-    {
-        Ok(shape) => shape,
-        Err(response) => return response,
-    };
-
-    if state.upstream_client.is_some() {
-        let forward = upstream::Forward {
-            method: Method::POST,
-            path: "/embeddings",
-            headers: &headers,
-            body,
-        };
-        return upstream::forward(&state, forward, Some(guard), shape).await;
-    }
-
-    let object = match parsed.object() {
+pub(crate) async fn embeddings(request: ApiRequest) -> Response {
+    let ApiRequest {
+        state,
+        body,
+        shape,
+        guard,
+        ..
+    } = request;
+    let model = body.model_or(state.config.default_model());
+    let object = match body.object() {
         Ok(object) => object,
         Err(message) => return reply::bad_request(message),
     };

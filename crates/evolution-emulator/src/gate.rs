@@ -68,40 +68,27 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The request facts the gate needs.
-pub(crate) struct Incoming<'a> {
+/// What the gate needs to know about one request.
+pub(crate) struct Admission<'a> {
+    /// The fault queue consulted first.
+    pub target: Target,
+    /// The counters the request bumps.
+    pub counters: &'a [Counter],
     pub method: &'a Method,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
     pub body: &'a ParsedBody,
-}
-
-impl<'a> Incoming<'a> {
-    /// The facts of one request, as the handlers receive them from axum.
-    pub fn new(
-        method: &'a Method,
-        uri: &'a axum::http::Uri,
-        headers: &'a HeaderMap,
-        body: &'a ParsedBody,
-    ) -> Self {
-        Incoming {
-            method,
-            path: uri.path(),
-            headers,
-            body,
-        }
-    }
+    /// The model named in the body (or the default), for fault bodies that carry one.
+    pub model: &'a str,
+    /// Whether the request asked for a stream, for faults with an SSE form.
+    pub stream: bool,
 }
 
 /// Records and counts the request, then applies a queued fault and the bearer check.
 /// `Ok` carries a fault the route must apply to its own answer; `Err` is the answer.
 pub(crate) async fn admit(
     state: &Arc<State>,
-    target: Target,
-    counters: &[Counter],
-    request: Incoming<'_>,
-    model: &str,
-    stream: bool,
+    request: Admission<'_>,
 ) -> Result<Option<Fault>, Response> {
     let check = state.check_token(bearer(request.headers));
     if state.records_requests() {
@@ -117,11 +104,13 @@ pub(crate) async fn admit(
             body: request.body.value.clone(),
         });
     }
-    for &counter in counters {
+    for &counter in request.counters {
         state.bump(counter);
     }
 
-    let shape = match reply::apply_fault(state.take_fault(target), target, model, stream).await {
+    let fault = state.take_fault(request.target);
+    let shape = match reply::apply_fault(fault, request.target, request.model, request.stream).await
+    {
         FaultOutcome::Replace(response) => return Err(response),
         FaultOutcome::Shape(fault) => Some(fault),
         FaultOutcome::Proceed => None,

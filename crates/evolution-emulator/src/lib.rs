@@ -47,6 +47,7 @@ mod admin;
 mod args;
 mod chat;
 mod embeddings;
+mod extract;
 mod fault;
 mod gate;
 mod iam;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRequest;
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -18,8 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use crate::fault::Target;
-use crate::gate::{self, Incoming, ParsedBody, RawBody};
+use crate::extract::ApiRequest;
 use crate::reply::{self, DropConnectionMarker};
 use crate::state::State;
 use crate::{admin, chat, embeddings, iam, models};
@@ -56,23 +56,18 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 /// they would at the real endpoint; anything else is simply not found.
 async fn fallback(
     axum::extract::State(state): axum::extract::State<Arc<State>>,
-    method: Method,
-    uri: Uri,
-    headers: axum::http::HeaderMap,
-    RawBody(body): RawBody,
+    request: axum::extract::Request,
 ) -> Response {
-    if uri.path() == "/v1" || uri.path().starts_with("/v1/") {
-        let parsed = ParsedBody::parse(&body);
-        let incoming = Incoming::new(&method, &uri, &headers, &parsed);
-        let model = state.config.default_model().to_owned();
-        if let Err(response) = gate::admit(&state, Target::Api, &[], incoming, &model, false).await
-        {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    if path == "/v1" || path.starts_with("/v1/") {
+        if let Err(response) = ApiRequest::from_request(request, &state).await {
             return response;
         }
     }
     reply::error(
         StatusCode::NOT_FOUND,
-        format!("No route for {method} {}", uri.path()),
+        format!("No route for {method} {path}"),
         "invalid_request_error",
         "not_found",
     )
