@@ -24,6 +24,16 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = DEFAULT_SECRET)]
     pub secret: String,
 
+    /// Accept this Foundation Models API key as a bearer on /v1, without IAM
+    /// (repeatable).
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_key: Vec<String>,
+
+    /// Serve /v1 without checking the Authorization header at all, like a model run
+    /// with auth switched off.
+    #[arg(long)]
+    pub no_auth: bool,
+
     /// Lifetime of issued tokens, in seconds (1 to 31622400, i.e. 366 days).
     #[arg(long, default_value_t = 3600, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
@@ -65,6 +75,8 @@ impl Default for EmulatorArgs {
             port: 0,
             key_id: DEFAULT_KEY_ID.to_owned(),
             secret: DEFAULT_SECRET.to_owned(),
+            api_key: Vec::new(),
+            no_auth: false,
             token_ttl: 3600,
             word_delay_ms: 0,
             upstream: None,
@@ -87,7 +99,11 @@ impl EmulatorArgs {
             .token_ttl(Duration::from_secs(self.token_ttl))
             .word_delay(Duration::from_millis(self.word_delay_ms))
             .embedding_dimensions(self.embedding_dimensions)
-            .request_log_limit(self.request_log_limit);
+            .request_log_limit(self.request_log_limit)
+            .require_auth(!self.no_auth);
+        for key in &self.api_key {
+            builder = builder.api_key(key.clone());
+        }
         if !self.model.is_empty() {
             builder = builder.models(self.model.clone());
         }

@@ -1,5 +1,6 @@
 //! What every `/v1/*` request goes through before its route answers: recording,
-//! counting, fault injection and the bearer check, in that order. Faults come before
+//! counting, fault injection and the bearer check (issued token, API key, or none when
+//! auth is off), in that order. Faults come before
 //! the bearer check because they stand for the network and gateways in front of the
 //! real service, which fail regardless of the caller's token.
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use crate::fault::{Fault, Target};
 use crate::reply::{self, FaultOutcome};
-use crate::state::{Counter, RecordedRequest, State};
+use crate::state::{Access, Counter, RecordedRequest, State};
 
 /// A request body as JSON, or why it is not JSON (reported only once the route needs it,
 /// so that faults and the bearer check take precedence over a `400`).
@@ -90,7 +91,8 @@ pub(crate) async fn admit(
     state: &Arc<State>,
     request: Admission<'_>,
 ) -> Result<Option<Fault>, Response> {
-    let check = state.check_token(bearer(request.headers));
+    let bearer = bearer(request.headers);
+    let check = state.authorize(bearer);
     if state.records_requests() {
         state.record(RecordedRequest {
             method: request.method.to_string(),
@@ -102,10 +104,19 @@ pub(crate) async fn admit(
                 .map(str::to_owned),
             authorized: check.is_ok(),
             body: request.body.value.clone(),
+            bearer: bearer.map(str::to_owned),
+            request_id: request
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         });
     }
     for &counter in request.counters {
         state.bump(counter);
+    }
+    if check == Ok(Access::ApiKey) {
+        state.bump(Counter::ApiKeyRequests);
     }
 
     let fault = state.take_fault(request.target);

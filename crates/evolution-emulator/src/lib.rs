@@ -32,7 +32,10 @@
 //! - `POST /api/v1/auth/token` (IAM): `{"keyId","secret"}` → `{"access_token","expires_in"}`,
 //!   `401` for wrong credentials, `403` for a key without rights, `400` for a malformed body.
 //! - `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/embeddings`, behind a bearer
-//!   check against the tokens it issued (expiry on the real clock, revocation on demand).
+//!   check against the tokens it issued (expiry on the real clock, revocation on demand)
+//!   or Foundation Models API keys sent as they are
+//!   ([`EmulatorBuilder::api_key`]); the check can be switched off
+//!   ([`EmulatorBuilder::require_auth`]), as on a model run with auth off.
 //!   Chat answers come from a deterministic scripted responder (it echoes the last user
 //!   message, calls a tool the prompt names, reports tool results), streamed as SSE shaped
 //!   like llama.cpp's and OpenAI's; or, in upstream mode, from a real server it forwards to.
@@ -118,6 +121,8 @@ pub struct EmulatorBuilder {
     credentials: (String, String),
     extra_credentials: Vec<(String, String)>,
     forbidden: Vec<(String, String)>,
+    api_keys: Vec<String>,
+    require_auth: bool,
     token_ttl: Duration,
     omit_expires_in: bool,
     word_delay: Duration,
@@ -135,6 +140,8 @@ impl Default for EmulatorBuilder {
             credentials: (DEFAULT_KEY_ID.to_owned(), DEFAULT_SECRET.to_owned()),
             extra_credentials: Vec::new(),
             forbidden: Vec::new(),
+            api_keys: Vec::new(),
+            require_auth: true,
             token_ttl: Duration::from_secs(3600),
             omit_expires_in: false,
             word_delay: Duration::ZERO,
@@ -169,6 +176,24 @@ impl EmulatorBuilder {
         secret: impl Into<String>,
     ) -> Self {
         self.forbidden.push((key_id.into(), secret.into()));
+        self
+    }
+
+    /// Accepts `key` as a Foundation Models API key: `/v1` requests sending
+    /// `Authorization: Bearer <key>` are served without any token exchange. May be called
+    /// several times; [`EmulatorHandle::api_key`] reports the first. API keys are never
+    /// revoked by [`EmulatorHandle::revoke_tokens`]. An empty key makes
+    /// [`EmulatorBuilder::start`] fail.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_keys.push(key.into());
+        self
+    }
+
+    /// Whether `/v1` routes check the bearer at all (default true). With `false` they
+    /// serve requests with or without an `Authorization` header, valid or not, like a
+    /// dedicated model run with auth switched off.
+    pub fn require_auth(mut self, require: bool) -> Self {
+        self.require_auth = require;
         self
     }
 
@@ -243,6 +268,9 @@ impl EmulatorBuilder {
         if self.embedding_dimensions == 0 {
             return Err(invalid("embedding dimensions must be at least 1".into()));
         }
+        if self.api_keys.iter().any(|k| k.trim().is_empty()) {
+            return Err(invalid("an API key must not be empty".into()));
+        }
         let upstream_client = match &self.upstream {
             None => None,
             Some(raw) => {
@@ -262,6 +290,8 @@ impl EmulatorBuilder {
         let config = Config {
             credentials,
             forbidden: self.forbidden,
+            api_keys: self.api_keys,
+            require_auth: self.require_auth,
             token_ttl_secs: effective_ttl_secs(self.token_ttl),
             omit_expires_in: self.omit_expires_in,
             word_delay: self.word_delay,
@@ -347,6 +377,11 @@ impl EmulatorHandle {
         &self.inner.state.config.credentials[0].1
     }
 
+    /// The first API key configured with [`EmulatorBuilder::api_key`], if any.
+    pub fn api_key(&self) -> Option<&str> {
+        self.inner.state.config.api_keys.first().map(String::as_str)
+    }
+
     /// The first configured model, used when a request names none.
     pub fn default_model(&self) -> &str {
         self.inner.state.config.default_model()
@@ -425,6 +460,18 @@ pub fn env_lines(handle: &EmulatorHandle) -> String {
         handle.auth_url(),
         handle.default_model(),
     )
+}
+
+/// The environment a client needs to reach this emulator with an API key instead of
+/// IAM credentials: `EVOLUTION_API_KEY` (the first configured key) and
+/// `EVOLUTION_BASE_URL`, one `NAME=value` per line, and nothing else (a client given both
+/// a key and a key id / secret refuses to start). `None` when no API key is configured.
+pub fn env_lines_api_key(handle: &EmulatorHandle) -> Option<String> {
+    let key = handle.api_key()?;
+    Some(format!(
+        "EVOLUTION_API_KEY={key}\nEVOLUTION_BASE_URL={}\n",
+        handle.base_url()
+    ))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! request log. Locks are `std` mutexes held only for short, non-async sections.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,6 +29,11 @@ pub struct Counters {
     pub embeddings_requests: u64,
     /// `401` answers from `/v1` routes (missing, unknown, expired or revoked token).
     pub unauthorized: u64,
+    /// `/v1` requests whose bearer was one of the configured API keys
+    /// ([`EmulatorBuilder::api_key`](crate::EmulatorBuilder::api_key)).
+    pub api_key_requests: u64,
+    /// Requests to `POST /v1/rerank`.
+    pub rerank_requests: u64,
     /// Chat and embeddings requests being served right now (a stream counts until its
     /// body ends).
     pub in_flight: u64,
@@ -36,7 +42,9 @@ pub struct Counters {
 }
 
 /// One request to a `/v1/*` route, as the emulator received it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// Its `Debug` form never shows the bearer value, only whether one was sent.
+#[derive(Clone, PartialEq, Serialize)]
 pub struct RecordedRequest {
     /// HTTP method, e.g. `POST`.
     pub method: String,
@@ -44,10 +52,33 @@ pub struct RecordedRequest {
     pub path: String,
     /// The `x-project-id` header, if sent.
     pub project_id: Option<String>,
-    /// Whether the bearer token was valid at arrival.
+    /// Whether the request was authorized at arrival: its bearer was a live token this
+    /// emulator issued or a configured API key, or auth is off
+    /// ([`EmulatorBuilder::require_auth`](crate::EmulatorBuilder::require_auth)).
     pub authorized: bool,
     /// The JSON body; `null` when empty, a string when the body was not JSON.
     pub body: serde_json::Value,
+    /// The bearer value of the `Authorization` header, as received (`None` when there was
+    /// no `Bearer` credential). Kept so tests can assert what was on the wire; `Debug`
+    /// redacts it.
+    pub bearer: Option<String>,
+    /// The `X-Request-ID` header, as received.
+    pub request_id: Option<String>,
+}
+
+impl fmt::Debug for RecordedRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bearer = self.bearer.as_ref().map(|_| "<redacted>");
+        f.debug_struct("RecordedRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("project_id", &self.project_id)
+            .field("authorized", &self.authorized)
+            .field("body", &self.body)
+            .field("bearer", &bearer)
+            .field("request_id", &self.request_id)
+            .finish()
+    }
 }
 
 /// Everything fixed at start-up.
@@ -57,6 +88,10 @@ pub(crate) struct Config {
     pub credentials: Vec<(String, String)>,
     /// Pairs that authenticate but lack rights.
     pub forbidden: Vec<(String, String)>,
+    /// Bearer values accepted on `/v1` as they are, without a token exchange.
+    pub api_keys: Vec<String>,
+    /// When false, `/v1` serves requests whatever their `Authorization` header says.
+    pub require_auth: bool,
     /// Token lifetime in whole seconds, already normalised to
     /// `1..=MAX_TOKEN_TTL_SECS`: both the `expires_in` reported and the real expiry.
     pub token_ttl_secs: u64,
@@ -88,6 +123,8 @@ struct CounterCells {
     models_requests: AtomicU64,
     embeddings_requests: AtomicU64,
     unauthorized: AtomicU64,
+    api_key_requests: AtomicU64,
+    rerank_requests: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
 }
@@ -102,6 +139,7 @@ pub(crate) enum Counter {
     ModelsRequests,
     EmbeddingsRequests,
     Unauthorized,
+    ApiKeyRequests,
 }
 
 struct TokenInfo {
@@ -127,6 +165,17 @@ impl TokenRejection {
             TokenRejection::Revoked => "Access token has been revoked",
         }
     }
+}
+
+/// Why a `/v1` request was let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// A live token this emulator issued.
+    Token,
+    /// One of the configured API keys.
+    ApiKey,
+    /// Neither, but auth is off.
+    Open,
 }
 
 pub(crate) struct State {
@@ -175,6 +224,7 @@ impl State {
             Counter::ModelsRequests => &c.models_requests,
             Counter::EmbeddingsRequests => &c.embeddings_requests,
             Counter::Unauthorized => &c.unauthorized,
+            Counter::ApiKeyRequests => &c.api_key_requests,
         };
         cell.fetch_add(1, Ordering::SeqCst);
     }
@@ -190,6 +240,8 @@ impl State {
             models_requests: get(&c.models_requests),
             embeddings_requests: get(&c.embeddings_requests),
             unauthorized: get(&c.unauthorized),
+            api_key_requests: get(&c.api_key_requests),
+            rerank_requests: get(&c.rerank_requests),
             in_flight: get(&c.in_flight),
             peak_in_flight: get(&c.peak_in_flight),
         }
@@ -207,6 +259,8 @@ impl State {
             &c.models_requests,
             &c.embeddings_requests,
             &c.unauthorized,
+            &c.api_key_requests,
+            &c.rerank_requests,
         ] {
             cell.store(0, Ordering::SeqCst);
         }
@@ -240,7 +294,20 @@ impl State {
         );
     }
 
-    pub fn check_token(&self, token: Option<&str>) -> Result<(), TokenRejection> {
+    /// Decides whether a `/v1` request with this bearer value is served: a configured API
+    /// key or a live issued token is; anything else is refused unless auth is off.
+    pub fn authorize(&self, bearer: Option<&str>) -> Result<Access, TokenRejection> {
+        if bearer.is_some_and(|b| self.config.api_keys.iter().any(|k| k == b)) {
+            return Ok(Access::ApiKey);
+        }
+        match self.check_token(bearer) {
+            Ok(()) => Ok(Access::Token),
+            Err(_) if !self.config.require_auth => Ok(Access::Open),
+            Err(rejection) => Err(rejection),
+        }
+    }
+
+    fn check_token(&self, token: Option<&str>) -> Result<(), TokenRejection> {
         let token = token.ok_or(TokenRejection::Missing)?;
         let tokens = lock(&self.tokens);
         let info = tokens.get(token).ok_or(TokenRejection::Unknown)?;

@@ -87,3 +87,54 @@ async fn binary_prints_env_lines_and_serves() {
         assert!(status.unwrap().success());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_prints_the_api_key_form_on_request() {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_evolution-emulator"))
+            .args(["--api-key", "bin-api-key", "--print-env", "api-key"])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the binary"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a line").expect("utf-8");
+        let second = lines.next().expect("a line").expect("utf-8");
+        [first, second]
+    });
+    let [key_line, url_line] = tokio::time::timeout(Duration::from_secs(20), lines)
+        .await
+        .expect("env lines in time")
+        .unwrap();
+    assert_eq!(key_line, "EVOLUTION_API_KEY=bin-api-key");
+    let base_url = url_line
+        .strip_prefix("EVOLUTION_BASE_URL=")
+        .expect("the base URL line");
+    let response = common::client()
+        .post(format!("{base_url}/chat/completions"))
+        .bearer_auth("bin-api-key")
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(child);
+}
+
+#[test]
+fn binary_refuses_the_api_key_form_without_a_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_evolution-emulator"))
+        .args(["--print-env", "api-key"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the binary");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--api-key"));
+}

@@ -53,6 +53,8 @@ async fn counters_are_exact() {
             models_requests: 1,
             embeddings_requests: 1,
             unauthorized: 1,
+            api_key_requests: 0,
+            rerank_requests: 0,
             in_flight: 0,
             peak_in_flight: 1,
         }
