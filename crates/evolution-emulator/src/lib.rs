@@ -39,6 +39,8 @@
 //!   Chat answers come from a deterministic scripted responder (it echoes the last user
 //!   message, calls a tool the prompt names, reports tool results), streamed as SSE shaped
 //!   like llama.cpp's and OpenAI's; or, in upstream mode, from a real server it forwards to.
+//! - Every `/v1` response carries `x-request-id`: the caller's `X-Request-ID` echoed,
+//!   or a generated `emu-<n>`.
 //! - `/_emulator/*`: JSON control routes (counters, faults, revocation, request log) for
 //!   an emulator running in another process.
 //!
@@ -56,6 +58,7 @@ mod gate;
 mod iam;
 mod models;
 mod reply;
+mod request_id;
 mod script;
 mod server;
 mod state;
@@ -306,11 +309,7 @@ impl EmulatorBuilder {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(
-            listener,
-            server::router(Arc::clone(&state)),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(server::run(listener, Arc::clone(&state), shutdown.clone()));
         tracing::info!(%addr, "evolution emulator listening");
         Ok(EmulatorHandle {
             inner: Arc::new(HandleInner {

@@ -22,12 +22,12 @@ use tower::Service;
 use crate::extract::ApiRequest;
 use crate::reply::{self, DropConnectionMarker};
 use crate::state::State;
-use crate::{admin, chat, embeddings, iam, models};
+use crate::{admin, chat, embeddings, iam, models, request_id};
 
 /// How long in-flight responses may keep running once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-pub(crate) fn router(state: Arc<State>) -> Router {
+fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/api/v1/auth/token", post(iam::token))
         .route("/v1/chat/completions", post(chat::completions))
@@ -94,15 +94,26 @@ impl std::fmt::Display for ConnectionDropped {
 
 impl std::error::Error for ConnectionDropped {}
 
-async fn serve_connection(stream: TcpStream, router: Router, shutdown: CancellationToken) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
     let service = hyper::service::service_fn(move |request: Request<HyperBody>| {
         let mut router = router.clone();
+        // Decided before routing, so that every `/v1` answer carries it, whoever made it.
+        let request_id = request_id::applies_to(request.uri().path())
+            .then(|| request_id::for_request(request.headers(), &state));
         async move {
             // Router is always ready, so `call` needs no `poll_ready` first.
-            let response = match router.call(request).await {
+            let mut response = match router.call(request).await {
                 Ok(response) => response,
                 Err(never) => match never {},
             };
+            if let Some(id) = request_id {
+                response.headers_mut().insert(request_id::HEADER, id);
+            }
             if response
                 .extensions()
                 .get::<DropConnectionMarker>()
@@ -134,7 +145,8 @@ async fn serve_connection(stream: TcpStream, router: Router, shutdown: Cancellat
 }
 
 /// Accepts until `shutdown` fires, then waits for the open connections to wind down.
-pub(crate) async fn run(listener: TcpListener, router: Router, shutdown: CancellationToken) {
+pub(crate) async fn run(listener: TcpListener, state: Arc<State>, shutdown: CancellationToken) {
+    let router = router(Arc::clone(&state));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -144,7 +156,12 @@ pub(crate) async fn run(listener: TcpListener, router: Router, shutdown: Cancell
                     tracing::trace!(%peer, "accepted connection");
                     // SSE chunks are small and latency is what the tests measure.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, router.clone(), shutdown.clone()));
+                    connections.spawn(serve_connection(
+                        stream,
+                        router.clone(),
+                        Arc::clone(&state),
+                        shutdown.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off instead of spinning.

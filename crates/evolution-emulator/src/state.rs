@@ -192,6 +192,7 @@ pub(crate) struct State {
     /// The most recent `config.request_log_limit` requests, oldest first.
     requests: Mutex<VecDeque<RecordedRequest>>,
     next_id: AtomicU64,
+    next_request_number: AtomicU64,
 }
 
 /// A poisoned lock only means another request panicked mid-update; the data is still
@@ -211,6 +212,7 @@ impl State {
             faults: Mutex::new(HashMap::new()),
             requests: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
+            next_request_number: AtomicU64::new(1),
         }
     }
 
@@ -271,6 +273,11 @@ impl State {
     /// A number unique within this emulator, for tool-call ids and tokens.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// The number of the next generated `x-request-id` (`emu-<n>`): 1, 2, 3, …
+    pub fn next_request_number(&self) -> u64 {
+        self.next_request_number.fetch_add(1, Ordering::SeqCst)
     }
 
     /// Registers a token that stays valid for exactly `ttl_secs` whole seconds from now:

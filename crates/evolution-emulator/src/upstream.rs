@@ -80,8 +80,10 @@ pub(crate) async fn forward(
             outgoing = outgoing.header(name, value);
         }
     }
-    if let Some(project) = request.headers.get("x-project-id") {
-        outgoing = outgoing.header("x-project-id", project);
+    for name in ["x-project-id", "x-request-id"] {
+        if let Some(value) = request.headers.get(name) {
+            outgoing = outgoing.header(name, value);
+        }
     }
     if let Some(key) = &state.config.upstream_api_key {
         outgoing = outgoing.bearer_auth(key);
