@@ -43,7 +43,7 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub word_delay_ms: u64,
 
-    /// Forward chat, models and embeddings to this OpenAI-compatible base URL.
+    /// Forward chat, models, embeddings and rerank to this OpenAI-compatible base URL.
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
 

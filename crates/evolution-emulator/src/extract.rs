@@ -22,6 +22,7 @@ pub(crate) enum Route {
     Chat,
     Embeddings,
     Models,
+    Rerank,
     /// An unknown `/v1` path: gated like the others, then answered `404`.
     Other,
 }
@@ -32,6 +33,7 @@ impl Route {
             "/v1/chat/completions" => Route::Chat,
             "/v1/embeddings" => Route::Embeddings,
             "/v1/models" => Route::Models,
+            "/v1/rerank" => Route::Rerank,
             p if p.starts_with("/v1/models/") => Route::Models,
             _ => Route::Other,
         }
@@ -43,18 +45,19 @@ impl Route {
             Route::Chat => Target::Chat,
             Route::Embeddings => Target::Embeddings,
             Route::Models => Target::Models,
+            Route::Rerank => Target::Rerank,
             Route::Other => Target::Api,
         }
     }
 
     /// Whether the route's requests count towards `in_flight`.
     fn counts_in_flight(self) -> bool {
-        matches!(self, Route::Chat | Route::Embeddings)
+        matches!(self, Route::Chat | Route::Embeddings | Route::Rerank)
     }
 
     /// Whether the route names a model in its body (models and unknown routes do not).
     fn names_model(self) -> bool {
-        matches!(self, Route::Chat | Route::Embeddings)
+        matches!(self, Route::Chat | Route::Embeddings | Route::Rerank)
     }
 
     /// Whether upstream mode forwards the route (unknown routes are not forwarded).
@@ -68,6 +71,7 @@ impl Route {
             Route::Chat => &[Counter::ChatRequests],
             Route::Embeddings => &[Counter::EmbeddingsRequests],
             Route::Models => &[Counter::ModelsRequests],
+            Route::Rerank => &[Counter::RerankRequests],
             Route::Other => &[],
         }
     }

@@ -16,6 +16,8 @@ pub enum Target {
     Models,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/rerank`.
+    Rerank,
     /// Any `/v1/*` route; consulted after the route's own queue is empty.
     Api,
 }
@@ -28,6 +30,7 @@ impl Target {
             Target::Chat => "chat",
             Target::Models => "models",
             Target::Embeddings => "embeddings",
+            Target::Rerank => "rerank",
             Target::Api => "api",
         }
     }
@@ -48,9 +51,10 @@ impl FromStr for Target {
             "chat" => Ok(Target::Chat),
             "models" => Ok(Target::Models),
             "embeddings" => Ok(Target::Embeddings),
+            "rerank" => Ok(Target::Rerank),
             "api" => Ok(Target::Api),
             other => Err(ParseFaultError(format!(
-                "unknown target {other:?} (expected auth, chat, models, embeddings or api)"
+                "unknown target {other:?} (expected auth, chat, models, embeddings, rerank or api)"
             ))),
         }
     }
@@ -73,7 +77,7 @@ pub enum Fault {
     /// `200` with a `text/html` page, as a misconfigured proxy would send.
     Html,
     /// `200` JSON without the essential field: `access_token` (auth), `choices` (chat),
-    /// `data` (models, embeddings).
+    /// `data` (models, embeddings), `results` (rerank).
     MissingField,
     /// Auth only: `200` with a real token but this `expires_in` value (e.g. `-5`, `"soon"`).
     ExpiresIn(serde_json::Value),

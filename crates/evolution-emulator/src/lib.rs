@@ -31,7 +31,8 @@
 //!
 //! - `POST /api/v1/auth/token` (IAM): `{"keyId","secret"}` → `{"access_token","expires_in"}`,
 //!   `401` for wrong credentials, `403` for a key without rights, `400` for a malformed body.
-//! - `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/embeddings`, behind a bearer
+//! - `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/embeddings`,
+//!   `POST /v1/rerank` (word-overlap scores), behind a bearer
 //!   check against the tokens it issued (expiry on the real clock, revocation on demand)
 //!   or Foundation Models API keys sent as they are
 //!   ([`EmulatorBuilder::api_key`]); the check can be switched off
@@ -59,6 +60,7 @@ mod iam;
 mod models;
 mod reply;
 mod request_id;
+mod rerank;
 mod script;
 mod server;
 mod state;
@@ -223,7 +225,7 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Forward chat, models and embeddings to this OpenAI-compatible base URL (ending in
+    /// Forward chat, models, embeddings and rerank to this OpenAI-compatible base URL (ending in
     /// `/v1` or equivalent) instead of answering them; auth stays the emulator's.
     pub fn upstream(mut self, base_url: impl Into<String>) -> Self {
         self.upstream = Some(base_url.into());

@@ -88,7 +88,8 @@ fn status_fault(code: u16, retry_after: Option<u64>) -> Response {
     response
 }
 
-/// The body a [`Fault::MissingField`] answer carries: plausible, minus the key field.
+/// The body a [`Fault::MissingField`] answer carries: plausible, minus the key field
+/// (`results` for rerank).
 fn missing_field_body(target: Target, model: &str) -> Value {
     match target {
         Target::Auth => json!({"expires_in": 3600, "token_type": "Bearer"}),
@@ -101,6 +102,11 @@ fn missing_field_body(target: Target, model: &str) -> Value {
         }),
         Target::Embeddings => json!({
             "object": "list",
+            "model": model,
+            "usage": {"prompt_tokens": 0, "total_tokens": 0}
+        }),
+        Target::Rerank => json!({
+            "id": format!("rerank-{}", util::random_id("", 8)),
             "model": model,
             "usage": {"prompt_tokens": 0, "total_tokens": 0}
         }),

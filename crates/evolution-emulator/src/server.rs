@@ -22,7 +22,7 @@ use tower::Service;
 use crate::extract::ApiRequest;
 use crate::reply::{self, DropConnectionMarker};
 use crate::state::State;
-use crate::{admin, chat, embeddings, iam, models, request_id};
+use crate::{admin, chat, embeddings, iam, models, request_id, rerank};
 
 /// How long in-flight responses may keep running once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -32,6 +32,7 @@ fn router(state: Arc<State>) -> Router {
         .route("/api/v1/auth/token", post(iam::token))
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/rerank", post(rerank::rerank))
         .route("/v1/models", get(models::models))
         .route("/v1/models/{*id}", get(models::models))
         .route("/_emulator/counters", get(admin::counters))

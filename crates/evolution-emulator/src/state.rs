@@ -34,7 +34,7 @@ pub struct Counters {
     pub api_key_requests: u64,
     /// Requests to `POST /v1/rerank`.
     pub rerank_requests: u64,
-    /// Chat and embeddings requests being served right now (a stream counts until its
+    /// Chat, embeddings and rerank requests being served right now (a stream counts until its
     /// body ends).
     pub in_flight: u64,
     /// The highest `in_flight` seen since start or the last reset.
@@ -140,6 +140,7 @@ pub(crate) enum Counter {
     EmbeddingsRequests,
     Unauthorized,
     ApiKeyRequests,
+    RerankRequests,
 }
 
 struct TokenInfo {
@@ -227,6 +228,7 @@ impl State {
             Counter::EmbeddingsRequests => &c.embeddings_requests,
             Counter::Unauthorized => &c.unauthorized,
             Counter::ApiKeyRequests => &c.api_key_requests,
+            Counter::RerankRequests => &c.rerank_requests,
         };
         cell.fetch_add(1, Ordering::SeqCst);
     }
@@ -370,6 +372,7 @@ impl State {
             Target::Chat,
             Target::Models,
             Target::Embeddings,
+            Target::Rerank,
             Target::Api,
         ] {
             if let Some(queue) = faults.get(&target) {
@@ -396,7 +399,7 @@ impl State {
         };
         match target {
             Target::Auth | Target::Api => pop(target),
-            Target::Chat | Target::Models | Target::Embeddings => {
+            Target::Chat | Target::Models | Target::Embeddings | Target::Rerank => {
                 pop(target).or_else(|| pop(Target::Api))
             }
         }

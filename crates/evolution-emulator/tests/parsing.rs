@@ -74,6 +74,7 @@ fn targets_parse() {
         ("chat", Target::Chat),
         ("models", Target::Models),
         ("embeddings", Target::Embeddings),
+        ("rerank", Target::Rerank),
         ("api", Target::Api),
         ("CHAT", Target::Chat),
     ] {
