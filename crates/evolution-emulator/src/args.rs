@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crate::fault::FaultSpec;
 use crate::{
-    EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET,
-    MAX_TOKEN_TTL_SECS,
+    EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_REASONING_FIELD,
+    DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET, MAX_TOKEN_TTL_SECS, REASONING_FIELDS,
 };
 
 /// Options that configure an emulator.
@@ -51,9 +51,15 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "KEY", requires = "upstream")]
     pub upstream_api_key: Option<String>,
 
-    /// A model to list (repeatable; default emulator/echo-1).
+    /// A model to list (repeatable; default emulator/echo-1). emulator/reasoner-1 is
+    /// always listed after them.
     #[arg(long = "model", value_name = "ID")]
     pub model: Vec<String>,
+
+    /// The JSON field the reasoning model's thinking goes in.
+    #[arg(long, default_value = DEFAULT_REASONING_FIELD, value_name = "FIELD",
+          value_parser = clap::builder::PossibleValuesParser::new(REASONING_FIELDS))]
+    pub reasoning_field: String,
 
     /// Length of embedding vectors.
     #[arg(long, default_value_t = 8, value_name = "N")]
@@ -82,6 +88,7 @@ impl Default for EmulatorArgs {
             upstream: None,
             upstream_api_key: None,
             model: Vec::new(),
+            reasoning_field: DEFAULT_REASONING_FIELD.to_owned(),
             embedding_dimensions: 8,
             request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             fault: Vec::new(),
@@ -100,6 +107,7 @@ impl EmulatorArgs {
             .word_delay(Duration::from_millis(self.word_delay_ms))
             .embedding_dimensions(self.embedding_dimensions)
             .request_log_limit(self.request_log_limit)
+            .reasoning_field(self.reasoning_field.clone())
             .require_auth(!self.no_auth);
         for key in &self.api_key {
             builder = builder.api_key(key.clone());

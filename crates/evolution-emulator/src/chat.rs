@@ -39,6 +39,7 @@ pub(crate) async fn completions(request: ApiRequest) -> Response {
         id: util::random_id("chatcmpl-", 32),
         created: util::unix_now(),
         model: request.model.clone(),
+        reasoning_field: state.config.reasoning_field.clone(),
     };
 
     if request.stream {
@@ -58,14 +59,37 @@ struct Meta {
     id: String,
     created: u64,
     model: String,
+    /// Where thinking goes: `reasoning_content` or `reasoning`.
+    reasoning_field: String,
 }
 
 /// How many `word_delay` pauses a choice takes when streamed.
 fn pauses_for(choice: &Choice) -> usize {
-    match &choice.reply {
-        Reply::Text(text) => util::word_count(text),
-        Reply::ToolCall { .. } => 2,
-    }
+    let thinking = choice.thinking.as_deref().map_or(0, util::word_count);
+    thinking
+        + match &choice.reply {
+            Reply::Text(text) => util::word_count(text),
+            Reply::ToolCall { .. } => 2,
+        }
+}
+
+/// The words of `text` as stream deltas of `field`: the first bare, later ones with a
+/// leading space, so the joined deltas give back the text.
+fn word_deltas(text: &str, field: &str) -> Vec<(bool, Value)> {
+    text.split(' ')
+        .filter(|w| !w.is_empty())
+        .enumerate()
+        .map(|(i, word)| {
+            let piece = if i == 0 {
+                word.to_owned()
+            } else {
+                format!(" {word}")
+            };
+            let mut delta = serde_json::Map::new();
+            delta.insert(field.to_owned(), Value::String(piece));
+            (true, Value::Object(delta))
+        })
+        .collect()
 }
 
 fn completion(meta: &Meta, answer: &Answer) -> Value {
@@ -74,7 +98,7 @@ fn completion(meta: &Meta, answer: &Answer) -> Value {
         .iter()
         .enumerate()
         .map(|(index, choice)| {
-            let message = match &choice.reply {
+            let mut message = match &choice.reply {
                 Reply::Text(text) => json!({"role": "assistant", "content": text}),
                 Reply::ToolCall {
                     id,
@@ -90,6 +114,9 @@ fn completion(meta: &Meta, answer: &Answer) -> Value {
                     }]
                 }),
             };
+            if let Some(thinking) = &choice.thinking {
+                message[meta.reasoning_field.as_str()] = json!(thinking);
+            }
             json!({
                 "index": index,
                 "message": message,
@@ -148,22 +175,20 @@ fn halves(text: &str) -> (&str, &str) {
     text.split_at(mid)
 }
 
-/// The deltas of one choice, in order, each with its pause flag.
-fn choice_deltas(choice: &Choice) -> Vec<(bool, Value)> {
+/// The deltas of one choice, in order, each with its pause flag: thinking words first
+/// (reasoning model only), then the answer.
+fn choice_deltas(choice: &Choice, reasoning_field: &str) -> Vec<(bool, Value)> {
+    let mut deltas = choice
+        .thinking
+        .as_deref()
+        .map_or_else(Vec::new, |t| word_deltas(t, reasoning_field));
+    deltas.extend(reply_deltas(choice));
+    deltas
+}
+
+fn reply_deltas(choice: &Choice) -> Vec<(bool, Value)> {
     match &choice.reply {
-        Reply::Text(text) => text
-            .split(' ')
-            .filter(|w| !w.is_empty())
-            .enumerate()
-            .map(|(i, word)| {
-                let content = if i == 0 {
-                    word.to_owned()
-                } else {
-                    format!(" {word}")
-                };
-                (true, json!({"content": content}))
-            })
-            .collect(),
+        Reply::Text(text) => word_deltas(text, "content"),
         Reply::ToolCall {
             id,
             name,
@@ -199,7 +224,11 @@ fn stream_events(meta: &Meta, answer: &Answer, include_usage: bool) -> Vec<Event
         })
         .collect();
 
-    let deltas: Vec<Vec<(bool, Value)>> = answer.choices.iter().map(choice_deltas).collect();
+    let deltas: Vec<Vec<(bool, Value)>> = answer
+        .choices
+        .iter()
+        .map(|choice| choice_deltas(choice, &meta.reasoning_field))
+        .collect();
     let steps = deltas.iter().map(Vec::len).max().unwrap_or(0);
     for step in 0..steps {
         let mut paused = false;

@@ -39,7 +39,9 @@
 //!   ([`EmulatorBuilder::require_auth`]), as on a model run with auth off.
 //!   Chat answers come from a deterministic scripted responder (it echoes the last user
 //!   message, calls a tool the prompt names, reports tool results), streamed as SSE shaped
-//!   like llama.cpp's and OpenAI's; or, in upstream mode, from a real server it forwards to.
+//!   like llama.cpp's and OpenAI's; [`REASONING_MODEL`] thinks first, in
+//!   `reasoning_content` (or `reasoning`); or, in upstream mode, answers come from a real
+//!   server it forwards to.
 //! - Every `/v1` response carries `x-request-id`: the caller's `X-Request-ID` echoed,
 //!   or a generated `emu-<n>`.
 //! - `/_emulator/*`: JSON control routes (counters, faults, revocation, request log) for
@@ -86,8 +88,15 @@ use state::{Config, State};
 pub const DEFAULT_KEY_ID: &str = "emulator-key-id";
 /// The secret the emulator accepts unless told otherwise.
 pub const DEFAULT_SECRET: &str = "emulator-secret";
-/// The model list served unless told otherwise.
+/// The model requests naming none get, unless [`EmulatorBuilder::models`] says otherwise.
 pub const DEFAULT_MODEL: &str = "emulator/echo-1";
+/// A model that "thinks" before it answers, as reasoning models served by vLLM do: always
+/// listed by `GET /v1/models`, after the configured models.
+pub const REASONING_MODEL: &str = "emulator/reasoner-1";
+/// The JSON field reasoning goes in by default (vLLM's older name).
+pub const DEFAULT_REASONING_FIELD: &str = "reasoning_content";
+/// The field names [`EmulatorBuilder::reasoning_field`] accepts.
+pub const REASONING_FIELDS: [&str; 2] = ["reasoning_content", "reasoning"];
 /// The longest token lifetime the emulator issues: 366 days, in seconds. Longer requests
 /// are capped to it (the builder) or refused (`--token-ttl`).
 pub const MAX_TOKEN_TTL_SECS: u64 = 31_622_400;
@@ -134,6 +143,7 @@ pub struct EmulatorBuilder {
     upstream: Option<String>,
     upstream_api_key: Option<String>,
     models: Vec<String>,
+    reasoning_field: String,
     embedding_dimensions: usize,
     request_log_limit: usize,
     port: u16,
@@ -153,6 +163,7 @@ impl Default for EmulatorBuilder {
             upstream: None,
             upstream_api_key: None,
             models: vec![DEFAULT_MODEL.to_owned()],
+            reasoning_field: DEFAULT_REASONING_FIELD.to_owned(),
             embedding_dimensions: 8,
             request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             port: 0,
@@ -238,10 +249,19 @@ impl EmulatorBuilder {
         self
     }
 
-    /// The models `GET /v1/models` lists (default `["emulator/echo-1"]`); the first is
-    /// used when a request names none.
+    /// The models `GET /v1/models` lists (default `["emulator/echo-1"]`), followed by
+    /// [`REASONING_MODEL`] unless it is among them; the first is used when a request
+    /// names none ([`DEFAULT_MODEL`] if the list is empty).
     pub fn models(mut self, models: Vec<String>) -> Self {
         self.models = models;
+        self
+    }
+
+    /// The JSON field the reasoning model's thinking goes in: `"reasoning_content"`
+    /// (the default) or `"reasoning"` (newer vLLM), in `message` and in stream deltas.
+    /// Any other name makes [`EmulatorBuilder::start`] fail.
+    pub fn reasoning_field(mut self, name: impl Into<String>) -> Self {
+        self.reasoning_field = name.into();
         self
     }
 
@@ -273,6 +293,13 @@ impl EmulatorBuilder {
         if self.embedding_dimensions == 0 {
             return Err(invalid("embedding dimensions must be at least 1".into()));
         }
+        if !REASONING_FIELDS.contains(&self.reasoning_field.as_str()) {
+            return Err(invalid(format!(
+                "reasoning field {:?} must be one of {}",
+                self.reasoning_field,
+                REASONING_FIELDS.join(", ")
+            )));
+        }
         if self.api_keys.iter().any(|k| k.trim().is_empty()) {
             return Err(invalid("an API key must not be empty".into()));
         }
@@ -303,6 +330,7 @@ impl EmulatorBuilder {
             upstream: self.upstream,
             upstream_api_key: self.upstream_api_key,
             models: self.models,
+            reasoning_field: self.reasoning_field,
             embedding_dimensions: self.embedding_dimensions,
             request_log_limit: self.request_log_limit,
         };

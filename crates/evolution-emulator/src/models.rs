@@ -14,6 +14,9 @@ fn model_object(state: &State, id: &str) -> Value {
         "object": "model",
         "created": state.started_unix,
         "owned_by": "emulator",
+        // Cloud.ru's catalogue marks free models this way.
+        "is_billable": false,
+        "cost": 0,
     })
 }
 
@@ -27,13 +30,12 @@ pub(crate) async fn models(request: ApiRequest) -> Response {
         None => {
             let data: Vec<Value> = state
                 .config
-                .models
-                .iter()
+                .listed_models()
                 .map(|id| model_object(&state, id))
                 .collect();
             json!({"object": "list", "data": data})
         }
-        Some(id) if state.config.models.iter().any(|m| m == id) => model_object(&state, id),
+        Some(id) if state.config.listed_models().any(|m| m == id) => model_object(&state, id),
         Some(id) => {
             return reply::error(
                 StatusCode::NOT_FOUND,

@@ -1,6 +1,6 @@
 //! The scripted responder: turns a chat completion request into a deterministic answer
-//! (echo, tool call or tool result) with OpenAI's knobs (`max_tokens`, `stop`, `n`)
-//! applied. Pure logic, no I/O, so that every rule is easy to reason about.
+//! (echo, tool call or tool result, preceded by thinking for the reasoning model) with
+//! OpenAI's knobs (`max_tokens`, `stop`, `n`) applied. Pure logic, no I/O, so that every rule is easy to reason about.
 
 use serde_json::{json, Map, Value};
 
@@ -50,8 +50,11 @@ pub(crate) enum Reply {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Choice {
+    /// What the reasoning model thought first (`None` for other models).
+    pub thinking: Option<String>,
     pub reply: Reply,
     pub finish_reason: &'static str,
+    /// Thinking and answer words together.
     pub completion_tokens: usize,
 }
 
@@ -60,16 +63,29 @@ pub(crate) struct Answer {
     pub choices: Vec<Choice>,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// `Some(thinking words over all choices)` for the reasoning model.
+    pub reasoning_tokens: Option<usize>,
 }
 
 impl Answer {
     pub fn usage(&self) -> Value {
-        json!({
+        let mut usage = json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
-        })
+        });
+        if let Some(reasoning_tokens) = self.reasoning_tokens {
+            usage["completion_tokens_details"] = json!({"reasoning_tokens": reasoning_tokens});
+            usage["prompt_tokens_details"] = json!({"cached_tokens": 0});
+        }
+        usage
     }
+}
+
+/// What the reasoning model ([`crate::REASONING_MODEL`]) thinks before answering:
+/// `Thinking about N words.`, N being the word count of the last user message.
+pub(crate) fn thinking(words_in_prompt: usize) -> String {
+    format!("Thinking about {words_in_prompt} words.")
 }
 
 fn optional<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -379,13 +395,16 @@ pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u6
     } else {
         named_tool(&request.tools, &prompt)
     };
+    let thoughts = (request.model == crate::REASONING_MODEL).then(|| thinking(word_count(&prompt)));
+    let thinking_tokens = thoughts.as_deref().map_or(0, word_count);
 
     let mut choices = Vec::with_capacity(request.n);
     for _ in 0..request.n {
         let choice = if let Some((name, parameters, after_name)) = tool {
             let arguments = tool_arguments(parameters, &prompt, after_name);
             Choice {
-                completion_tokens: word_count(&arguments).max(1),
+                thinking: thoughts.clone(),
+                completion_tokens: word_count(&arguments).max(1) + thinking_tokens,
                 reply: Reply::ToolCall {
                     id: format!("call_{}", next_call_id()),
                     name: name.to_owned(),
@@ -410,8 +429,10 @@ pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u6
                 Some(budget) if words.len() > budget => (words[..budget].join(" "), "length"),
                 _ => (text.clone(), "stop"),
             };
+            // The word budget covers the answer only: thinking comes on top.
             Choice {
-                completion_tokens: word_count(&text),
+                thinking: thoughts.clone(),
+                completion_tokens: word_count(&text) + thinking_tokens,
                 reply: Reply::Text(text),
                 finish_reason,
             }
@@ -419,10 +440,12 @@ pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u6
         choices.push(choice);
     }
     let completion_tokens = choices.iter().map(|c| c.completion_tokens).sum();
+    let reasoning_tokens = thoughts.is_some().then(|| thinking_tokens * choices.len());
     Answer {
         choices,
         prompt_tokens,
         completion_tokens,
+        reasoning_tokens,
     }
 }
 
@@ -451,6 +474,32 @@ mod tests {
 
         let r = request(json!({"messages":[{"role":"user","content":"hello world"}],"stop":"orl"}));
         assert_eq!(text_of(&answer(&r, || 1)), "hello w");
+    }
+
+    #[test]
+    fn the_reasoning_model_thinks_first() {
+        let r = request(json!({"model": crate::REASONING_MODEL,
+            "messages":[{"role":"user","content":"one two  three"}], "max_tokens": 2, "n": 2}));
+        let a = answer(&r, || 1);
+        assert_eq!(
+            a.choices[0].thinking.as_deref(),
+            Some("Thinking about 3 words.")
+        );
+        assert_eq!(text_of(&a), "one two");
+        assert_eq!(a.choices[0].completion_tokens, 2 + 4);
+        assert_eq!(a.reasoning_tokens, Some(8));
+        assert_eq!(
+            a.usage()["completion_tokens_details"]["reasoning_tokens"],
+            8
+        );
+        assert_eq!(a.usage()["prompt_tokens_details"]["cached_tokens"], 0);
+
+        let plain = answer(
+            &request(json!({"messages":[{"role":"user","content":"x"}]})),
+            || 1,
+        );
+        assert_eq!(plain.choices[0].thinking, None);
+        assert!(plain.usage().get("completion_tokens_details").is_none());
     }
 
     #[test]

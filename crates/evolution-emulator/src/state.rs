@@ -99,18 +99,31 @@ pub(crate) struct Config {
     pub word_delay: Duration,
     pub upstream: Option<String>,
     pub upstream_api_key: Option<String>,
+    /// The models configured; [`Config::listed_models`] adds the reasoning model.
     pub models: Vec<String>,
+    /// The JSON field reasoning goes in: `reasoning_content` or `reasoning`.
+    pub reasoning_field: String,
     pub embedding_dimensions: usize,
     /// How many recent `/v1` requests the log keeps; 0 records none.
     pub request_log_limit: usize,
 }
 
 impl Config {
+    /// The first configured model, else [`crate::DEFAULT_MODEL`]. Never the reasoning
+    /// model unless configured first, so that requests naming no model do not think.
     pub fn default_model(&self) -> &str {
         self.models
             .first()
             .map(String::as_str)
-            .unwrap_or("emulator/echo-1")
+            .unwrap_or(crate::DEFAULT_MODEL)
+    }
+
+    /// What `GET /v1/models` lists: the configured models, then
+    /// [`crate::REASONING_MODEL`] unless it is among them.
+    pub fn listed_models(&self) -> impl Iterator<Item = &str> {
+        let reasoner = (!self.models.iter().any(|m| m == crate::REASONING_MODEL))
+            .then_some(crate::REASONING_MODEL);
+        self.models.iter().map(String::as_str).chain(reasoner)
     }
 }
 

@@ -175,12 +175,15 @@ async fn models_lists_the_configured_models() {
     let body: Value = get_json(format!("{}/models", emu.base_url()), Some(&token)).await;
     assert_eq!(body["object"], "list");
     let data = body["data"].as_array().unwrap();
-    assert_eq!(data.len(), 2);
+    assert_eq!(data.len(), 3);
     assert_eq!(data[0]["id"], "org/model-a");
     assert_eq!(data[1]["id"], "model-b");
+    assert_eq!(data[2]["id"], evolution_emulator::REASONING_MODEL);
     for model in data {
         assert_eq!(model["object"], "model");
         assert_eq!(model["owned_by"], "emulator");
+        assert_eq!(model["is_billable"], false);
+        assert_eq!(model["cost"], 0);
         assert!(model["created"].as_u64().unwrap() > 1_700_000_000);
     }
 
