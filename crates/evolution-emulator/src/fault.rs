@@ -89,6 +89,44 @@ pub enum Fault {
     /// Streaming: send this many SSE events, then `data: {"error":{...}}` and end without
     /// `[DONE]`. A non-streamed answer becomes a `200` whose body is that error object.
     StreamError(usize),
+    /// Any target: answer with this status (meant for 3xx), `Location: <URL>` and an
+    /// empty body.
+    Redirect(u16, String),
+    /// Send the response head with this status (JSON content type, or
+    /// `text/event-stream` when the request asked to stream) and then never send or
+    /// finish the body; the connection stays open until the client goes away or the
+    /// emulator shuts down.
+    StallBody(u16),
+    /// A `200` whose body is valid JSON of the route's shape and longer than this many
+    /// bytes, streamed in pieces (no `Content-Length`). A streaming chat request gets one
+    /// SSE `data:` line of exactly this many bytes with no newline, then the body ends.
+    Oversize(usize),
+    /// Auth only: a successful reply `{"access_token": <this>, "expires_in": 3600}`.
+    /// [`Fault::NEWLINE_ACCESS_TOKEN`] is the text form `access-token-newline`.
+    AccessToken(String),
+    /// Chat only: a `200` whose one choice has `content: null` and `finish_reason: null`;
+    /// streamed, the role chunk, one chunk with an empty delta and no finish reason, then
+    /// `[DONE]`.
+    ContentNull,
+    /// Streaming chat only: the role chunk, then an SSE comment `: keep-alive` every
+    /// interval (at least 1 ms) and never an answer, until the client goes away or the
+    /// emulator shuts down.
+    Trickle(Duration),
+}
+
+impl Fault {
+    /// The token `access-token-newline` hands out: a line break in the middle, shaped
+    /// like a header injection, which a client must refuse to put in a header.
+    pub const NEWLINE_ACCESS_TOKEN: &'static str = "emulator-token\nX-Injected: yes";
+}
+
+/// `250ms`, or `1500us` when the duration is not a whole number of milliseconds.
+fn fmt_duration(f: &mut fmt::Formatter<'_>, d: &Duration) -> fmt::Result {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        write!(f, "{}ms", d.as_millis())
+    } else {
+        write!(f, "{}us", d.as_micros())
+    }
 }
 
 impl fmt::Display for Fault {
@@ -97,11 +135,8 @@ impl fmt::Display for Fault {
             Fault::Status(code) => write!(f, "status:{code}"),
             Fault::StatusRetryAfter(code, secs) => write!(f, "status:{code}:{secs}"),
             Fault::Delay(d) => {
-                if d.subsec_nanos() % 1_000_000 == 0 {
-                    write!(f, "delay:{}ms", d.as_millis())
-                } else {
-                    write!(f, "delay:{}us", d.as_micros())
-                }
+                f.write_str("delay:")?;
+                fmt_duration(f, d)
             }
             Fault::NotJson => f.write_str("not-json"),
             Fault::Html => f.write_str("html"),
@@ -110,6 +145,19 @@ impl fmt::Display for Fault {
             Fault::DropConnection => f.write_str("drop"),
             Fault::CutStream(n) => write!(f, "cut-stream:{n}"),
             Fault::StreamError(n) => write!(f, "stream-error:{n}"),
+            Fault::Redirect(code, url) => write!(f, "redirect:{code}:{url}"),
+            Fault::StallBody(code) => write!(f, "stall-body:{code}"),
+            Fault::Oversize(n) => write!(f, "oversize:{n}"),
+            Fault::AccessToken(token) if token == Fault::NEWLINE_ACCESS_TOKEN => {
+                f.write_str("access-token-newline")
+            }
+            // JSON-quoted, so that any token (line breaks included) reads back the same.
+            Fault::AccessToken(token) => write!(f, "access-token:{}", serde_json::json!(token)),
+            Fault::ContentNull => f.write_str("content-null"),
+            Fault::Trickle(d) => {
+                f.write_str("trickle:")?;
+                fmt_duration(f, d)
+            }
         }
     }
 }
@@ -119,7 +167,10 @@ impl FromStr for Fault {
 
     /// Parses `status:503`, `status:429:2` (with `Retry-After: 2`), `delay:250ms`
     /// (also `us`, `s`, `m`; a bare number is milliseconds), `not-json`, `html`,
-    /// `missing-field`, `expires-in:<json or text>`, `drop`, `cut-stream:3`, `stream-error:3`.
+    /// `missing-field`, `expires-in:<json or text>`, `drop`, `cut-stream:3`, `stream-error:3`,
+    /// `redirect:307:URL` (status 300..=399), `stall-body:500`, `oversize:N`,
+    /// `access-token:<JSON string or text>`, `access-token-newline`
+    /// ([`Fault::NEWLINE_ACCESS_TOKEN`]), `content-null`, `trickle:200ms`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let (kind, arg) = match s.split_once(':') {
@@ -167,10 +218,44 @@ impl FromStr for Fault {
                 need("a chunk count, e.g. stream-error:3")?,
                 "chunk count",
             )?)),
+            "redirect" => {
+                let arg = need("a status and a URL, e.g. redirect:307:http://127.0.0.1:1/")?;
+                let (code, url) = arg.split_once(':').ok_or_else(|| {
+                    ParseFaultError(format!("fault \"redirect\" needs CODE:URL, got {arg:?}"))
+                })?;
+                Ok(Fault::Redirect(
+                    parse_redirect_status(code)?,
+                    parse_location(url)?,
+                ))
+            }
+            "stall-body" | "stallbody" => Ok(Fault::StallBody(parse_status(need(
+                "a status code, e.g. stall-body:500",
+            )?)?)),
+            "oversize" => Ok(Fault::Oversize(parse_number(
+                need("a byte count, e.g. oversize:1048576")?,
+                "byte count",
+            )?)),
+            "access-token" | "accesstoken" => {
+                let raw = need("a token, e.g. access-token:abc")?;
+                // A JSON string reads as its value, so line breaks can be written `\n`.
+                let token = match serde_json::from_str::<serde_json::Value>(raw) {
+                    Ok(serde_json::Value::String(token)) => token,
+                    _ => raw.to_owned(),
+                };
+                Ok(Fault::AccessToken(token))
+            }
+            "access-token-newline" => {
+                no_arg(Fault::AccessToken(Fault::NEWLINE_ACCESS_TOKEN.to_owned()))
+            }
+            "content-null" | "contentnull" => no_arg(Fault::ContentNull),
+            "trickle" => Ok(Fault::Trickle(parse_duration(need(
+                "an interval, e.g. trickle:200ms",
+            )?)?)),
             _ => Err(ParseFaultError(format!(
                 "unknown fault {s:?} (expected status:CODE[:RETRY_AFTER], delay:DURATION, \
                  not-json, html, missing-field, expires-in:VALUE, drop, cut-stream:N, \
-                 stream-error:N)"
+                 stream-error:N, redirect:CODE:URL, stall-body:CODE, oversize:N, \
+                 access-token:TOKEN, access-token-newline, content-null, trickle:INTERVAL)"
             ))),
         }
     }
@@ -190,6 +275,27 @@ fn parse_status(s: &str) -> Result<u16, ParseFaultError> {
         Err(ParseFaultError(format!(
             "status code {code} is out of range (200..=599)"
         )))
+    }
+}
+
+fn parse_redirect_status(s: &str) -> Result<u16, ParseFaultError> {
+    let code: u16 = parse_number(s.trim(), "status code")?;
+    if (300..=399).contains(&code) {
+        Ok(code)
+    } else {
+        Err(ParseFaultError(format!(
+            "redirect status {code} is out of range (300..=399)"
+        )))
+    }
+}
+
+/// A `Location` value: non-empty, and only characters a header value may hold.
+fn parse_location(s: &str) -> Result<String, ParseFaultError> {
+    let s = s.trim();
+    if s.is_empty() || s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        Err(ParseFaultError(format!("invalid redirect URL {s:?}")))
+    } else {
+        Ok(s.to_owned())
     }
 }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::fault::{Fault, Target};
-use crate::reply::{self, FaultOutcome};
+use crate::reply::{self, FaultContext, FaultOutcome};
 use crate::state::{Access, Counter, RecordedRequest, State};
 
 /// A request body as JSON, or why it is not JSON (reported only once the route needs it,
@@ -120,8 +120,13 @@ pub(crate) async fn admit(
     }
 
     let fault = state.take_fault(request.target);
-    let shape = match reply::apply_fault(fault, request.target, request.model, request.stream).await
-    {
+    let cx = FaultContext {
+        target: request.target,
+        model: request.model,
+        stream: request.stream,
+        shutdown: &state.shutdown,
+    };
+    let shape = match reply::apply_fault(fault, cx).await {
         FaultOutcome::Replace(response) => return Err(response),
         FaultOutcome::Shape(fault) => Some(fault),
         FaultOutcome::Proceed => None,

@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::fault::{Fault, Target};
 use crate::gate::{ParsedBody, RawBody};
-use crate::reply::{self, FaultOutcome};
+use crate::reply::{self, FaultContext, FaultOutcome};
 use crate::state::{Counter, State};
 use crate::util;
 
@@ -37,6 +37,9 @@ fn make_token(key_id: &str, ttl_secs: u64) -> String {
     )
 }
 
+/// The `expires_in` of a reply shaped by [`Fault::AccessToken`].
+const INJECTED_TOKEN_TTL_SECS: u64 = 3600;
+
 fn string_field<'a>(body: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
     match body.get(key) {
         Some(Value::String(s)) => Ok(s),
@@ -52,7 +55,13 @@ pub(crate) async fn token(
     state.bump(Counter::AuthRequests);
     let parsed = ParsedBody::parse(&body);
     let fault = state.take_fault(Target::Auth);
-    let shape = match reply::apply_fault(fault, Target::Auth, "", false).await {
+    let cx = FaultContext {
+        target: Target::Auth,
+        model: "",
+        stream: false,
+        shutdown: &state.shutdown,
+    };
+    let shape = match reply::apply_fault(fault, cx).await {
         FaultOutcome::Replace(response) => return response,
         FaultOutcome::Shape(fault) => Some(fault),
         FaultOutcome::Proceed => None,
@@ -95,16 +104,26 @@ pub(crate) async fn token(
     let mut answer = Map::new();
     // A reply the client cannot read in full hands out no usable token.
     let delivered = !matches!(shape, Some(Fault::CutStream(_) | Fault::StreamError(_)));
-    let token = make_token(key_id, config.token_ttl_secs);
+    // An injected token is issued as it is, for the hour its reply announces.
+    let (token, ttl_secs) = match &shape {
+        Some(Fault::AccessToken(token)) => (token.clone(), INJECTED_TOKEN_TTL_SECS),
+        _ => (
+            make_token(key_id, config.token_ttl_secs),
+            config.token_ttl_secs,
+        ),
+    };
     if delivered {
         // The token lives exactly the `expires_in` it is issued with (see `Config`).
-        state.register_token(token.clone(), config.token_ttl_secs);
+        state.register_token(token.clone(), ttl_secs);
         state.bump(Counter::TokensIssued);
     }
     answer.insert("access_token".into(), Value::String(token));
     match &shape {
         Some(Fault::ExpiresIn(value)) => {
             answer.insert("expires_in".into(), value.clone());
+        }
+        Some(Fault::AccessToken(_)) => {
+            answer.insert("expires_in".into(), json!(ttl_secs));
         }
         _ if config.omit_expires_in => {}
         _ => {

@@ -49,7 +49,8 @@
 //!
 //! Faults ([`Fault`]) can be queued per route family ([`Target`]) to rehearse a client's
 //! error handling: error statuses, delays, garbage bodies, dropped connections and
-//! streams cut short.
+//! streams cut short, and a hostile server's tricks: redirects, bodies that stall or
+//! never end, oversized answers, odd access tokens, answers without content.
 
 mod admin;
 mod args;
@@ -58,6 +59,7 @@ mod embeddings;
 mod extract;
 mod fault;
 mod gate;
+mod hostile;
 mod iam;
 mod models;
 mod reply;
@@ -334,11 +336,10 @@ impl EmulatorBuilder {
             embedding_dimensions: self.embedding_dimensions,
             request_log_limit: self.request_log_limit,
         };
-        let state = Arc::new(State::new(config, upstream_client));
-
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
+        let state = Arc::new(State::new(config, upstream_client, shutdown.clone()));
         let task = tokio::spawn(server::run(listener, Arc::clone(&state), shutdown.clone()));
         tracing::info!(%addr, "evolution emulator listening");
         Ok(EmulatorHandle {

@@ -9,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::fault::{Fault, Target};
-use crate::util;
+use crate::{hostile, util};
 
 /// Response extension telling the connection layer to drop the TCP connection instead
 /// of answering (see `server.rs`).
@@ -124,17 +126,30 @@ pub(crate) enum FaultOutcome {
     Proceed,
 }
 
+/// What a fault's answer may depend on.
+pub(crate) struct FaultContext<'a> {
+    /// The route family the request went to.
+    pub target: Target,
+    /// The model the request named (or the default), echoed by fault bodies.
+    pub model: &'a str,
+    /// Whether the request asked for a stream: selects the SSE form of a fault.
+    pub stream: bool,
+    /// Cancelled when the emulator shuts down; ends bodies that would never end.
+    pub shutdown: &'a CancellationToken,
+}
+
 /// Applies a fault that does not depend on the normal answer; sleeps for
-/// [`Fault::Delay`]. `stream` selects the SSE form of [`Fault::MissingField`].
-pub(crate) async fn apply_fault(
-    fault: Option<Fault>,
-    target: Target,
-    model: &str,
-    stream: bool,
-) -> FaultOutcome {
+/// [`Fault::Delay`].
+pub(crate) async fn apply_fault(fault: Option<Fault>, cx: FaultContext<'_>) -> FaultOutcome {
     let Some(fault) = fault else {
         return FaultOutcome::Proceed;
     };
+    let FaultContext {
+        target,
+        model,
+        stream,
+        shutdown,
+    } = cx;
     tracing::debug!(%target, %fault, "injecting fault");
     let response = match fault {
         Fault::Status(code) => status_fault(code, None),
@@ -174,9 +189,20 @@ pub(crate) async fn apply_fault(
             response.extensions_mut().insert(DropConnectionMarker);
             response
         }
-        f @ (Fault::ExpiresIn(_) | Fault::CutStream(_) | Fault::StreamError(_)) => {
-            return FaultOutcome::Shape(f)
+        Fault::Redirect(code, url) => hostile::redirect(code, &url),
+        Fault::StallBody(code) => hostile::stall_body(code, stream, shutdown),
+        Fault::Oversize(limit) => hostile::oversize(target, model, stream, limit),
+        Fault::ContentNull if target == Target::Chat => hostile::content_null(model, stream),
+        Fault::Trickle(interval) if target == Target::Chat && stream => {
+            hostile::trickle(model, interval, shutdown)
         }
+        // Harmless where they make no sense: consumed, then a normal answer.
+        Fault::ContentNull | Fault::Trickle(_) => return FaultOutcome::Proceed,
+        Fault::AccessToken(_) if target != Target::Auth => return FaultOutcome::Proceed,
+        f @ (Fault::ExpiresIn(_)
+        | Fault::AccessToken(_)
+        | Fault::CutStream(_)
+        | Fault::StreamError(_)) => return FaultOutcome::Shape(f),
     };
     FaultOutcome::Replace(response)
 }

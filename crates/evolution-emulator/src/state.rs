@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::fault::{Fault, Target};
 use crate::util;
@@ -198,6 +199,8 @@ pub(crate) struct State {
     pub started_unix: u64,
     /// Present only in upstream mode.
     pub upstream_client: Option<reqwest::Client>,
+    /// Cancelled when the emulator shuts down, so that bodies meant never to end do end.
+    pub shutdown: CancellationToken,
     counters: CounterCells,
     tokens: Mutex<HashMap<String, TokenInfo>>,
     /// Each queued fault once, with how many more requests get it (always at least 1),
@@ -216,11 +219,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl State {
-    pub fn new(config: Config, upstream_client: Option<reqwest::Client>) -> Self {
+    pub fn new(
+        config: Config,
+        upstream_client: Option<reqwest::Client>,
+        shutdown: CancellationToken,
+    ) -> Self {
         State {
             config,
             started_unix: util::unix_now(),
             upstream_client,
+            shutdown,
             counters: CounterCells::default(),
             tokens: Mutex::new(HashMap::new()),
             faults: Mutex::new(HashMap::new()),

@@ -28,6 +28,20 @@ fn faults_parse_from_their_documented_forms() {
         ("cut-stream:3", Fault::CutStream(3)),
         ("stream-error:3", Fault::StreamError(3)),
         (" Status:500 ", Fault::Status(500)),
+        (
+            "redirect:307:http://127.0.0.1:9/x?y=1",
+            Fault::Redirect(307, "http://127.0.0.1:9/x?y=1".into()),
+        ),
+        ("stall-body:500", Fault::StallBody(500)),
+        ("oversize:1048576", Fault::Oversize(1_048_576)),
+        ("access-token:abc", Fault::AccessToken("abc".into())),
+        ("access-token:\"a\\nb\"", Fault::AccessToken("a\nb".into())),
+        (
+            "access-token-newline",
+            Fault::AccessToken(Fault::NEWLINE_ACCESS_TOKEN.into()),
+        ),
+        ("content-null", Fault::ContentNull),
+        ("trickle:200ms", Fault::Trickle(Duration::from_millis(200))),
     ];
     for (text, fault) in cases {
         assert_eq!(text.parse::<Fault>().unwrap(), fault, "{text}");
@@ -61,6 +75,20 @@ fn bad_fault_strings_are_errors_not_panics() {
         "drop:now",
         "explode",
         "expires-in:",
+        "redirect",
+        "redirect:307",
+        "redirect:307:",
+        "redirect:200:http://x",
+        "redirect:abc:http://x",
+        "stall-body",
+        "stall-body:99",
+        "oversize:-1",
+        "oversize:lots",
+        "access-token",
+        "access-token-newline:1",
+        "content-null:1",
+        "trickle",
+        "trickle:fast",
     ] {
         let err = text.parse::<Fault>().expect_err(text);
         assert!(!err.to_string().is_empty());
