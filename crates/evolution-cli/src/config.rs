@@ -6,32 +6,32 @@
 //! loaded into the environment before parsing without overriding variables
 //! that are already set (see `main`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 use evolution_emulator::EmulatorHandle;
 use evolution_langchain::config::{
-    ENV_BASE_URL, ENV_KEY_ID, ENV_PROJECT_ID, ENV_SECRET, ENV_TOKEN_URL,
+    EnvSettings, ENV_API_KEY, ENV_BASE_URL, ENV_KEY_ID, ENV_PROJECT_ID, ENV_SECRET, ENV_TOKEN_URL,
 };
-use evolution_langchain::{
-    EvolutionInference, EvolutionInferenceBuilder, TokenManager, TokenSource,
-};
-use secrecy::{ExposeSecret, SecretString};
+use evolution_langchain::{EvolutionInference, EvolutionInferenceBuilder, DEFAULT_BASE_URL};
+use secrecy::ExposeSecret;
 
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 
-/// How to reach the service. The secret has no flag on purpose: a flag's
-/// value shows up in shell history and in `ps` output.
+/// How to reach the service. The API key and the secret have no flag on
+/// purpose: a flag's value shows up in shell history and in `ps` output.
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Connection (the secret comes from EVOLUTION_SECRET only)")]
+#[command(
+    next_help_heading = "Connection (secrets come from EVOLUTION_API_KEY or EVOLUTION_SECRET only)"
+)]
 pub struct ConnectionArgs {
     /// Access key id.
     #[arg(long, value_name = "ID", env = ENV_KEY_ID)]
     pub key_id: Option<String>,
 
-    /// Model API base URL, e.g. https://foundation-models.api.cloud.ru/api/gigacube/openai/v1.
+    /// Model API base URL [default: https://foundation-models.api.cloud.ru/v1]; a
+    /// dedicated model run's is https://<model_run_id>.modelrun.inference.cloud.ru/v1.
     #[arg(long, value_name = "URL", env = ENV_BASE_URL)]
     pub base_url: Option<String>,
 
@@ -69,25 +69,21 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} seconds is too long"))
 }
 
-/// What a command talks to, which decides the settings it cannot do without.
+/// How the command authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Needs {
-    /// IAM only (`token`): key id and secret.
+pub enum AuthMode {
+    /// A Foundation Models API key, sent as it is.
+    ApiKey,
+    /// A key id and secret, exchanged at IAM for access tokens.
     Iam,
-    /// The model API (`chat`, `batch`, `models`): key id, secret, base URL.
-    Api,
 }
 
 /// Resolved connection settings, ready to build clients from.
 pub struct Endpoint {
-    key_id: String,
-    secret: SecretString,
-    base_url: Option<String>,
-    token_url: Option<String>,
-    project_id: Option<String>,
-    timeout: Duration,
-    max_retries: u32,
-    http: reqwest::Client,
+    /// The library's builder with the connection filled in.
+    builder: EvolutionInferenceBuilder,
+    mode: AuthMode,
+    base_url: String,
     /// The embedded emulator, when `--emulator` is on. Kept so it lives as
     /// long as the command; the process exit stops it.
     emulator: Option<EmulatorHandle>,
@@ -112,106 +108,95 @@ impl Endpoint {
     pub async fn resolve(
         connection: &ConnectionArgs,
         embedded: &EmbeddedArgs,
-        needs: Needs,
     ) -> Result<Self, CliError> {
+        let builder = EvolutionInference::builder()
+            .default_header("user-agent", USER_AGENT)
+            .request_timeout(connection.timeout)
+            .max_retries(connection.max_retries)
+            .auth_timeout(connection.timeout)
+            .auth_max_retries(connection.max_retries);
+        let builder = match given(&connection.project_id) {
+            Some(project) => builder.project_id(project),
+            None => builder,
+        };
+
         if embedded.enabled() {
             let handle = embedded.start().await?;
             // The emulator replaces the service, credentials included; any
             // configured real credentials are deliberately not sent to it.
-            let http = http_client(&[&handle.base_url()])?;
+            let builder = builder
+                .key_id(handle.key_id())
+                .secret(handle.secret())
+                .base_url(handle.base_url())
+                .auth_url(handle.auth_url());
             return Ok(Self {
-                key_id: handle.key_id().to_string(),
-                secret: SecretString::from(handle.secret().to_string()),
-                base_url: Some(handle.base_url()),
-                token_url: Some(handle.auth_url()),
-                project_id: given(&connection.project_id),
-                timeout: connection.timeout,
-                max_retries: connection.max_retries,
-                http,
-                emulator: Some(handle),
+                builder,
+                mode: AuthMode::Iam,
+                base_url: handle.base_url(),
                 forwards: embedded.upstream().is_some(),
+                emulator: Some(handle),
             });
         }
 
+        let env = EnvSettings::read()?;
         let key_id = given(&connection.key_id);
-        let secret = evolution_langchain::config::env_var(ENV_SECRET);
-        let base_url = given(&connection.base_url);
-        let mut missing = Vec::new();
-        if key_id.is_none() {
-            missing.push(ENV_KEY_ID);
-        }
-        if secret.is_none() {
-            missing.push(ENV_SECRET);
-        }
-        if needs == Needs::Api && base_url.is_none() {
-            missing.push(ENV_BASE_URL);
-        }
-        if !missing.is_empty() {
-            return Err(missing_settings(&missing));
-        }
-        let token_url = given(&connection.token_url);
-        let targets: Vec<&str> = [base_url.as_deref(), token_url.as_deref()]
-            .into_iter()
-            .flatten()
-            .collect();
-        let http = http_client(&targets)?;
+        let base_url = given(&connection.base_url).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let builder = builder.base_url(base_url.clone());
+        let (builder, mode) = match (env.api_key, key_id, env.secret) {
+            (Some((name, _)), Some(_), _) | (Some((name, _)), _, Some(_)) => {
+                return Err(CliError::usage(format!(
+                    "both an API key ({name}) and a key id/secret ({ENV_KEY_ID}/{ENV_SECRET} or \
+                     --key-id) are configured: keep one of them"
+                )))
+            }
+            (Some((_, key)), None, None) => {
+                (builder.api_key(key.expose_secret()), AuthMode::ApiKey)
+            }
+            (None, Some(key_id), Some(secret)) => {
+                let builder = builder.key_id(key_id).secret(secret.expose_secret());
+                let builder = match given(&connection.token_url) {
+                    Some(url) => builder.auth_url(url),
+                    None => builder,
+                };
+                (builder, AuthMode::Iam)
+            }
+            (None, key_id, secret) => {
+                let mut missing = Vec::new();
+                if key_id.is_none() {
+                    missing.push(ENV_KEY_ID);
+                }
+                if secret.is_none() {
+                    missing.push(ENV_SECRET);
+                }
+                return Err(missing_settings(&missing));
+            }
+        };
         Ok(Self {
-            key_id: key_id.unwrap_or_default(),
-            secret: SecretString::from(secret.unwrap_or_default()),
+            builder,
+            mode,
             base_url,
-            token_url,
-            project_id: given(&connection.project_id),
-            timeout: connection.timeout,
-            max_retries: connection.max_retries,
-            http,
             emulator: None,
             forwards: false,
         })
     }
 
     /// A client builder with the connection filled in; the caller adds the
-    /// model parameters and builds. Its tokens come from
-    /// [`token_manager`](Self::token_manager), so `--timeout` and
-    /// `--max-retries` bound the token requests as well.
-    pub fn inference(&self) -> Result<EvolutionInferenceBuilder, CliError> {
-        let tokens: Arc<dyn TokenSource> = Arc::new(self.token_manager()?);
-        let mut builder = EvolutionInference::builder()
+    /// model parameters and builds. `--timeout` and `--max-retries` bound
+    /// the token requests as well.
+    pub fn inference(&self) -> EvolutionInferenceBuilder {
+        self.builder
+            .clone()
             .model(self.fallback_model().unwrap_or_default())
-            .shared_token_source(tokens)
-            .base_url(self.base_url.clone().unwrap_or_default())
-            .request_timeout(self.timeout)
-            .max_retries(self.max_retries)
-            .http_client(self.http.clone());
-        if let Some(project) = &self.project_id {
-            builder = builder.project_id(project.clone());
-        }
-        Ok(builder)
     }
 
-    /// A token manager for the configured key, with the connection's timeout
-    /// and retries (the library's own default timeout would otherwise apply
-    /// to IAM requests, whatever `--timeout` says).
-    pub fn token_manager(&self) -> Result<TokenManager, CliError> {
-        let mut builder = TokenManager::builder()
-            .key_id(self.key_id.clone())
-            .secret(self.secret.expose_secret())
-            .timeout(self.timeout)
-            .max_attempts(self.max_retries.saturating_add(1))
-            .http_client(self.http.clone());
-        if let Some(url) = &self.token_url {
-            builder = builder.auth_url(url.clone());
-        }
-        Ok(builder.build()?)
+    /// How requests are authenticated.
+    pub fn mode(&self) -> AuthMode {
+        self.mode
     }
 
-    /// The key id in use (ids are not secret).
-    pub fn key_id(&self) -> &str {
-        &self.key_id
-    }
-
-    /// The model API base URL, when configured.
-    pub fn base_url(&self) -> Option<&str> {
-        self.base_url.as_deref()
+    /// The model API base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The model to use when none is configured: the embedded emulator's
@@ -230,6 +215,9 @@ impl Endpoint {
     }
 }
 
+/// The CLI's user agent on model API requests.
+const USER_AGENT: &str = concat!("evolution-cli/", env!("CARGO_PKG_VERSION"));
+
 /// The error for missing settings: which variables to set, and the way to
 /// try everything without an account.
 fn missing_settings(missing: &[&str]) -> CliError {
@@ -238,48 +226,15 @@ fn missing_settings(missing: &[&str]) -> CliError {
         [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
         [] => String::new(),
     };
-    let what = if missing.len() == 3 {
+    let what = if missing.len() == 2 {
         "no credentials configured"
     } else {
         "incomplete configuration"
     };
     CliError::usage(format!(
-        "{what}: set {list} (in the environment or a .env file), \
+        "{what}: set {ENV_API_KEY}, or {list} (in the environment or a .env file), \
          or add --emulator to try everything against a local emulator without an account"
     ))
-}
-
-/// The HTTP client for all requests. Loopback targets (the emulator, a local
-/// gateway) bypass any system proxy, which could not reach them anyway.
-fn http_client(targets: &[&str]) -> Result<reqwest::Client, CliError> {
-    let loopback = !targets.is_empty() && targets.iter().all(|target| is_loopback(target));
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("evolution-cli/", env!("CARGO_PKG_VERSION")));
-    let builder = if loopback {
-        builder.no_proxy()
-    } else {
-        builder
-    };
-    builder
-        .build()
-        .map_err(|e| CliError::failure(format!("cannot create the HTTP client: {e}")))
-}
-
-/// Whether `url` points at this machine (an unparsable URL is not: the
-/// library reports it properly later).
-fn is_loopback(url: &str) -> bool {
-    let Ok(url) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    let Some(host) = url.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -288,23 +243,14 @@ mod tests {
 
     #[test]
     fn missing_settings_are_named() {
-        let all = missing_settings(&[ENV_KEY_ID, ENV_SECRET, ENV_BASE_URL]).message;
+        let all = missing_settings(&[ENV_KEY_ID, ENV_SECRET]).message;
         assert!(
-            all.contains("EVOLUTION_KEY_ID, EVOLUTION_SECRET and EVOLUTION_BASE_URL"),
+            all.contains("set EVOLUTION_API_KEY, or EVOLUTION_KEY_ID and EVOLUTION_SECRET"),
             "{all}"
         );
         assert!(all.contains("--emulator"), "{all}");
         let one = missing_settings(&[ENV_SECRET]).message;
-        assert!(one.contains("set EVOLUTION_SECRET (in"), "{one}");
-    }
-
-    #[test]
-    fn loopback_detection() {
-        assert!(is_loopback("http://127.0.0.1:8080/v1"));
-        assert!(is_loopback("http://localhost/v1"));
-        assert!(is_loopback("http://[::1]:9/v1"));
-        assert!(!is_loopback("https://foundation-models.api.cloud.ru/v1"));
-        assert!(!is_loopback("not a url"));
+        assert!(one.contains("or EVOLUTION_SECRET (in"), "{one}");
     }
 
     #[test]

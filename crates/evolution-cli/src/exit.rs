@@ -96,7 +96,7 @@ impl fmt::Display for CliError {
 /// batch can classify errors it writes into its output instead of returning.
 pub fn classify(error: &Error) -> Exit {
     match error {
-        Error::Config { .. } => Exit::Usage,
+        Error::Config { .. } | Error::InvalidRequest { .. } => Exit::Usage,
         Error::Auth(auth) => match auth {
             // TokenRejected: the model API answered 401 to a token IAM had
             // just issued, twice; a 401 is about credentials, like IAM's.

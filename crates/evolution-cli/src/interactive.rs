@@ -11,15 +11,18 @@
 //! stops that answer only. Ctrl-D or `/exit` ends the session.
 
 use std::io::{self, Write};
+use std::path::Path;
 
 use evolution_langchain::ChatMessage;
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 use tokio::runtime::Runtime;
 
-use crate::chat::{stream_answer, ChatArgs, Ending};
+use crate::answer::{client, stream_answer, Ending};
+use crate::config::ConnectionArgs;
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
+use crate::options::SamplingArgs;
 
 /// Shown for `/help`.
 const HELP: &str = "\
@@ -33,20 +36,26 @@ Ctrl-C stops an answer; on an empty line it does nothing.";
 const PROMPT: &str = "you> ";
 
 /// Runs the session until Ctrl-D or `/exit`.
-pub fn run(runtime: &Runtime, args: ChatArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
+pub fn run(
+    runtime: &Runtime,
+    connection: &ConnectionArgs,
+    sampling: &SamplingArgs,
+    history_file: Option<&Path>,
+    embedded: &EmbeddedArgs,
+) -> Result<(), CliError> {
     let (endpoint, llm) = runtime.block_on(async {
         // Registered inside the runtime, before the first answer: from here
         // on a Ctrl-C never kills the session.
         crate::signal::install()
             .map_err(|e| CliError::failure(format!("cannot handle Ctrl-C: {e}")))?;
-        crate::chat::client(&args.connection, embedded).await
+        client(connection, embedded).await
     })?;
-    let options = args.sampling.chat_options();
-    let system = args.sampling.system_message();
+    let options = sampling.chat_options();
+    let system = sampling.system_message();
 
     let mut editor = DefaultEditor::new()
         .map_err(|e| CliError::failure(format!("cannot start the line editor: {e}")))?;
-    if let Some(path) = &args.history_file {
+    if let Some(path) = history_file {
         // A missing file is the normal first run.
         let _ = editor.load_history(path);
     }
@@ -58,7 +67,7 @@ pub fn run(runtime: &Runtime, args: ChatArgs, embedded: &EmbeddedArgs) -> Result
         .unwrap_or_else(|| "the default model".into());
     let place = match endpoint.emulator() {
         Some(_) => "the embedded emulator".to_string(),
-        None => endpoint.base_url().unwrap_or_default().to_string(),
+        None => endpoint.base_url().to_string(),
     };
     eprintln!("Chatting with {model} at {place}. /help for commands, Ctrl-D to quit.");
 
@@ -107,7 +116,7 @@ pub fn run(runtime: &Runtime, args: ChatArgs, embedded: &EmbeddedArgs) -> Result
         let _ = stdout.flush();
     }
 
-    if let Some(path) = &args.history_file {
+    if let Some(path) = history_file {
         if let Err(e) = editor.save_history(path) {
             eprintln!(
                 "evolution: cannot save the history to {}: {e}",

@@ -33,6 +33,7 @@
 // Doc comments double as `--help` text, where `<…>` around URLs would show.
 #![allow(rustdoc::bare_urls)]
 
+mod answer;
 mod batch;
 mod chat;
 mod config;

@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use crate::config::{ConnectionArgs, Endpoint, Needs};
+use crate::config::{ConnectionArgs, Endpoint};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 use crate::output::print_text;
@@ -21,8 +21,8 @@ pub struct ModelsArgs {
 
 /// Runs `models`.
 pub async fn run(args: ModelsArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
-    let endpoint = Endpoint::resolve(&args.connection, embedded, Needs::Api).await?;
-    let llm = endpoint.inference()?.build()?;
+    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
+    let llm = endpoint.inference().build()?;
     let models = tokio::select! {
         models = llm.list_models() => models?,
         () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use serde_json::json;
 
-use crate::config::{ConnectionArgs, Endpoint, Needs};
+use crate::config::{AuthMode, ConnectionArgs, Endpoint};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 use crate::output::print_text;
@@ -29,9 +29,35 @@ pub struct TokenArgs {
 
 /// Runs `token`.
 pub async fn run(args: TokenArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
-    let endpoint = Endpoint::resolve(&args.connection, embedded, Needs::Iam).await?;
-    let manager = endpoint.token_manager()?;
+    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
+    let llm = endpoint.inference().build()?;
     let started = std::time::Instant::now();
+    let Some(manager) = llm
+        .token_manager()
+        .filter(|_| endpoint.mode() == AuthMode::Iam)
+    else {
+        // An API key has nothing to exchange: ask the API whether it takes it.
+        let models = tokio::select! {
+            models = llm.list_models() => models?,
+            () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),
+        };
+        let took = started.elapsed();
+        if args.json {
+            let report = json!({
+                "ok": true,
+                "mode": "api-key",
+                "base_url": endpoint.base_url(),
+                "models": models.len(),
+            });
+            return print_text(&format!("{report}\n"));
+        }
+        return print_text(&format!(
+            "credentials: ok (API key, accepted by GET /models in {} ms: {} model(s))\nbase url:    {}\n",
+            took.as_millis(),
+            models.len(),
+            endpoint.base_url()
+        ));
+    };
     let token = tokio::select! {
         token = manager.get_token() => token?,
         () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),
@@ -41,11 +67,13 @@ pub async fn run(args: TokenArgs, embedded: &EmbeddedArgs) -> Result<(), CliErro
     let prefix = args.show_prefix.then(|| token.prefix().to_string());
     drop(token);
 
+    let key_id = info.key_id.clone();
     let expires_at = info.expires_at.map(rfc3339);
     if args.json {
         let report = json!({
             "ok": true,
-            "key_id": endpoint.key_id(),
+            "mode": "iam",
+            "key_id": key_id,
             "auth_url": manager.auth_url(),
             "expires_at": expires_at,
             "expires_in_secs": info.expires_in.map(|d| d.as_secs()),
@@ -55,8 +83,7 @@ pub async fn run(args: TokenArgs, embedded: &EmbeddedArgs) -> Result<(), CliErro
         return print_text(&format!("{report}\n"));
     }
     let mut text = format!(
-        "credentials: ok (key {}, token obtained in {} ms)\nauth url:    {}\n",
-        endpoint.key_id(),
+        "credentials: ok (key {key_id}, IAM token obtained in {} ms)\nauth url:    {}\n",
         took.as_millis(),
         manager.auth_url()
     );

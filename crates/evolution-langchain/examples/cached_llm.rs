@@ -17,7 +17,7 @@ async fn main() -> Result<(), common::BoxError> {
     let backend = common::Backend::connect().await?;
     let llm = backend.llm()?;
     // The cache cannot see the model name inside the LLM: namespace by it.
-    let namespace = llm.params().model.clone();
+    let namespace = llm.model().to_string();
     let cached = CachedLLM::new(llm, Arc::new(InMemoryLLMCache::new())).with_namespace(namespace);
 
     let question = [Message::new_human_message("Name three rivers of Russia.")];

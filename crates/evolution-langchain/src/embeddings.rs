@@ -2,13 +2,19 @@
 //! same authentication, retries and pooling as the chat client.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::config::{connection_setters, ConnectionConfig, ENV_MODEL};
+use crate::config::{env_var, EnvSettings};
 use crate::error::{Error, Result};
-use crate::inference::transport::Transport;
+use crate::flavor::Async;
 use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse};
-use crate::EvolutionInference;
+use crate::inference::EvolutionInference;
+use crate::transport::connection::{connection_setters, Connection};
+use crate::transport::Transport;
+
+/// Environment variable naming the embedding model (else `EVOLUTION_MODEL`).
+pub const ENV_EMBEDDINGS_MODEL: &str = "EVOLUTION_EMBEDDINGS_MODEL";
 
 /// Texts in one request at most; longer inputs are split into several
 /// requests. OpenAI-compatible servers commonly cap a request at 2048 inputs.
@@ -22,9 +28,7 @@ const MAX_INPUTS_PER_REQUEST: usize = 256;
 ///
 /// let embeddings = EvolutionEmbeddings::builder()
 ///     .model("BAAI/bge-m3")
-///     .key_id("my-key-id")
-///     .secret("my-secret")
-///     .base_url("https://foundation-models.api.cloud.ru/api/gigacube/openai/v1")
+///     .api_key("my-api-key")
 ///     .build()?;
 /// let vectors = embeddings.embed_many(&["first", "second"]).await?;
 /// assert_eq!(vectors.len(), 2);
@@ -122,24 +126,48 @@ impl fmt::Debug for EvolutionEmbeddings {
     }
 }
 
-/// Settings for [`EvolutionEmbeddings`].
-#[derive(Debug, Clone, Default)]
-pub struct EvolutionEmbeddingsBuilder {
-    connection: ConnectionConfig,
+/// Settings for [`EvolutionEmbeddings`]; `M` as for
+/// [`EvolutionInferenceBuilder`](crate::EvolutionInferenceBuilder).
+pub struct EvolutionEmbeddingsBuilder<M = Async> {
+    pub(crate) connection: Connection,
     model: String,
     dimensions: Option<u32>,
+    flavor: PhantomData<M>,
 }
 
-impl EvolutionEmbeddingsBuilder {
+impl<M> Default for EvolutionEmbeddingsBuilder<M> {
+    fn default() -> Self {
+        Self {
+            connection: Connection::default(),
+            model: String::new(),
+            dimensions: None,
+            flavor: PhantomData,
+        }
+    }
+}
+
+impl<M> Clone for EvolutionEmbeddingsBuilder<M> {
+    fn clone(&self) -> Self {
+        Self {
+            connection: self.connection.clone(),
+            model: self.model.clone(),
+            dimensions: self.dimensions,
+            flavor: PhantomData,
+        }
+    }
+}
+
+impl<M> EvolutionEmbeddingsBuilder<M> {
     connection_setters!();
 
-    /// Fills unset settings from the `EVOLUTION_*` variables.
+    /// Fills unset settings from the environment (as
+    /// [`EvolutionInference::from_env`]; the model from
+    /// `EVOLUTION_EMBEDDINGS_MODEL`, else `EVOLUTION_MODEL`).
     pub fn from_env(mut self) -> Result<Self> {
-        self.connection.fill_from_env()?;
+        let env = EnvSettings::read()?;
+        self.connection.fill_from_env(&env)?;
         if self.model.is_empty() {
-            if let Some(model) = crate::config::env_var("EVOLUTION_EMBEDDINGS_MODEL")
-                .or_else(|| crate::config::env_var(ENV_MODEL))
-            {
+            if let Some(model) = env_var(ENV_EMBEDDINGS_MODEL).or(env.model) {
                 self.model = model;
             }
         }
@@ -158,8 +186,18 @@ impl EvolutionEmbeddingsBuilder {
         self
     }
 
-    /// Checks the settings and creates the client.
-    pub fn build(self) -> Result<EvolutionEmbeddings> {
+    /// Same settings, another kind of client.
+    #[cfg(feature = "blocking")]
+    pub(crate) fn into_flavor<N>(self) -> EvolutionEmbeddingsBuilder<N> {
+        EvolutionEmbeddingsBuilder {
+            connection: self.connection,
+            model: self.model,
+            dimensions: self.dimensions,
+            flavor: PhantomData,
+        }
+    }
+
+    pub(crate) fn build_async(self) -> Result<EvolutionEmbeddings> {
         if self.dimensions == Some(0) {
             return Err(Error::config("dimensions", "must be at least 1"));
         }
@@ -168,5 +206,22 @@ impl EvolutionEmbeddingsBuilder {
             model: self.model,
             dimensions: self.dimensions,
         })
+    }
+}
+
+impl EvolutionEmbeddingsBuilder<Async> {
+    /// Checks the settings and creates the client.
+    pub fn build(self) -> Result<EvolutionEmbeddings> {
+        self.build_async()
+    }
+}
+
+impl<M> fmt::Debug for EvolutionEmbeddingsBuilder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EvolutionEmbeddingsBuilder")
+            .field("connection", &self.connection)
+            .field("model", &self.model)
+            .field("dimensions", &self.dimensions)
+            .finish()
     }
 }

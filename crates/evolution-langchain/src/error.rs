@@ -3,7 +3,24 @@
 //! Every variant says what happened and what to do about it, and none of them
 //! carries a secret: server messages are kept, request bodies and tokens never.
 //! Errors are `Clone` so one failed refresh can be handed to every caller that
-//! was waiting for it.
+//! was waiting for it. This module depends on nothing else in the crate.
+//!
+//! Which variant a failure becomes:
+//!
+//! | what happened | variant |
+//! |---|---|
+//! | a builder setting is missing or out of range | [`Error::Config`] |
+//! | a call's own input is unusable (no messages, a parameter out of range) | [`Error::InvalidRequest`] |
+//! | IAM refused or failed | [`Error::Auth`] with the IAM [`AuthError`] |
+//! | the model API answered `401` to a refreshed token | `Error::Auth(AuthError::TokenRejected)` |
+//! | the model API answered `401` to a fixed API key | `Error::Auth(AuthError::KeyRejected)` |
+//! | another 4xx, or 501/505 | [`Error::Api`] |
+//! | 408, 429 or 5xx until the retries ran out | [`Error::Unavailable`] |
+//! | no answer in time / no connection | [`Error::Timeout`] / [`Error::Connection`] |
+//! | a 2xx that is not a valid reply | [`Error::InvalidResponse`] |
+//! | a stream that broke after it started | [`Error::Stream`] |
+//! | the async runtime is gone or shutting down | [`Error::Runtime`] |
+//! | some prompts of a batch failed | [`Error::Batch`] (the answers that succeeded are in the batch's own error type) |
 
 use std::time::Duration;
 
@@ -20,6 +37,25 @@ pub enum Error {
         /// The builder field or environment variable at fault.
         field: String,
         /// What is wrong and what is allowed.
+        message: String,
+    },
+
+    /// A call's own input cannot be sent: no messages, a parameter out of
+    /// range, a body that cannot be encoded. Nothing was sent; fix the call.
+    #[error("invalid request: `{field}` {message}")]
+    InvalidRequest {
+        /// The argument or parameter at fault.
+        field: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+
+    /// The async runtime that had to run the work is gone or shutting down
+    /// (e.g. a token refresh whose runtime stopped, or the blocking facade's
+    /// runtime could not start).
+    #[error("the async runtime stopped: {message}")]
+    Runtime {
+        /// What could not run.
         message: String,
     },
 
@@ -87,13 +123,11 @@ pub enum Error {
         message: String,
     },
 
-    /// Some prompts of a `generate` call failed. The answers that succeeded
-    /// are in `partial`, so nothing finished is lost; rerun only the prompts
-    /// whose entry there is empty.
+    /// Some prompts of a batch failed. The batch call's own error type
+    /// ([`BatchError`](crate::BatchError)) also carries the answers that
+    /// succeeded; this variant is what it becomes with `?`.
     #[error("{failed} of {total} prompts failed; the first (prompt {index}): {first}")]
     Batch {
-        /// Every prompt's choices in order; an empty list for a failed prompt.
-        partial: Box<crate::LLMResult>,
         /// How many prompts failed.
         failed: usize,
         /// How many prompts there were.
@@ -236,6 +270,8 @@ impl Error {
             Error::Auth(e) => e.is_retryable(),
             Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connection { .. } => true,
             Error::Config { .. }
+            | Error::InvalidRequest { .. }
+            | Error::Runtime { .. }
             | Error::Api { .. }
             | Error::InvalidResponse { .. }
             | Error::Stream { .. }
@@ -259,6 +295,13 @@ impl Error {
 
     pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid_request(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
             field: field.into(),
             message: message.into(),
         }

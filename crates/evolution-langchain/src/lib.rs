@@ -71,11 +71,21 @@ pub mod blocking;
 pub mod config;
 mod embeddings;
 mod error;
-mod http;
 pub mod inference;
 #[cfg(feature = "langchain")]
 pub mod langchain;
-pub mod retry;
+mod transport;
+
+/// Which client a builder's `build` returns; the setters are the same.
+pub mod flavor {
+    /// `build` returns the async client (the default).
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Async;
+
+    /// `build` returns the [blocking](crate::blocking) client.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Blocking;
+}
 
 pub use auth::{
     AccessToken, Credentials, StaticToken, TokenInfo, TokenManager, TokenManagerBuilder,
@@ -84,14 +94,17 @@ pub use auth::{
 pub use embeddings::{EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
 pub use error::{AuthError, Error, Result};
 pub use inference::wire::{
-    ChatChunk, ChatMessage, ChatResponse, ModelInfo, ResponseFormat, Role, Tool, ToolCall,
-    ToolChoice, Usage,
+    ChatChunk, ChatMessage, ChatRequest, ChatResponse, Choice, ModelInfo, ResponseFormat, Role,
+    Tool, ToolCall, ToolChoice, Usage,
 };
+#[allow(deprecated)]
+pub use inference::ChatParams;
 pub use inference::{
-    ChatOptions, ChatParams, ChatStream, EvolutionInference, EvolutionInferenceBuilder, Generation,
-    LLMResult,
+    BatchError, ChatOptions, ChatStream, EvolutionInference, EvolutionInferenceBuilder, Generation,
+    LLMResult, ReasoningEffort,
 };
 /// The langchain-rust this crate integrates with, so users get a matching version.
 #[cfg(feature = "langchain")]
 pub use langchain_rust;
-pub use retry::RetryPolicy;
+pub use transport::connection::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT};
+pub use transport::retry::RetryPolicy;

@@ -168,7 +168,10 @@ async fn generate_keeps_prompt_order() {
         .iter()
         .map(|(country, _)| format!("What is the capital of {country}?"))
         .collect();
-    let result = llm.generate(&prompts).await.unwrap();
+    let result = llm
+        .invoke_batch(&prompts, ChatOptions::default())
+        .await
+        .unwrap();
     assert_eq!(result.generations.len(), 8);
     for (generation, (country, capital)) in result.generations.iter().zip(cases) {
         assert!(

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
+use evolution_emulator::{Emulator, Fault, Target};
 use evolution_langchain::{
     AuthError, ChatMessage, ChatOptions, Error, EvolutionEmbeddings, EvolutionInference,
     EvolutionInferenceBuilder, ResponseFormat, Tool, ToolChoice,
@@ -12,22 +12,8 @@ use evolution_langchain::{
 use futures::StreamExt;
 use serde_json::json;
 
-async fn emulator() -> EmulatorHandle {
-    Emulator::start().await.expect("emulator starts")
-}
-
-fn client(emu: &EmulatorHandle) -> EvolutionInferenceBuilder {
-    EvolutionInference::builder()
-        .model("emulator/echo-1")
-        .key_id(emu.key_id())
-        .secret(emu.secret())
-        .base_url(emu.base_url())
-        .auth_url(emu.auth_url())
-}
-
-fn last_body(emu: &EmulatorHandle) -> serde_json::Value {
-    emu.last_request().expect("a request was recorded").body
-}
+mod common;
+use common::{client, emulator, last_body};
 
 #[tokio::test]
 async fn defaults_reach_the_wire_and_nulls_are_omitted() {
@@ -77,6 +63,8 @@ async fn every_parameter_reaches_the_wire() {
         .stop(["STOP", "END"])
         .n(2)
         .seed(42)
+        .reasoning_effort("high")
+        .parallel_tool_calls(false)
         .response_format(ResponseFormat::JsonObject)
         .tool_choice(ToolChoice::None)
         .project_id("project-123")
@@ -103,6 +91,8 @@ async fn every_parameter_reaches_the_wire() {
     assert_eq!(body["stop"], json!(["STOP", "END"]));
     assert_eq!(body["n"], 2);
     assert_eq!(body["seed"], 42);
+    assert_eq!(body["reasoning_effort"], "high");
+    assert_eq!(body["parallel_tool_calls"], false);
     assert_eq!(body["response_format"], json!({"type": "json_object"}));
     assert_eq!(body["tool_choice"], "none");
     assert_eq!(
@@ -110,13 +100,14 @@ async fn every_parameter_reaches_the_wire() {
         json!({"role": "system", "content": "be brief"})
     );
 
-    // Per-call options override the client's.
+    // Per-call options override the client's; the rest stay.
     llm.chat(
         &[ChatMessage::user("x")],
         &ChatOptions::new()
             .temperature(0.0)
             .stop(["\n"])
             .max_tokens(3)
+            .reasoning_effort(evolution_langchain::ReasoningEffort::Low)
             .n(1),
     )
     .await
@@ -127,6 +118,31 @@ async fn every_parameter_reaches_the_wire() {
         (Some(0.0), Some(3))
     );
     assert_eq!(body["stop"], json!(["\n"]));
+    assert_eq!(body["reasoning_effort"], "low");
+    assert_eq!(body["seed"], 42);
+    assert_eq!(body["parallel_tool_calls"], false);
+
+    // The whole set at once through `.options(..)`.
+    let llm = client(&emu)
+        .options(
+            ChatOptions::new()
+                .seed(7)
+                .temperature(0.5)
+                .parallel_tool_calls(true),
+        )
+        .build()
+        .unwrap();
+    llm.invoke("y").await.unwrap();
+    let body = last_body(&emu);
+    assert_eq!(
+        (body["seed"].as_u64(), body["temperature"].as_f64()),
+        (Some(7), Some(0.5))
+    );
+    assert_eq!(body["parallel_tool_calls"], true);
+    assert_eq!(
+        body["max_tokens"], 512,
+        "defaults the options leave unset stay"
+    );
 }
 
 #[tokio::test]
@@ -145,10 +161,6 @@ async fn invalid_settings_are_config_errors_naming_the_field() {
                 .key_id("k")
                 .base_url(emu.base_url()),
         ),
-        (
-            "base_url",
-            EvolutionInference::builder().key_id("k").secret("s"),
-        ),
         ("base_url", client(&emu).base_url("ftp://host/v1")),
         ("base_url", client(&emu).base_url("not a url")),
         ("auth_url", client(&emu).auth_url("iam.example")),
@@ -159,6 +171,7 @@ async fn invalid_settings_are_config_errors_naming_the_field() {
         ("presence_penalty", client(&emu).presence_penalty(-2.1)),
         ("max_tokens", client(&emu).max_tokens(0)),
         ("n", client(&emu).n(0)),
+        ("reasoning_effort", client(&emu).reasoning_effort("")),
         ("max_concurrency", client(&emu).max_concurrency(0)),
         (
             "request_timeout",
@@ -174,15 +187,33 @@ async fn invalid_settings_are_config_errors_naming_the_field() {
         );
         assert!(err.to_string().contains(field), "{err}");
     }
-    // Out-of-range per-call options are caught before sending.
+    // Out-of-range per-call options are the caller's mistake, caught
+    // before sending: an invalid request, not a configuration error.
     let llm = client(&emu).build().unwrap();
     let err = llm
         .chat(&[ChatMessage::user("x")], &ChatOptions::new().top_p(7.0))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Config { ref field, .. } if field == "top_p"));
+    assert!(
+        matches!(err, Error::InvalidRequest { ref field, .. } if field == "top_p"),
+        "{err}"
+    );
+    let err = llm
+        .stream_chat(&[ChatMessage::user("x")], &ChatOptions::new().n(0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidRequest { ref field, .. } if field == "n"),
+        "{err}"
+    );
     let err = llm.chat(&[], &ChatOptions::default()).await.unwrap_err();
-    assert!(matches!(err, Error::Config { ref field, .. } if field == "messages"));
+    assert!(matches!(err, Error::InvalidRequest { ref field, .. } if field == "messages"));
+    assert!(!err.is_retryable());
+    // Changed on a clone after build: caught by the next call the same way.
+    let mut changed = llm.clone();
+    changed.options_mut().temperature = Some(9.0);
+    let err = changed.invoke("x").await.unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest { ref field, .. } if field == "temperature"));
     assert_eq!(emu.counters().chat_requests, 0);
 }
 
@@ -262,9 +293,35 @@ async fn a_second_401_is_an_auth_error() {
 }
 
 #[tokio::test]
+async fn a_403_is_retried_once_with_a_refreshed_token() {
+    let emu = emulator().await;
+    let llm = client(&emu).build().unwrap();
+    llm.invoke("warm up").await.unwrap();
+    // Some gateways answer an expired token with 403: one refresh, then success.
+    emu.inject(Target::Chat, Fault::Status(403), 1);
+    assert_eq!(llm.invoke("again").await.unwrap(), "again");
+    let counters = emu.counters();
+    assert_eq!(counters.auth_requests, 2, "exactly one refresh");
+    assert_eq!(counters.chat_requests, 3);
+    // Twice: the key really has no rights, reported as the API's 403.
+    emu.inject(Target::Chat, Fault::Status(403), 2);
+    let err = llm.invoke("hi").await.unwrap_err();
+    assert!(matches!(err, Error::Api { status: 403, .. }), "{err:?}");
+    assert_eq!(emu.counters().auth_requests, 3);
+    assert_eq!(emu.counters().chat_requests, 5);
+}
+
+#[tokio::test]
 async fn a_rejected_api_key_is_final_at_once() {
     let emu = emulator().await;
-    let llm = client(&emu)
+    // An API key and a key id/secret together: refused, naming both.
+    let err = client(&emu).api_key("some-key").build().unwrap_err();
+    assert!(
+        matches!(err, Error::Config { ref field, .. } if field == "api_key"),
+        "{err}"
+    );
+    let llm = EvolutionInference::builder()
+        .base_url(emu.base_url())
         .api_key("not-a-token-the-emulator-issued")
         .build()
         .unwrap();
@@ -407,7 +464,10 @@ async fn generate_keeps_order_and_bounds_concurrency() {
         .unwrap();
     let llm = client(&emu).max_concurrency(8).build().unwrap();
     let prompts: Vec<String> = (0..100).map(|i| format!("prompt number {i}")).collect();
-    let result = llm.generate(&prompts).await.unwrap();
+    let result = llm
+        .invoke_batch(&prompts, ChatOptions::default())
+        .await
+        .unwrap();
     assert_eq!(result.generations.len(), 100);
     for (i, generation) in result.generations.iter().enumerate() {
         assert_eq!(generation[0].text, format!("prompt number {i}"));
@@ -420,7 +480,7 @@ async fn generate_keeps_order_and_bounds_concurrency() {
 
     // Per-call stop override.
     let stopped = llm
-        .generate_with_options(&["alpha beta gamma"], &ChatOptions::new().stop(["gamma"]))
+        .invoke_batch(&["alpha beta gamma"], &ChatOptions::new().stop(["gamma"]))
         .await
         .unwrap();
     assert_eq!(stopped.texts(), vec!["alpha beta"]);
@@ -445,7 +505,18 @@ async fn a_failed_prompt_does_not_lose_the_others() {
         assert_eq!(outcome.as_ref().unwrap().content(), format!("p{i}"));
     }
     emu.inject(Target::Chat, Fault::Status(400), 1);
-    let err = llm.generate(&["a", "b"]).await.unwrap_err();
+    let err = llm
+        .invoke_batch(&["a", "b"], ChatOptions::default())
+        .await
+        .unwrap_err();
+    // The answer that succeeded is kept; only the failed prompt is empty.
+    assert_eq!(err.partial.texts(), vec!["", "b"]);
+    assert!(err.partial.generations[0].is_empty());
+    assert_eq!(err.failures.len(), 1);
+    assert_eq!(err.first().0, 0);
+    assert_eq!(err.first().1.status(), Some(400));
+    // With `?` it becomes Error::Batch.
+    let err: Error = err.into();
     assert!(
         matches!(
             err,
@@ -458,6 +529,10 @@ async fn a_failed_prompt_does_not_lose_the_others() {
         ),
         "{err}"
     );
+    // The former name still works, for one release.
+    #[allow(deprecated)]
+    let old = llm.generate(&["c"]).await.unwrap();
+    assert_eq!(old.texts(), vec!["c"]);
 }
 
 #[tokio::test]
@@ -657,12 +732,12 @@ async fn identity_and_clones() {
 
     // Clones share the token cache but keep their own parameters.
     let mut other = llm.clone();
-    other.params_mut().temperature = 0.0;
+    other.options_mut().temperature = Some(0.0);
     llm.invoke("a").await.unwrap();
     other.invoke("b").await.unwrap();
     assert_eq!(emu.counters().auth_requests, 1);
     assert_eq!(last_body(&emu)["temperature"], 0.0);
-    assert_eq!(llm.params().temperature, 0.5);
+    assert_eq!(llm.options().temperature, Some(0.5));
     let shown = format!("{llm:?}");
     assert!(!shown.contains(emu.secret()), "{shown}");
 }
@@ -689,7 +764,7 @@ async fn configuration_from_the_environment() {
         .unwrap()
         .build()
         .unwrap();
-    assert_eq!(llm.params().model, "explicit");
+    assert_eq!(llm.model(), "explicit");
     for name in [
         "EVOLUTION_KEY_ID",
         "EVOLUTION_SECRET",

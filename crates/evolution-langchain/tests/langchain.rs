@@ -8,7 +8,7 @@ use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
+use evolution_emulator::{Fault, Target};
 use evolution_langchain::langchain::{Embedder, LLM};
 use evolution_langchain::langchain_rust::agent::{
     AgentExecutor, ConversationalAgentBuilder, OpenAiToolAgentBuilder,
@@ -35,37 +35,12 @@ use evolution_langchain::langchain_rust::tools::Tool;
 use evolution_langchain::langchain_rust::{
     fmt_template, message_formatter, prompt_args, template_fstring,
 };
-use evolution_langchain::{EvolutionEmbeddings, EvolutionInference};
+use evolution_langchain::EvolutionEmbeddings;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-async fn emulator() -> EmulatorHandle {
-    Emulator::start().await.expect("emulator starts")
-}
-
-fn llm(emu: &EmulatorHandle) -> EvolutionInference {
-    EvolutionInference::builder()
-        .model(emu.default_model())
-        .key_id(emu.key_id())
-        .secret(emu.secret())
-        .base_url(emu.base_url())
-        .auth_url(emu.auth_url())
-        .build()
-        .expect("valid settings")
-}
-
-/// The bodies of the chat requests, in order.
-fn chat_bodies(emu: &EmulatorHandle) -> Vec<Value> {
-    emu.requests()
-        .into_iter()
-        .filter(|r| r.path.ends_with("/chat/completions"))
-        .map(|r| r.body)
-        .collect()
-}
-
-fn last_body(emu: &EmulatorHandle) -> Value {
-    emu.last_request().expect("a request was recorded").body
-}
+mod common;
+use common::{chat_bodies, emulator, last_body, llm};
 
 /// A prompt with a system template and a human template.
 fn translation_chain(llm: impl Into<Box<dyn LLM>>, options: ChainCallOptions) -> LLMChain {
@@ -218,7 +193,7 @@ async fn add_options_maps_every_wire_field() {
     assert_eq!(body["response_format"], json!({"type": "json_object"}));
     llm.add_options(CallOptions::new().with_function_call_behavior(FunctionCallBehavior::Auto));
     assert_eq!(
-        serde_json::to_value(&llm.params().tool_choice).unwrap(),
+        serde_json::to_value(&llm.options().tool_choice).unwrap(),
         "auto"
     );
 }

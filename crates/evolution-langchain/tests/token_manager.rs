@@ -8,6 +8,9 @@ use evolution_langchain::{AuthError, Credentials, Error, RetryPolicy, TokenManag
 use serde_json::json;
 use tokio::time::Instant;
 
+mod common;
+use common::manager_for;
+
 async fn emulator(ttl: Duration) -> EmulatorHandle {
     Emulator::builder()
         .token_ttl(ttl)
@@ -16,18 +19,6 @@ async fn emulator(ttl: Duration) -> EmulatorHandle {
         .start()
         .await
         .expect("emulator starts")
-}
-
-fn manager_for(emu: &EmulatorHandle) -> evolution_langchain::TokenManagerBuilder {
-    TokenManager::builder()
-        .key_id(emu.key_id())
-        .secret(emu.secret())
-        .auth_url(emu.auth_url())
-        // Keep retry pauses short so failure tests stay fast.
-        .retry(RetryPolicy {
-            initial_backoff: Duration::from_millis(10),
-            ..RetryPolicy::default()
-        })
 }
 
 fn auth_calls(emu: &EmulatorHandle) -> u64 {
@@ -315,7 +306,7 @@ async fn missing_expires_in_means_an_hour() {
 #[tokio::test]
 async fn dropped_connection_is_a_connection_error() {
     let emu = emulator(Duration::from_secs(3600)).await;
-    let manager = manager_for(&emu).max_attempts(1).build().unwrap();
+    let manager = manager_for(&emu).max_retries(0).build().unwrap();
     emu.inject(Target::Auth, Fault::DropConnection, 1);
     let err = manager.get_token().await.unwrap_err();
     assert!(
@@ -338,7 +329,7 @@ async fn unreachable_iam_is_a_connection_error() {
         .key_id("k")
         .secret("s")
         .auth_url(format!("http://127.0.0.1:{port}/api/v1/auth/token"))
-        .max_attempts(2)
+        .max_retries(1)
         .build()
         .unwrap();
     let err = manager.get_token().await.unwrap_err();
@@ -353,7 +344,7 @@ async fn slow_iam_is_a_timeout() {
     let emu = emulator(Duration::from_secs(3600)).await;
     let manager = manager_for(&emu)
         .timeout(Duration::from_millis(200))
-        .max_attempts(1)
+        .max_retries(0)
         .build()
         .unwrap();
     emu.inject(Target::Auth, Fault::Delay(Duration::from_secs(3)), 1);
@@ -576,7 +567,9 @@ fn blocking_inference_facade() {
         llm.invoke("plain threads work").unwrap(),
         "plain threads work"
     );
-    let result = llm.generate(&["a b", "c d"]).unwrap();
+    let result = llm
+        .invoke_batch(&["a b", "c d"], evolution_langchain::ChatOptions::default())
+        .unwrap();
     assert_eq!(result.texts(), vec!["a b", "c d"]);
     let chunks: Vec<_> = llm
         .stream("one two three")
@@ -679,7 +672,7 @@ fn a_refresh_stuck_on_an_idle_runtime_is_replaced() {
     // One attempt of at most 300 ms: any refresh is over within 1.3 s.
     let manager = manager_for(&emu)
         .timeout(Duration::from_millis(300))
-        .max_attempts(1)
+        .max_retries(0)
         .build()
         .unwrap();
     // Runtime A starts a refresh and is then never driven again, but stays alive.

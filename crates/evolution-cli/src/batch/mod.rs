@@ -14,7 +14,7 @@ use clap::Args;
 use evolution_langchain::{ChatResponse, Error, EvolutionInference};
 use futures::StreamExt;
 
-use crate::config::{ConnectionArgs, Endpoint, Needs};
+use crate::config::{ConnectionArgs, Endpoint};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::{one_line, CliError};
 use crate::options::SamplingArgs;
@@ -87,8 +87,8 @@ struct Tally {
 /// Runs `batch`.
 pub async fn run(args: BatchArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
     let text = read_input(&args.input)?;
-    let endpoint = Endpoint::resolve(&args.connection, embedded, Needs::Api).await?;
-    let llm = endpoint.inference()?.build()?;
+    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
+    let llm = endpoint.inference().build()?;
 
     let defaults = Defaults {
         options: args.sampling.chat_options(),

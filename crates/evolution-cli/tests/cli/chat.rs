@@ -129,8 +129,9 @@ fn chat_errors_are_one_line_with_their_exit_code() {
         "{cut:?}"
     );
 
-    // The model API forbids the key (403): the same code as IAM's 403.
-    emu.handle.inject(Target::Chat, Fault::Status(403), 1);
+    // The model API forbids the key (403 after a refreshed token too): the
+    // same code as IAM's 403.
+    emu.handle.inject(Target::Chat, Fault::Status(403), 2);
     let forbidden = run(emu.command().args(["chat", "hi"]), None);
     assert!(forbidden.fails_with(4).contains("403"), "{forbidden:?}");
 

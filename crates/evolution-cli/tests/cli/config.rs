@@ -16,9 +16,9 @@ fn missing_credentials_say_what_to_set() {
     let out = run(evolution().args(["chat", "hi"]), None);
     let line = out.fails_with(2);
     for needed in [
+        "EVOLUTION_API_KEY",
         "EVOLUTION_KEY_ID",
         "EVOLUTION_SECRET",
-        "EVOLUTION_BASE_URL",
         "--emulator",
     ] {
         assert!(line.contains(needed), "{needed} missing from: {line}");
@@ -31,7 +31,7 @@ fn missing_credentials_say_what_to_set() {
         None,
     );
     let line = partial.fails_with(2);
-    assert!(line.contains("set EVOLUTION_SECRET ("), "{line}");
+    assert!(line.contains("or EVOLUTION_SECRET ("), "{line}");
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn the_embedded_emulator_needs_no_account() {
     );
     assert!(env.ok().contains("credentials: ok"));
     let models = run(evolution().args(["models", "--emulator"]), None);
-    assert_eq!(models.ok(), "emulator/echo-1\n");
+    assert_eq!(models.ok(), "emulator/echo-1\nemulator/reasoner-1\n");
     let fault = run(
         evolution().args([
             "--emulator",
@@ -216,7 +216,7 @@ fn a_blank_upstream_is_no_upstream() {
             .env("EVOLUTION_EMULATOR_UPSTREAM_API_KEY", ""),
         None,
     );
-    assert_eq!(out.ok(), "real/one\n");
+    assert_eq!(out.ok(), "real/one\nemulator/reasoner-1\n");
 
     let dir = tempfile::tempdir().unwrap();
     fs::write(
@@ -225,7 +225,7 @@ fn a_blank_upstream_is_no_upstream() {
     )
     .unwrap();
     let out = run(emu.command().arg("models").current_dir(dir.path()), None);
-    assert_eq!(out.ok(), "real/one\n");
+    assert_eq!(out.ok(), "real/one\nemulator/reasoner-1\n");
 
     // Blank with --emulator: the emulator answers by itself.
     let out = run(

@@ -89,7 +89,7 @@ fn models_lists_the_served_models() {
     let emu = Emu::start(Emulator::builder().models(vec!["a/one".into(), "b/two".into()]));
     assert_eq!(
         run(emu.command().arg("models"), None).ok(),
-        "a/one\nb/two\n"
+        "a/one\nb/two\nemulator/reasoner-1\n"
     );
     let json: Value =
         serde_json::from_str(run(emu.command().args(["models", "--json"]), None).ok()).unwrap();

@@ -3,18 +3,18 @@
 use std::fmt;
 use std::time::Duration;
 
+use super::cache::CacheSettings;
 use super::credentials::Credentials;
 use super::iam::DEFAULT_AUTH_URL;
-use super::token_manager::{Settings, TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
+use super::iam_fetcher::{IamFetcher, IamSettings};
+use super::token_manager::{TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
 use crate::error::Result;
-use crate::retry::RetryPolicy;
+use crate::transport::retry::RetryPolicy;
 
 /// Settings for a [`TokenManager`]; methods are named after the fields.
 #[derive(Clone, Default)]
 pub struct TokenManagerBuilder {
-    key_id: Option<String>,
-    secret: Option<secrecy::SecretString>,
-    credentials: Option<Credentials>,
+    credentials: Credentials,
     fallbacks: Vec<Credentials>,
     auth_url: Option<String>,
     refresh_buffer: Option<Duration>,
@@ -27,19 +27,19 @@ pub struct TokenManagerBuilder {
 impl TokenManagerBuilder {
     /// The access key id.
     pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
-        self.key_id = Some(key_id.into());
+        self.credentials.set_key_id(key_id.into());
         self
     }
 
     /// The access key secret.
     pub fn secret(mut self, secret: impl Into<String>) -> Self {
-        self.secret = Some(secrecy::SecretString::from(secret.into()));
+        self.credentials.set_secret(secret.into().into());
         self
     }
 
     /// Key id and secret together (instead of `key_id` + `secret`).
     pub fn credentials(mut self, credentials: Credentials) -> Self {
-        self.credentials = Some(credentials);
+        self.credentials = credentials;
         self
     }
 
@@ -78,18 +78,19 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// How transient failures are retried (default: 3 attempts, exponential
+    /// How transient failures are retried (default: 2 retries, exponential
     /// backoff with full jitter).
     pub fn retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = Some(retry);
         self
     }
 
-    /// Shorthand for a default [`RetryPolicy`] with `max_attempts` attempts.
-    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+    /// Retries of a failed token request (default 2; 0 sends it once): the
+    /// [`RetryPolicy`] with this `max_retries`.
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
         let policy = self.retry.take().unwrap_or_default();
         self.retry = Some(RetryPolicy {
-            max_attempts,
+            max_retries,
             ..policy
         });
         self
@@ -103,49 +104,55 @@ impl TokenManagerBuilder {
 
     /// Checks the settings and creates the manager. Nothing is sent yet.
     pub fn build(self) -> Result<TokenManager> {
-        let client = match &self.http_client {
-            Some(client) => client.clone(),
-            None => crate::http::default_client()?,
-        };
-        let manager = self.assemble(client);
-        manager.validate()?;
-        Ok(manager)
+        let manager = self.assemble();
+        match manager.fetcher().config_error() {
+            Some(error) => Err(error.clone()),
+            None => Ok(manager),
+        }
     }
 
-    /// The manager these settings describe, unchecked.
-    pub(super) fn assemble(self, client: reqwest::Client) -> TokenManager {
-        let primary = match (self.credentials, self.key_id, self.secret) {
-            (Some(credentials), _, _) => credentials,
-            (None, key_id, secret) => Credentials::new(
-                key_id.unwrap_or_default(),
-                secret
-                    .as_ref()
-                    .map(|s| secrecy::ExposeSecret::expose_secret(s).to_string())
-                    .unwrap_or_default(),
-            ),
-        };
+    /// The manager these settings describe; a problem with them is kept by
+    /// the fetcher and reported by the first `get_token`.
+    pub(super) fn assemble(self) -> TokenManager {
         let refresh_buffer = self.refresh_buffer.unwrap_or(DEFAULT_REFRESH_BUFFER);
-        let mut credentials = vec![primary];
+        let (client, client_error) = match self.http_client {
+            Some(client) => (client, None),
+            None => {
+                let targets: Vec<&str> = self.auth_url.as_deref().into_iter().collect();
+                match crate::transport::http::default_client(&targets) {
+                    Ok(client) => (client, None),
+                    Err(error) => (reqwest::Client::new(), Some(error)),
+                }
+            }
+        };
+        let mut credentials = vec![self.credentials];
         credentials.extend(self.fallbacks);
-        TokenManager::assemble(Settings {
-            credentials,
-            auth_url: self
-                .auth_url
-                .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string()),
-            refresh_buffer,
-            refresh_ahead: self.refresh_ahead.unwrap_or(refresh_buffer),
-            timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
-            retry: self.retry.unwrap_or_default(),
-            client,
-        })
+        let fetcher = IamFetcher::new(
+            IamSettings {
+                credentials,
+                auth_url: self
+                    .auth_url
+                    .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string()),
+                timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
+                retry: self.retry.unwrap_or_default(),
+                client,
+            },
+            client_error,
+        );
+        TokenManager::from_parts(
+            fetcher,
+            CacheSettings {
+                refresh_buffer,
+                refresh_ahead: self.refresh_ahead.unwrap_or(refresh_buffer),
+                ..CacheSettings::default()
+            },
+        )
     }
 }
 
 impl fmt::Debug for TokenManagerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenManagerBuilder")
-            .field("key_id", &self.key_id)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("credentials", &self.credentials)
             .field("fallbacks", &self.fallbacks)
             .field("auth_url", &self.auth_url)

@@ -25,6 +25,16 @@ impl Credentials {
         }
     }
 
+    /// Replaces the key id (builders fill credentials field by field).
+    pub(crate) fn set_key_id(&mut self, key_id: String) {
+        self.key_id = key_id;
+    }
+
+    /// Replaces the secret.
+    pub(crate) fn set_secret(&mut self, secret: SecretString) {
+        self.secret = secret;
+    }
+
     /// The key id (not secret; it names the key in errors and logs).
     pub fn key_id(&self) -> &str {
         &self.key_id
@@ -90,6 +100,13 @@ impl Credentials {
         let credentials = Self::new(key_id, secret.as_str());
         secret.zeroize();
         Ok(credentials)
+    }
+}
+
+impl Default for Credentials {
+    /// Empty credentials, to be filled in (and rejected by `build` if not).
+    fn default() -> Self {
+        Self::new("", "")
     }
 }
 

@@ -1,5 +1,6 @@
-//! The IAM token endpoint: request body, reply parsing, and the mapping of
-//! HTTP outcomes to [`AuthError`]s.
+//! The IAM token endpoint: request body, reply parsing, the mapping of HTTP
+//! outcomes to [`AuthError`]s, and [`IamFetcher`], the token fetcher that
+//! adds retries, fallback credentials and statistics.
 
 use std::time::Duration;
 
@@ -8,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::cache::IssuedToken;
 use super::credentials::Credentials;
 use super::token::AccessToken;
 use crate::error::{truncate_message, AuthError, Error};
-use crate::http::describe_transport_error;
+use crate::transport::http::describe_transport_error;
 
 /// Cloud.ru's IAM token endpoint, used unless `auth_url` says otherwise.
 pub const DEFAULT_AUTH_URL: &str = "https://iam.api.cloud.ru/api/v1/auth/token";
@@ -35,12 +37,6 @@ struct TokenRequest<'a> {
 struct TokenReply {
     access_token: Option<String>,
     expires_in: Option<Value>,
-}
-
-/// A token as IAM issued it.
-pub(crate) struct IssuedToken {
-    pub(crate) token: AccessToken,
-    pub(crate) lifetime: Duration,
 }
 
 /// One request to IAM, no retries.
@@ -70,7 +66,7 @@ pub(crate) async fn request_token(
         .map_err(|e| transport_error(e, auth_url, timeout))?;
 
     let status = response.status();
-    let retry_after = crate::retry::parse_retry_after(response.headers());
+    let retry_after = crate::transport::retry::parse_retry_after(response.headers());
     let body = response
         .bytes()
         .await
@@ -139,12 +135,20 @@ fn parse_reply(body: &[u8], auth_url: &str) -> Result<IssuedToken, Error> {
         ))
     })?;
     let token = match reply.access_token {
+        // It goes into an `Authorization` header; a token that cannot is
+        // a broken reply, not a network problem on every later call.
+        Some(token) if reqwest::header::HeaderValue::from_str(&token).is_err() => {
+            return Err(invalid(
+                "`access_token` holds characters not allowed in an HTTP header (e.g. a line break)"
+                    .into(),
+            ))
+        }
         Some(token) if !token.trim().is_empty() => AccessToken::new(token),
         Some(_) => return Err(invalid("`access_token` is empty".into())),
         None => return Err(invalid("the reply has no `access_token`".into())),
     };
     let lifetime = parse_expires_in(reply.expires_in.as_ref()).map_err(invalid)?;
-    Ok(IssuedToken { token, lifetime })
+    Ok(IssuedToken::new(token, lifetime))
 }
 
 /// A JSON error's kind and position, never its text (which may quote input).
@@ -236,9 +240,10 @@ mod tests {
             &b"<html>oops</html>"[..],
             br#"{"expires_in":300}"#,
             br#"{"access_token":""}"#,
+            b"{\"access_token\":\"abc\\ndef\"}",
             b"",
         ] {
-            let err = parse_reply(bad, "u").err().expect("accepted a bad reply");
+            let err = parse_reply(bad, "u").expect_err("accepted a bad reply");
             assert!(
                 matches!(err, Error::Auth(AuthError::InvalidResponse { .. })),
                 "{err:?}"

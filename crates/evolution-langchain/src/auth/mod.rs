@@ -1,15 +1,26 @@
-//! Everything about access tokens: credentials, the IAM protocol, the cached
-//! `TokenManager`, and the `TokenSource` trait the model client depends on.
+//! Everything about access tokens: credentials, the IAM protocol, the token
+//! cache and its fetchers, the `TokenManager` built from them, and the
+//! `TokenSource` trait the model clients depend on.
+//!
+//! - [`TokenCache`] keeps a valid token from any [`TokenFetcher`]
+//!   (single flight, refresh-ahead), knowing nothing of IAM;
+//! - the IAM fetcher (retries, fallback credentials, statistics) is one
+//!   such fetcher;
+//! - [`TokenManager`] is the cache around the IAM fetcher;
+//! - [`StaticToken`] is a fixed API key.
 
 mod builder;
+mod cache;
 mod credentials;
 mod iam;
+mod iam_fetcher;
 mod source;
 mod stats;
 mod token;
 mod token_manager;
 
 pub use builder::TokenManagerBuilder;
+pub use cache::{CacheSettings, CacheState, IssuedToken, TokenCache, TokenFetcher};
 pub use credentials::Credentials;
 pub use iam::DEFAULT_AUTH_URL;
 pub use source::{StaticToken, TokenSource};

@@ -50,6 +50,11 @@ impl StaticToken {
     pub fn new(token: impl Into<String>) -> Self {
         Self(AccessToken::new(token))
     }
+
+    /// A source that always returns `token`.
+    pub fn from_token(token: AccessToken) -> Self {
+        Self(token)
+    }
 }
 
 impl fmt::Debug for StaticToken {

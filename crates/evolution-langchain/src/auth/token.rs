@@ -1,8 +1,8 @@
 //! `AccessToken`: a bearer token that never prints itself.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -14,10 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 #[derive(Clone)]
 pub struct AccessToken(Arc<Shared>);
 
-/// The token text and the identity of the issued token. Aligned to a cache
-/// line so that the reference counts of the per-thread copies (see
-/// [`TokenStripes`]) never share one.
-#[repr(align(64))]
+/// The token text and the identity of the issued token.
 struct Shared {
     value: SecretString,
     id: u64,
@@ -26,9 +23,14 @@ struct Shared {
 impl AccessToken {
     /// Wraps a token value.
     pub fn new(value: impl Into<String>) -> Self {
+        Self::from_secret(SecretString::from(value.into()))
+    }
+
+    /// Wraps a token value that is already in a secret box.
+    pub fn from_secret(value: SecretString) -> Self {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Self(Arc::new(Shared {
-            value: SecretString::from(value.into()),
+            value,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }))
     }
@@ -52,47 +54,6 @@ impl AccessToken {
     /// Whether two handles refer to the same issued token (not merely equal text).
     pub fn same_as(&self, other: &AccessToken) -> bool {
         self.0.id == other.0.id
-    }
-}
-
-/// Copies of one token, one per group of threads, handed out by the token
-/// cache. Cloning a single `Arc` from every thread makes its reference count
-/// the one contended cache line of the hot path; with a copy per thread slot
-/// each count stays in its own core's cache, and the cache scales with cores.
-pub(crate) struct TokenStripes(Box<[AccessToken]>);
-
-impl TokenStripes {
-    pub(crate) fn new(token: &AccessToken) -> Self {
-        static COUNT: OnceLock<usize> = OnceLock::new();
-        let count = *COUNT.get_or_init(|| {
-            std::thread::available_parallelism().map_or(4, |n| n.get().clamp(1, 32))
-        });
-        let copies = (0..count)
-            .map(|_| {
-                AccessToken(Arc::new(Shared {
-                    value: SecretString::from(token.expose_secret().to_string()),
-                    id: token.0.id,
-                }))
-            })
-            .collect();
-        Self(copies)
-    }
-
-    /// This thread's copy.
-    #[inline]
-    pub(crate) fn get(&self) -> &AccessToken {
-        static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-        }
-        let slot = SLOT.with(|slot| *slot);
-        &self.0[slot % self.0.len()]
-    }
-}
-
-impl fmt::Debug for TokenStripes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TokenStripes(<redacted> x{})", self.0.len())
     }
 }
 
@@ -136,18 +97,5 @@ mod tests {
         assert!(a.same_as(&b));
         assert!(!a.same_as(&AccessToken::new("t-1")));
         assert_eq!(a, AccessToken::new("t-1"));
-    }
-
-    #[test]
-    fn stripes_are_the_same_token() {
-        let token = AccessToken::new("t-2");
-        let stripes = TokenStripes::new(&token);
-        let mine = stripes.get().clone();
-        assert!(mine.same_as(&token));
-        assert_eq!(mine.expose_secret(), "t-2");
-        let other = std::thread::spawn(move || stripes.get().clone())
-            .join()
-            .unwrap();
-        assert!(other.same_as(&token));
     }
 }

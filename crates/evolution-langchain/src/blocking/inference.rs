@@ -1,27 +1,59 @@
-//! Blocking `EvolutionInference`, its builder, and an iterator over a stream.
+//! Blocking `EvolutionInference` and `EvolutionEmbeddings`, their builders,
+//! and iterators over streams and batches.
 
 use std::borrow::Borrow;
-use std::time::Duration;
+
+use serde_json::Value;
 
 use super::wait;
+use crate::auth::TokenManager;
 use crate::error::Result;
-use crate::inference::wire::{
-    ChatChunk, ChatMessage, ChatResponse, ResponseFormat, Tool, ToolChoice,
-};
-use crate::{ChatOptions, LLMResult, TokenSource};
+use crate::flavor::Blocking;
+use crate::inference::wire::{ChatChunk, ChatMessage, ChatRequest, ChatResponse, ModelInfo};
+use crate::inference::{BatchError, ChatOptions, LLMResult};
 
 /// Blocking counterpart of [`crate::EvolutionInference`]: the same calls,
 /// returning when the answer is complete. Cloning shares the connection pool
 /// and the token cache.
 #[derive(Debug, Clone)]
 pub struct EvolutionInference {
-    inner: crate::EvolutionInference,
+    inner: crate::inference::EvolutionInference,
+}
+
+/// Blocking counterpart of [`crate::EvolutionInferenceBuilder`]: the same
+/// type and setters; [`build`](crate::EvolutionInferenceBuilder::build)
+/// returns the blocking client.
+pub type EvolutionInferenceBuilder = crate::inference::EvolutionInferenceBuilder<Blocking>;
+
+impl crate::inference::EvolutionInferenceBuilder<Blocking> {
+    /// Checks every setting and creates the blocking client.
+    pub fn build(self) -> Result<EvolutionInference> {
+        Ok(EvolutionInference {
+            inner: self.build_async()?,
+        })
+    }
+}
+
+impl crate::inference::EvolutionInferenceBuilder {
+    /// Checks the settings and creates a [blocking](EvolutionInference) client
+    /// (the same as building through [`EvolutionInference::builder`]).
+    pub fn build_blocking(self) -> Result<EvolutionInference> {
+        self.into_flavor::<Blocking>().build()
+    }
+}
+
+/// Clones what a call needs onto the facade's runtime and waits for it.
+macro_rules! call {
+    ($self:ident, |$llm:ident| $body:expr) => {{
+        let $llm = $self.inner.clone();
+        wait(async move { $body.await })?
+    }};
 }
 
 impl EvolutionInference {
     /// A builder with the same settings as [`crate::EvolutionInferenceBuilder`].
     pub fn builder() -> EvolutionInferenceBuilder {
-        EvolutionInferenceBuilder(crate::EvolutionInference::builder())
+        EvolutionInferenceBuilder::default()
     }
 
     /// A client configured from the `EVOLUTION_*` variables.
@@ -30,19 +62,55 @@ impl EvolutionInference {
     }
 
     /// Wraps an async client, sharing its pool and token cache.
-    pub fn from_async(inner: crate::EvolutionInference) -> Self {
+    pub fn from_async(inner: crate::inference::EvolutionInference) -> Self {
         Self { inner }
     }
 
     /// The async client behind this facade.
-    pub fn as_async(&self) -> &crate::EvolutionInference {
+    pub fn as_async(&self) -> &crate::inference::EvolutionInference {
         &self.inner
+    }
+
+    /// See [`crate::EvolutionInference::options`].
+    pub fn options(&self) -> &ChatOptions {
+        self.inner.options()
+    }
+
+    /// See [`crate::EvolutionInference::options_mut`].
+    pub fn options_mut(&mut self) -> &mut ChatOptions {
+        self.inner.options_mut()
+    }
+
+    /// See [`crate::EvolutionInference::model`].
+    pub fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    /// See [`crate::EvolutionInference::base_url`].
+    pub fn base_url(&self) -> &str {
+        self.inner.base_url()
+    }
+
+    /// See [`crate::EvolutionInference::token_manager`] (the async manager;
+    /// wrap it with [`super::TokenManager::from_async`] for blocking calls).
+    pub fn token_manager(&self) -> Option<&TokenManager> {
+        self.inner.token_manager()
+    }
+
+    /// `"cloud-ru-tech"`.
+    pub fn llm_type(&self) -> &'static str {
+        self.inner.llm_type()
+    }
+
+    /// See [`crate::EvolutionInference::identifying_params`].
+    pub fn identifying_params(&self) -> Value {
+        self.inner.identifying_params()
     }
 
     /// See [`crate::EvolutionInference::invoke`].
     pub fn invoke(&self, prompt: &str) -> Result<String> {
-        let (llm, prompt) = (self.inner.clone(), prompt.to_string());
-        wait(async move { llm.invoke(&prompt).await })?
+        let prompt = prompt.to_string();
+        call!(self, |llm| llm.invoke(&prompt))
     }
 
     /// See [`crate::EvolutionInference::chat`].
@@ -51,26 +119,104 @@ impl EvolutionInference {
         messages: impl AsRef<[ChatMessage]>,
         options: impl Borrow<ChatOptions>,
     ) -> Result<ChatResponse> {
-        let llm = self.inner.clone();
         let (messages, options) = (messages.as_ref().to_vec(), options.borrow().clone());
-        wait(async move { llm.chat(messages, options).await })?
+        call!(self, |llm| llm.chat(messages, options))
     }
 
-    /// See [`crate::EvolutionInference::generate`].
-    pub fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<LLMResult> {
-        self.generate_with_options(prompts, ChatOptions::default())
+    /// See [`crate::EvolutionInference::build_request`].
+    pub fn build_request(
+        &self,
+        messages: &[ChatMessage],
+        options: &ChatOptions,
+        stream: bool,
+    ) -> Result<ChatRequest> {
+        self.inner.build_request(messages, options, stream)
     }
 
-    /// See [`crate::EvolutionInference::generate_with_options`].
-    pub fn generate_with_options<S: AsRef<str>>(
+    /// See [`crate::EvolutionInference::send_request`].
+    pub fn send_request(&self, request: ChatRequest) -> Result<ChatResponse> {
+        call!(self, |llm| llm.send_request(request))
+    }
+
+    /// See [`crate::EvolutionInference::stream_request`].
+    pub fn stream_request(&self, request: ChatRequest) -> Result<ChatStream> {
+        let inner = call!(self, |llm| llm.stream_request(request))?;
+        Ok(ChatStream { inner: Some(inner) })
+    }
+
+    /// See [`crate::EvolutionInference::invoke_batch`]. If the facade's
+    /// runtime cannot run the batch, every prompt fails with that error.
+    pub fn invoke_batch<S: AsRef<str>>(
         &self,
         prompts: &[S],
         options: impl Borrow<ChatOptions>,
-    ) -> Result<LLMResult> {
-        let llm = self.inner.clone();
+    ) -> std::result::Result<LLMResult, BatchError> {
         let prompts: Vec<String> = prompts.iter().map(|p| p.as_ref().to_string()).collect();
-        let options = options.borrow().clone();
-        wait(async move { llm.generate_with_options(&prompts, options).await })?
+        let (llm, options, total) = (self.inner.clone(), options.borrow().clone(), prompts.len());
+        match wait(async move { llm.invoke_batch(&prompts, options).await }) {
+            Ok(outcome) => outcome,
+            Err(_) if total == 0 => Ok(LLMResult::default()),
+            Err(error) => Err(BatchError {
+                partial: LLMResult {
+                    generations: vec![Vec::new(); total],
+                    ..LLMResult::default()
+                },
+                failures: (0..total).map(|index| (index, error.clone())).collect(),
+                total,
+            }),
+        }
+    }
+
+    /// The former name of [`invoke_batch`](Self::invoke_batch) with default options.
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `invoke_batch(prompts, ChatOptions::default())`"
+    )]
+    pub fn generate<S: AsRef<str>>(
+        &self,
+        prompts: &[S],
+    ) -> std::result::Result<LLMResult, BatchError> {
+        self.invoke_batch(prompts, ChatOptions::default())
+    }
+
+    /// See [`crate::EvolutionInference::batch`]. If the facade's runtime
+    /// cannot run the batch, every conversation fails with that error.
+    pub fn batch(
+        &self,
+        conversations: Vec<Vec<ChatMessage>>,
+        options: impl Borrow<ChatOptions>,
+    ) -> Vec<Result<ChatResponse>> {
+        let (llm, options, total) = (
+            self.inner.clone(),
+            options.borrow().clone(),
+            conversations.len(),
+        );
+        match wait(async move { llm.batch(conversations, options).await }) {
+            Ok(outcomes) => outcomes,
+            Err(error) => (0..total).map(|_| Err(error.clone())).collect(),
+        }
+    }
+
+    /// See [`crate::EvolutionInference::batch_unordered`]: `(index, outcome)`
+    /// pairs from an iterator, as each call finishes.
+    pub fn batch_unordered(
+        &self,
+        conversations: Vec<Vec<ChatMessage>>,
+        options: impl Borrow<ChatOptions>,
+    ) -> Result<BatchResults> {
+        use futures::StreamExt;
+        let (llm, options) = (self.inner.clone(), options.borrow().clone());
+        // Bounded: finished answers wait here only as long as the reader lags.
+        let (sender, receiver) = tokio::sync::mpsc::channel(self.inner.max_concurrency);
+        super::runtime()?.spawn(async move {
+            let mut outcomes = std::pin::pin!(llm.batch_unordered(conversations, options));
+            while let Some(outcome) = outcomes.next().await {
+                if sender.send(outcome).await.is_err() {
+                    return; // the reader is gone
+                }
+            }
+        });
+        Ok(BatchResults { receiver })
     }
 
     /// See [`crate::EvolutionInference::stream`]; chunks come from an iterator.
@@ -84,10 +230,14 @@ impl EvolutionInference {
         messages: impl AsRef<[ChatMessage]>,
         options: impl Borrow<ChatOptions>,
     ) -> Result<ChatStream> {
-        let llm = self.inner.clone();
         let (messages, options) = (messages.as_ref().to_vec(), options.borrow().clone());
-        let inner = wait(async move { llm.stream_chat(messages, options).await })??;
+        let inner = call!(self, |llm| llm.stream_chat(messages, options))?;
         Ok(ChatStream { inner: Some(inner) })
+    }
+
+    /// See [`crate::EvolutionInference::list_models`].
+    pub fn list_models(&self) -> Result<Vec<ModelInfo>> {
+        call!(self, |llm| llm.list_models())
     }
 }
 
@@ -96,6 +246,17 @@ impl EvolutionInference {
 pub struct ChatStream {
     /// Taken while a chunk is being read on the runtime.
     inner: Option<crate::ChatStream>,
+}
+
+impl ChatStream {
+    /// Reads the rest of the stream and assembles the whole response.
+    pub fn collect_response(mut self) -> Result<ChatResponse> {
+        let stream = self
+            .inner
+            .take()
+            .expect("a stream is read by one call at a time");
+        wait(stream.collect_response())?
+    }
 }
 
 impl Iterator for ChatStream {
@@ -117,103 +278,89 @@ impl Iterator for ChatStream {
     }
 }
 
-/// Forwards setters to the async builder, so both builders offer the same
-/// methods without writing each one twice.
-macro_rules! forward {
-    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(self, $($arg: $ty),*) -> Self {
-                Self(self.0.$name($($arg),*))
-            }
-        )*
-    };
+/// The outcomes of [`EvolutionInference::batch_unordered`] as they finish.
+#[derive(Debug)]
+pub struct BatchResults {
+    receiver: tokio::sync::mpsc::Receiver<(usize, Result<ChatResponse>)>,
 }
 
-/// Blocking counterpart of [`crate::EvolutionInferenceBuilder`]: the same
-/// setters; [`build`](Self::build) returns the blocking client.
+impl Iterator for BatchResults {
+    type Item = (usize, Result<ChatResponse>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // A plain park, like `wait`: allowed on every thread.
+        futures::executor::block_on(self.receiver.recv())
+    }
+}
+
+/// Blocking counterpart of [`crate::EvolutionEmbeddings`].
 #[derive(Debug, Clone)]
-pub struct EvolutionInferenceBuilder(crate::EvolutionInferenceBuilder);
+pub struct EvolutionEmbeddings {
+    inner: crate::embeddings::EvolutionEmbeddings,
+}
 
-impl EvolutionInferenceBuilder {
-    forward! {
-        /// The access key id.
-        key_id(key_id: impl Into<String>);
-        /// The access key secret.
-        secret(secret: impl Into<String>);
-        /// The API base URL.
-        base_url(base_url: impl Into<String>);
-        /// The IAM token endpoint.
-        auth_url(auth_url: impl Into<String>);
-        /// Sent as the `x-project-id` header.
-        project_id(project_id: impl Into<String>);
-        /// Timeout of each attempt.
-        request_timeout(timeout: Duration);
-        /// Retries after a 429, 5xx, timeout or connection failure.
-        max_retries(max_retries: u32);
-        /// The HTTP client to use.
-        http_client(client: reqwest::Client);
-        /// A header sent with every request.
-        default_header(name: &str, value: &str);
-        /// Headers sent with every request.
-        default_headers(headers: reqwest::header::HeaderMap);
-        /// Where tokens come from, instead of `key_id` + `secret`.
-        token_source(source: impl TokenSource + 'static);
-        /// A shared token source.
-        shared_token_source(source: std::sync::Arc<dyn TokenSource>);
-        /// A fixed API key instead of IAM tokens.
-        api_key(api_key: impl Into<String>);
-        /// The token manager's refresh buffer.
-        refresh_buffer(buffer: Duration);
-        /// The model name.
-        model(model: impl Into<String>);
-        /// Most tokens to generate.
-        max_tokens(max_tokens: u32);
-        /// Sampling temperature, 0–2.
-        temperature(temperature: f32);
-        /// Nucleus sampling mass, 0–1.
-        top_p(top_p: f32);
-        /// −2–2.
-        frequency_penalty(penalty: f32);
-        /// −2–2.
-        presence_penalty(penalty: f32);
-        /// Stop sequences.
-        stop(stop: impl IntoIterator<Item = impl Into<String>>);
-        /// Choices per prompt.
-        n(n: u32);
-        /// Stream answers even for `invoke`/`chat`.
-        streaming(streaming: bool);
-        /// Seed for reproducible sampling.
-        seed(seed: u64);
-        /// Ask for a final usage chunk in streams.
-        stream_usage(stream_usage: bool);
-        /// Tools offered on every call.
-        tools(tools: Vec<Tool>);
-        /// Tool choice on every call.
-        tool_choice(choice: ToolChoice);
-        /// Answer format on every call.
-        response_format(format: ResponseFormat);
-        /// Most requests in flight at once in `generate`.
-        max_concurrency(max_concurrency: usize);
-    }
+/// Blocking counterpart of [`crate::EvolutionEmbeddingsBuilder`]: the same
+/// type and setters; `build` returns the blocking client.
+pub type EvolutionEmbeddingsBuilder = crate::embeddings::EvolutionEmbeddingsBuilder<Blocking>;
 
-    /// Fills every setting not given yet from the `EVOLUTION_*` variables.
-    pub fn from_env(self) -> Result<Self> {
-        Ok(Self(self.0.from_env()?))
-    }
-
-    /// Checks every setting and creates the blocking client.
-    pub fn build(self) -> Result<EvolutionInference> {
-        Ok(EvolutionInference {
-            inner: self.0.build()?,
+impl crate::embeddings::EvolutionEmbeddingsBuilder<Blocking> {
+    /// Checks the settings and creates the blocking client.
+    pub fn build(self) -> Result<EvolutionEmbeddings> {
+        Ok(EvolutionEmbeddings {
+            inner: self.build_async()?,
         })
     }
 }
 
-impl crate::EvolutionInferenceBuilder {
-    /// Checks the settings and creates a [blocking](EvolutionInference) client
-    /// (the same as building through [`EvolutionInference::builder`]).
-    pub fn build_blocking(self) -> Result<EvolutionInference> {
-        EvolutionInferenceBuilder(self).build()
+impl crate::embeddings::EvolutionEmbeddingsBuilder {
+    /// Checks the settings and creates a [blocking](EvolutionEmbeddings) client.
+    pub fn build_blocking(self) -> Result<EvolutionEmbeddings> {
+        self.into_flavor::<Blocking>().build()
+    }
+}
+
+impl EvolutionEmbeddings {
+    /// A builder with the same settings as [`crate::EvolutionEmbeddingsBuilder`].
+    pub fn builder() -> EvolutionEmbeddingsBuilder {
+        EvolutionEmbeddingsBuilder::default()
+    }
+
+    /// A client configured from the `EVOLUTION_*` variables.
+    pub fn from_env() -> Result<Self> {
+        Self::builder().from_env()?.build()
+    }
+
+    /// See [`crate::EvolutionEmbeddings::from_inference`].
+    pub fn from_inference(llm: &EvolutionInference, model: impl Into<String>) -> Self {
+        Self {
+            inner: crate::embeddings::EvolutionEmbeddings::from_inference(&llm.inner, model),
+        }
+    }
+
+    /// Wraps an async client.
+    pub fn from_async(inner: crate::embeddings::EvolutionEmbeddings) -> Self {
+        Self { inner }
+    }
+
+    /// The async client behind this facade.
+    pub fn as_async(&self) -> &crate::embeddings::EvolutionEmbeddings {
+        &self.inner
+    }
+
+    /// The model name.
+    pub fn model(&self) -> &str {
+        self.inner.model()
+    }
+
+    /// See [`crate::EvolutionEmbeddings::embed`].
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>> {
+        let text = text.to_string();
+        call!(self, |embeddings| embeddings.embed(&text))
+    }
+
+    /// See [`crate::EvolutionEmbeddings::embed_many`].
+    pub fn embed_many<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<String> = texts.iter().map(|t| t.as_ref().to_string()).collect();
+        call!(self, |embeddings| embeddings.embed_many(&texts))
     }
 }

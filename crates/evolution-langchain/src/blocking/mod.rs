@@ -18,7 +18,6 @@
 //! let llm = EvolutionInference::builder()
 //!     .key_id("my-key-id")
 //!     .secret("my-secret")
-//!     .base_url("https://foundation-models.api.cloud.ru/api/gigacube/openai/v1")
 //!     .build()?;
 //! for chunk in llm.stream("Tell me a story")? {
 //!     print!("{}", chunk?.content().unwrap_or_default());
@@ -33,7 +32,10 @@ mod token_manager;
 use std::future::Future;
 use std::sync::OnceLock;
 
-pub use inference::{ChatStream, EvolutionInference, EvolutionInferenceBuilder};
+pub use inference::{
+    BatchResults, ChatStream, EvolutionEmbeddings, EvolutionEmbeddingsBuilder, EvolutionInference,
+    EvolutionInferenceBuilder,
+};
 pub use token_manager::{TokenManager, TokenManagerBuilder};
 
 use crate::error::{Error, Result};
@@ -53,7 +55,9 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| Error::config("blocking runtime", format!("could not be started: {e}")))
+        .map_err(|e| Error::Runtime {
+            message: format!("the blocking facade's runtime could not be started: {e}"),
+        })
 }
 
 /// Runs `future` on the facades' runtime and blocks this thread until it is
@@ -65,6 +69,7 @@ where
     F::Output: Send + 'static,
 {
     let task = runtime()?.spawn(future);
-    futures::executor::block_on(task)
-        .map_err(|e| Error::config("blocking runtime", format!("the call did not finish: {e}")))
+    futures::executor::block_on(task).map_err(|e| Error::Runtime {
+        message: format!("a blocking call did not finish: {e}"),
+    })
 }

@@ -3,14 +3,15 @@
 use std::time::Duration;
 
 use super::wait;
+use crate::auth::{AccessToken, Credentials, TokenInfo, TokenStats};
 use crate::error::Result;
-use crate::{AccessToken, Credentials, RetryPolicy, TokenInfo, TokenStats};
+use crate::transport::retry::RetryPolicy;
 
 /// Blocking counterpart of [`crate::TokenManager`]. Cloning shares the
 /// cache; clones may be used from many threads at once.
 #[derive(Debug, Clone)]
 pub struct TokenManager {
-    inner: crate::TokenManager,
+    inner: crate::auth::TokenManager,
 }
 
 impl TokenManager {
@@ -19,17 +20,17 @@ impl TokenManager {
     /// [`get_token`](Self::get_token).
     pub fn new(key_id: impl Into<String>, secret: impl Into<String>) -> Self {
         Self {
-            inner: crate::TokenManager::new(key_id, secret),
+            inner: crate::auth::TokenManager::new(key_id, secret),
         }
     }
 
     /// A builder for every setting.
     pub fn builder() -> TokenManagerBuilder {
-        TokenManagerBuilder(crate::TokenManager::builder())
+        TokenManagerBuilder(crate::auth::TokenManager::builder())
     }
 
     /// Wraps an async manager, sharing its cache.
-    pub fn from_async(inner: crate::TokenManager) -> Self {
+    pub fn from_async(inner: crate::auth::TokenManager) -> Self {
         Self { inner }
     }
 
@@ -44,6 +45,16 @@ impl TokenManager {
         self.inner.invalidate();
     }
 
+    /// Forgets the cached token if it is `rejected` (and not a newer one).
+    pub fn invalidate_token(&self, rejected: &AccessToken) {
+        self.inner.invalidate_token(rejected);
+    }
+
+    /// The IAM endpoint in use.
+    pub fn auth_url(&self) -> &str {
+        self.inner.auth_url()
+    }
+
     /// The cached token's state, without revealing it.
     pub fn info(&self) -> TokenInfo {
         self.inner.info()
@@ -55,14 +66,14 @@ impl TokenManager {
     }
 
     /// The async manager behind this facade (shares the cache).
-    pub fn as_async(&self) -> &crate::TokenManager {
+    pub fn as_async(&self) -> &crate::auth::TokenManager {
         &self.inner
     }
 }
 
 /// Blocking counterpart of [`crate::TokenManagerBuilder`]; same methods.
 #[derive(Debug, Clone)]
-pub struct TokenManagerBuilder(crate::TokenManagerBuilder);
+pub struct TokenManagerBuilder(crate::auth::TokenManagerBuilder);
 
 impl TokenManagerBuilder {
     /// The access key id.
@@ -101,9 +112,9 @@ impl TokenManagerBuilder {
     pub fn retry(self, retry: RetryPolicy) -> Self {
         Self(self.0.retry(retry))
     }
-    /// Requests sent at most per refresh.
-    pub fn max_attempts(self, max_attempts: u32) -> Self {
-        Self(self.0.max_attempts(max_attempts))
+    /// Retries of a failed token request.
+    pub fn max_retries(self, max_retries: u32) -> Self {
+        Self(self.0.max_retries(max_retries))
     }
     /// The HTTP client to use.
     pub fn http_client(self, client: reqwest::Client) -> Self {

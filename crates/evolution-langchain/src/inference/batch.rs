@@ -24,7 +24,7 @@ pub struct Generation {
     pub tool_calls: Vec<ToolCall>,
 }
 
-/// The result of [`EvolutionInference::generate`]: for each prompt, in
+/// The result of [`EvolutionInference::invoke_batch`]: for each prompt, in
 /// order, its choices; and the usage of all calls together.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LLMResult {
@@ -44,35 +44,83 @@ impl LLMResult {
     }
 }
 
-/// The generations in a response.
+/// The generations in a response: each choice's [answer](super::wire::Choice::answer).
 pub(crate) fn generations(response: &ChatResponse) -> Vec<Generation> {
     response
         .choices
         .iter()
         .map(|choice| Generation {
-            text: choice.message.content.clone().unwrap_or_default(),
+            text: choice.answer().unwrap_or_default().to_string(),
             finish_reason: choice.finish_reason.clone(),
             tool_calls: choice.message.tool_calls.clone(),
         })
         .collect()
 }
 
+/// Some prompts of [`EvolutionInference::invoke_batch`] failed. Nothing that
+/// succeeded is lost: `partial` holds every answer, with an empty entry for
+/// each failed prompt, so only those need to run again. With `?` it becomes
+/// [`Error::Batch`] (without the partial result).
+#[derive(Debug, Clone)]
+pub struct BatchError {
+    /// Every prompt's choices in order; an empty list for a failed prompt.
+    pub partial: LLMResult,
+    /// Each failed prompt's position and error, in order.
+    pub failures: Vec<(usize, Error)>,
+    /// How many prompts there were.
+    pub total: usize,
+}
+
+impl BatchError {
+    /// The first failure's position and error.
+    pub fn first(&self) -> (usize, &Error) {
+        let (index, error) = &self.failures[0];
+        (*index, error)
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (index, first) = self.first();
+        write!(
+            f,
+            "{} of {} prompts failed; the first (prompt {index}): {first}",
+            self.failures.len(),
+            self.total
+        )
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+impl From<BatchError> for Error {
+    fn from(error: BatchError) -> Self {
+        let total = error.total;
+        let failed = error.failures.len();
+        let (index, first) = error
+            .failures
+            .into_iter()
+            .next()
+            .expect("a batch error has a failure");
+        Error::Batch {
+            failed,
+            total,
+            index,
+            first: Box::new(first),
+        }
+    }
+}
+
 impl EvolutionInference {
     /// Answers each prompt (as one user message) with at most
-    /// `max_concurrency` requests in flight. If any prompt fails the result is
-    /// [`Error::Batch`], which still carries every answer that succeeded;
+    /// `max_concurrency` requests in flight, in order. If any prompt fails
+    /// the error still carries every answer that succeeded;
     /// [`batch`](Self::batch) returns each prompt's own outcome instead.
-    pub async fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<LLMResult> {
-        self.generate_with_options(prompts, &ChatOptions::default())
-            .await
-    }
-
-    /// [`generate`](Self::generate) with per-call overrides (e.g. `stop`).
-    pub async fn generate_with_options<S: AsRef<str>>(
+    pub async fn invoke_batch<S: AsRef<str>>(
         &self,
         prompts: &[S],
         options: impl Borrow<ChatOptions>,
-    ) -> Result<LLMResult> {
+    ) -> Result<LLMResult, BatchError> {
         let options = options.borrow();
         let conversations = prompts
             .iter()
@@ -96,16 +144,36 @@ impl EvolutionInference {
                 }
             }
         }
-        if let Some((index, first)) = failures.first().cloned() {
-            return Err(Error::Batch {
-                partial: Box::new(result),
-                failed: failures.len(),
+        if failures.is_empty() {
+            Ok(result)
+        } else {
+            Err(BatchError {
+                partial: result,
+                failures,
                 total,
-                index,
-                first: Box::new(first),
-            });
+            })
         }
-        Ok(result)
+    }
+
+    /// The former name of [`invoke_batch`](Self::invoke_batch) with default
+    /// options; it clashed with langchain-rust's `LLM::generate` (one
+    /// conversation).
+    #[deprecated(
+        since = "0.2.0",
+        note = "use `invoke_batch(prompts, ChatOptions::default())`"
+    )]
+    pub async fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<LLMResult, BatchError> {
+        self.invoke_batch(prompts, ChatOptions::default()).await
+    }
+
+    /// The former name of [`invoke_batch`](Self::invoke_batch).
+    #[deprecated(since = "0.2.0", note = "use `invoke_batch`")]
+    pub async fn generate_with_options<S: AsRef<str>>(
+        &self,
+        prompts: &[S],
+        options: impl Borrow<ChatOptions>,
+    ) -> Result<LLMResult, BatchError> {
+        self.invoke_batch(prompts, options).await
     }
 
     /// Sends every conversation, at most `max_concurrency` at a time, and
@@ -124,12 +192,18 @@ impl EvolutionInference {
     }
 
     /// Like [`batch`](Self::batch), yielding `(index, outcome)` as each call
-    /// finishes, so results can be saved one by one.
-    pub fn batch_unordered<'a>(
+    /// finishes, so results can be saved one by one. Conversations are taken
+    /// from `conversations` only as slots free up, so an iterator over a
+    /// large input is never held in memory whole.
+    pub fn batch_unordered<'a, I>(
         &'a self,
-        conversations: Vec<Vec<ChatMessage>>,
+        conversations: I,
         options: impl Borrow<ChatOptions>,
-    ) -> impl Stream<Item = (usize, Result<ChatResponse>)> + Send + 'a {
+    ) -> impl Stream<Item = (usize, Result<ChatResponse>)> + Send + 'a
+    where
+        I: IntoIterator<Item = Vec<ChatMessage>>,
+        I::IntoIter: Send + 'a,
+    {
         let options = Arc::new(options.borrow().clone());
         futures::stream::iter(conversations.into_iter().enumerate())
             .map(move |(index, messages)| {

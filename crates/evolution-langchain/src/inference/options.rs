@@ -1,346 +1,425 @@
-//! Sampling parameters: the client's defaults (`ChatParams`) and per-call
-//! overrides (`ChatOptions`).
+//! `ChatOptions`: the one type for every sampling and request parameter.
+//!
+//! The client keeps its defaults in one `ChatOptions`, a call overlays
+//! another on them, and the request body embeds the result. Each parameter
+//! is declared once, in [`for_each_option!`]: its field, its setter (on
+//! `ChatOptions`, on both client builders), its range check and its place in
+//! the request body all come from that one entry.
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
-use super::wire::{ChatMessage, ChatRequest, ResponseFormat, StreamOptions, Tool, ToolChoice};
 use crate::error::{Error, Result};
 
 /// Most choices one request may ask for (OpenAI's limit).
 pub const MAX_N: u32 = 128;
 
-/// The parameters every request carries unless a call overrides them.
-/// Defaults follow the original client.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ChatParams {
-    /// Model name (default empty: the endpoint's own model).
-    pub model: String,
-    /// Most tokens to generate (default 512, at least 1).
-    pub max_tokens: u32,
-    /// Sampling temperature, 0–2 (default 1.0).
-    pub temperature: f32,
-    /// Nucleus sampling mass, 0–1 (default 1.0).
-    pub top_p: f32,
-    /// −2–2 (default 0).
-    pub frequency_penalty: f32,
-    /// −2–2 (default 0).
-    pub presence_penalty: f32,
-    /// Stop sequences (default none).
-    pub stop: Option<Vec<String>>,
-    /// Choices per prompt (default 1, 1–128).
-    pub n: u32,
-    /// Stream answers even for `invoke`/`chat` (default false).
-    pub streaming: bool,
-    /// Seed for reproducible sampling (default none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Ask for a usage chunk at the end of streams (default true).
-    #[serde(skip)]
-    pub stream_usage: bool,
-    /// Tools offered on every call (default none).
-    #[serde(skip)]
-    pub tools: Option<Vec<Tool>>,
-    /// Tool choice on every call (default: the server's).
-    #[serde(skip)]
-    pub tool_choice: Option<ToolChoice>,
-    /// Answer format on every call (default: the server's).
-    #[serde(skip)]
-    pub response_format: Option<ResponseFormat>,
-}
-
-impl Default for ChatParams {
-    fn default() -> Self {
-        Self {
-            model: String::new(),
-            max_tokens: 512,
-            temperature: 1.0,
-            top_p: 1.0,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            stop: None,
-            n: 1,
-            streaming: false,
-            seed: None,
-            stream_usage: true,
-            tools: None,
-            tool_choice: None,
-            response_format: None,
-        }
-    }
-}
-
-/// Overrides for one call; `None` keeps the client's setting.
+/// The one list of parameters. Each entry:
+/// `doc; name: Type, setter argument => conversion, wire rule, check`.
 ///
-/// ```
-/// use evolution_langchain::ChatOptions;
-/// let options = ChatOptions::new().temperature(0.0).stop(["\n\n"]);
-/// # let _ = options;
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChatOptions {
-    /// Model name.
-    pub model: Option<String>,
-    /// Most tokens to generate.
-    pub max_tokens: Option<u32>,
-    /// Sampling temperature, 0–2.
-    pub temperature: Option<f32>,
-    /// Nucleus sampling mass, 0–1.
-    pub top_p: Option<f32>,
-    /// −2–2.
-    pub frequency_penalty: Option<f32>,
-    /// −2–2.
-    pub presence_penalty: Option<f32>,
-    /// Stop sequences (replace the client's).
-    pub stop: Option<Vec<String>>,
-    /// Choices per prompt.
-    pub n: Option<u32>,
-    /// Seed for reproducible sampling.
-    pub seed: Option<u64>,
-    /// Tools the model may call.
-    pub tools: Option<Vec<Tool>>,
-    /// Whether/which tool to call.
-    pub tool_choice: Option<ToolChoice>,
-    /// Answer format.
-    pub response_format: Option<ResponseFormat>,
+/// - the wire rule is `wire` (sent under its own name when set),
+///   `wire_nonempty` (sent unless empty) or `local` (steers the client, not sent);
+/// - the check returns `Err(message)` for a value out of range.
+///
+/// Invoked with the name of a macro that turns the list into code.
+macro_rules! for_each_option {
+    ($then:ident) => {
+        $then! {
+            /// Model name; empty or unset: the endpoint's own model.
+            model: String, (model: impl Into<String>) => model.into(), wire_nonempty, no_check;
+            /// Most tokens to generate (client default 512; at least 1).
+            max_tokens: u32, (max_tokens: u32) => max_tokens, wire, |v: &u32| at_least(*v, 1);
+            /// Sampling temperature, 0–2 (client default 1.0).
+            temperature: f32, (temperature: f32) => temperature, wire, |v: &f32| in_range(*v, 0.0, 2.0);
+            /// Nucleus sampling mass, 0–1 (client default 1.0).
+            top_p: f32, (top_p: f32) => top_p, wire, |v: &f32| in_range(*v, 0.0, 1.0);
+            /// Penalty for tokens by how often they appeared, −2–2 (client default 0).
+            frequency_penalty: f32, (penalty: f32) => penalty, wire, |v: &f32| in_range(*v, -2.0, 2.0);
+            /// Penalty for tokens that appeared at all, −2–2 (client default 0).
+            presence_penalty: f32, (penalty: f32) => penalty, wire, |v: &f32| in_range(*v, -2.0, 2.0);
+            /// Stop sequences; a call's list replaces the client's.
+            stop: Vec<String>, (stop: impl IntoIterator<Item = impl Into<String>>)
+                => stop.into_iter().map(Into::into).collect(), wire_nonempty, no_check;
+            /// Choices per prompt, 1–128 (client default 1).
+            n: u32, (n: u32) => n, wire, |v: &u32| n_in_range(*v);
+            /// Seed for reproducible sampling.
+            seed: u64, (seed: u64) => seed, wire, no_check;
+            /// Tools the model may call; a call's list replaces the client's.
+            tools: Vec<$crate::Tool>, (tools: Vec<$crate::Tool>) => tools, wire_nonempty, no_check;
+            /// Whether and which tool the model must call.
+            tool_choice: $crate::ToolChoice, (choice: $crate::ToolChoice) => choice, wire, no_check;
+            /// Whether the model may call several tools in one answer.
+            parallel_tool_calls: bool, (parallel: bool) => parallel, wire, no_check;
+            /// The format the answer must take.
+            response_format: $crate::ResponseFormat, (format: $crate::ResponseFormat) => format, wire, no_check;
+            /// How hard a reasoning model thinks: `"low"`, `"medium"`, `"high"`, ….
+            reasoning_effort: $crate::ReasoningEffort, (effort: impl Into<$crate::ReasoningEffort>)
+                => effort.into(), wire, |v: &ReasoningEffort| v.check();
+            /// Stream answers even for `invoke`/`chat` (client default false).
+            streaming: bool, (streaming: bool) => streaming, local, no_check;
+            /// Ask for a final usage chunk in streams (client default true).
+            stream_usage: bool, (stream_usage: bool) => stream_usage, local, no_check;
+        }
+    };
+}
+pub(crate) use for_each_option;
+
+/// Defines `ChatOptions` from the list.
+macro_rules! define_chat_options {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $ty:ty, ($arg:ident: $arg_ty:ty) => $convert:expr, $wire:ident, $check:expr;
+    )*) => {
+        /// Every sampling and request parameter, each optional: `None` leaves
+        /// the decision to whoever is below (the call to the client's
+        /// defaults, the client's defaults to the server).
+        ///
+        /// The client holds its defaults in one ([`ChatOptions::client_defaults`]
+        /// unless the builder says otherwise); a call's options are laid over
+        /// them with [`overlay`](Self::overlay), and the result is the request
+        /// body's parameters.
+        ///
+        /// ```
+        /// use evolution_langchain::ChatOptions;
+        /// let options = ChatOptions::new().temperature(0.0).stop(["\n\n"]).seed(7);
+        /// assert_eq!(options.temperature, Some(0.0));
+        /// ```
+        #[derive(Debug, Clone, Default, PartialEq)]
+        #[non_exhaustive]
+        pub struct ChatOptions {
+            $(
+                $(#[$doc])*
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        /// The parameters that go on the wire, under their own names.
+        impl Serialize for ChatOptions {
+            fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(None)?;
+                $(
+                    if let Some(value) = $wire(&self.$name) {
+                        map.serialize_entry(stringify!($name), value)?;
+                    }
+                )*
+                map.end()
+            }
+        }
+
+        impl ChatOptions {
+            $(
+                #[doc = concat!("Sets `", stringify!($name), "`.")]
+                pub fn $name(mut self, $arg: $arg_ty) -> Self {
+                    self.$name = Some($convert);
+                    self
+                }
+            )*
+
+            /// These options with every parameter `other` sets replacing ours.
+            pub fn overlay(&self, other: &ChatOptions) -> ChatOptions {
+                ChatOptions {
+                    $($name: other.$name.clone().or_else(|| self.$name.clone()),)*
+                }
+            }
+
+            /// Moves every parameter `other` sets into `self`.
+            pub fn apply(&mut self, other: ChatOptions) {
+                $(if other.$name.is_some() { self.$name = other.$name; })*
+            }
+
+            /// Checks every parameter that is set against its range. The error
+            /// names the first one out of range and what is allowed.
+            pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+                $(
+                    if let Some(value) = &self.$name {
+                        let check = $check;
+                        check(value).map_err(|message| (stringify!($name), message))?;
+                    }
+                )*
+                Ok(())
+            }
+        }
+    };
 }
 
-impl ChatOptions {
-    /// No overrides.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Sets `model`.
-    pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
-        self
-    }
-    /// Sets `max_tokens`.
-    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
-        self.max_tokens = Some(max_tokens);
-        self
-    }
-    /// Sets `temperature`.
-    pub fn temperature(mut self, temperature: f32) -> Self {
-        self.temperature = Some(temperature);
-        self
-    }
-    /// Sets `top_p`.
-    pub fn top_p(mut self, top_p: f32) -> Self {
-        self.top_p = Some(top_p);
-        self
-    }
-    /// Sets `frequency_penalty`.
-    pub fn frequency_penalty(mut self, penalty: f32) -> Self {
-        self.frequency_penalty = Some(penalty);
-        self
-    }
-    /// Sets `presence_penalty`.
-    pub fn presence_penalty(mut self, penalty: f32) -> Self {
-        self.presence_penalty = Some(penalty);
-        self
-    }
-    /// Sets the stop sequences.
-    pub fn stop<I, S>(mut self, stop: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.stop = Some(stop.into_iter().map(Into::into).collect());
-        self
-    }
-    /// Sets `n`.
-    pub fn n(mut self, n: u32) -> Self {
-        self.n = Some(n);
-        self
-    }
-    /// Sets `seed`.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-    /// Offers tools.
-    pub fn tools(mut self, tools: Vec<Tool>) -> Self {
-        self.tools = Some(tools);
-        self
-    }
-    /// Sets `tool_choice`.
-    pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
-        self.tool_choice = Some(choice);
-        self
-    }
-    /// Sets `response_format`.
-    pub fn response_format(mut self, format: ResponseFormat) -> Self {
-        self.response_format = Some(format);
-        self
-    }
+for_each_option!(define_chat_options);
+
+/// Wire rule: sent when set.
+fn wire<T>(value: &Option<T>) -> Option<&T> {
+    value.as_ref()
 }
 
-impl ChatParams {
-    /// Checks every range; the error names the field and what is allowed.
-    pub fn validate(&self) -> Result<()> {
-        check_range("temperature", self.temperature, 0.0, 2.0)?;
-        check_range("top_p", self.top_p, 0.0, 1.0)?;
-        check_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
-        check_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
-        if self.max_tokens == 0 {
-            return Err(Error::config("max_tokens", "must be at least 1"));
-        }
-        if !(1..=MAX_N).contains(&self.n) {
-            return Err(Error::config(
-                "n",
-                format!("must be between 1 and {MAX_N}, got {}", self.n),
-            ));
-        }
-        Ok(())
-    }
+/// Wire rule: sent when set and not empty (some engines reject an empty
+/// model name or an empty `tools` list).
+fn wire_nonempty<T: IsEmpty>(value: &Option<T>) -> Option<&T> {
+    value.as_ref().filter(|v| !v.is_empty())
+}
 
-    /// These parameters with `options` applied.
-    pub fn merged(&self, options: &ChatOptions) -> ChatParams {
-        let mut params = self.clone();
-        if let Some(model) = &options.model {
-            params.model = model.clone();
-        }
-        params.max_tokens = options.max_tokens.unwrap_or(params.max_tokens);
-        params.temperature = options.temperature.unwrap_or(params.temperature);
-        params.top_p = options.top_p.unwrap_or(params.top_p);
-        params.frequency_penalty = options
-            .frequency_penalty
-            .unwrap_or(params.frequency_penalty);
-        params.presence_penalty = options.presence_penalty.unwrap_or(params.presence_penalty);
-        if options.stop.is_some() {
-            params.stop = options.stop.clone();
-        }
-        params.n = options.n.unwrap_or(params.n);
-        params.seed = options.seed.or(params.seed);
-        if options.tools.is_some() {
-            params.tools = options.tools.clone();
-        }
-        if options.tool_choice.is_some() {
-            params.tool_choice = options.tool_choice.clone();
-        }
-        if options.response_format.is_some() {
-            params.response_format = options.response_format.clone();
-        }
-        params
-    }
+/// Wire rule: never sent; it steers the client.
+fn local<T>(_: &Option<T>) -> Option<&T> {
+    None
+}
 
-    /// The request body for `messages` with these parameters (consumed, so
-    /// the per-call copy made by [`merged`](Self::merged) is not copied again).
-    pub fn request(self, messages: Vec<ChatMessage>, stream: bool) -> ChatRequest {
-        ChatRequest {
-            model: self.model,
-            messages,
-            max_tokens: Some(self.max_tokens),
-            temperature: Some(self.temperature),
-            top_p: Some(self.top_p),
-            frequency_penalty: Some(self.frequency_penalty),
-            presence_penalty: Some(self.presence_penalty),
-            stop: self.stop.filter(|stop| !stop.is_empty()),
-            stream: Some(stream),
-            n: Some(self.n),
-            seed: self.seed,
-            tools: self.tools.filter(|tools| !tools.is_empty()),
-            tool_choice: self.tool_choice,
-            response_format: self.response_format,
-            stream_options: (stream && self.stream_usage).then_some(StreamOptions {
-                include_usage: true,
-            }),
-        }
+trait IsEmpty {
+    fn is_empty(&self) -> bool;
+}
+impl IsEmpty for String {
+    fn is_empty(&self) -> bool {
+        self.trim().is_empty()
+    }
+}
+impl<T> IsEmpty for Vec<T> {
+    fn is_empty(&self) -> bool {
+        Vec::is_empty(self)
     }
 }
 
-fn check_range(field: &str, value: f32, min: f32, max: f32) -> Result<()> {
+/// For entries without a range.
+fn no_check<T>(_: &T) -> std::result::Result<(), String> {
+    Ok(())
+}
+
+fn in_range(value: f32, min: f32, max: f32) -> std::result::Result<(), String> {
     // `contains` is false for NaN, which is what we want.
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(Error::config(
-            field,
-            format!("must be between {min} and {max}, got {value}"),
-        ))
+        Err(format!("must be between {min} and {max}, got {value}"))
+    }
+}
+
+fn at_least(value: u32, min: u32) -> std::result::Result<(), String> {
+    if value >= min {
+        Ok(())
+    } else {
+        Err(format!("must be at least {min}, got {value}"))
+    }
+}
+
+fn n_in_range(n: u32) -> std::result::Result<(), String> {
+    if (1..=MAX_N).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("must be between 1 and {MAX_N}, got {n}"))
+    }
+}
+
+impl ChatOptions {
+    /// No parameters set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What a client sends unless told otherwise (the original client's
+    /// defaults): `max_tokens` 512, `temperature` 1.0, `top_p` 1.0, both
+    /// penalties 0, `n` 1, not streaming, usage requested in streams.
+    pub fn client_defaults() -> Self {
+        Self {
+            max_tokens: Some(512),
+            temperature: Some(1.0),
+            top_p: Some(1.0),
+            frequency_penalty: Some(0.0),
+            presence_penalty: Some(0.0),
+            n: Some(1),
+            streaming: Some(false),
+            stream_usage: Some(true),
+            ..Self::default()
+        }
+    }
+
+    /// The model name, "" when unset.
+    pub fn model_name(&self) -> &str {
+        self.model.as_deref().unwrap_or("")
+    }
+
+    /// Whether `chat` streams under the hood.
+    pub fn is_streaming(&self) -> bool {
+        self.streaming.unwrap_or(false)
+    }
+
+    /// [`check`](Self::check) as a client's configuration error (for the
+    /// builder's defaults).
+    pub(crate) fn check_config(&self) -> Result<()> {
+        self.check()
+            .map_err(|(field, message)| Error::config(field, message))
+    }
+
+    /// [`check`](Self::check) as a caller's mistake (for a call's options).
+    pub(crate) fn check_request(&self) -> Result<()> {
+        self.check()
+            .map_err(|(field, message)| Error::invalid_request(field, message))
+    }
+}
+
+/// How much a reasoning model may think before it answers.
+///
+/// Converts from text, so `.reasoning_effort("high")` works; values other
+/// than the named ones are sent as they are (servers add levels over time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasoningEffort {
+    /// `"none"`: no reasoning, where the model allows it.
+    None,
+    /// `"minimal"`.
+    Minimal,
+    /// `"low"`.
+    Low,
+    /// `"medium"`.
+    Medium,
+    /// `"high"`.
+    High,
+    /// Any other level the server knows, sent as written.
+    Other(String),
+}
+
+impl ReasoningEffort {
+    /// The value on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ReasoningEffort::None => "none",
+            ReasoningEffort::Minimal => "minimal",
+            ReasoningEffort::Low => "low",
+            ReasoningEffort::Medium => "medium",
+            ReasoningEffort::High => "high",
+            ReasoningEffort::Other(level) => level,
+        }
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let level = self.as_str();
+        if level.is_empty() || !level.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "must be a level such as \"low\", \"medium\" or \"high\", got {level:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl From<&str> for ReasoningEffort {
+    fn from(level: &str) -> Self {
+        match level.trim().to_ascii_lowercase().as_str() {
+            "none" => ReasoningEffort::None,
+            "minimal" => ReasoningEffort::Minimal,
+            "low" => ReasoningEffort::Low,
+            "medium" => ReasoningEffort::Medium,
+            "high" => ReasoningEffort::High,
+            _ => ReasoningEffort::Other(level.trim().to_string()),
+        }
+    }
+}
+
+impl From<String> for ReasoningEffort {
+    fn from(level: String) -> Self {
+        ReasoningEffort::from(level.as_str())
+    }
+}
+
+impl Serialize for ReasoningEffort {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
-    fn defaults_match_the_original() {
-        let p = ChatParams::default();
+    fn client_defaults_match_the_original() {
+        let p = ChatOptions::client_defaults();
         assert_eq!(
             (p.max_tokens, p.temperature, p.top_p, p.n),
-            (512, 1.0, 1.0, 1)
+            (Some(512), Some(1.0), Some(1.0), Some(1))
         );
-        assert_eq!((p.frequency_penalty, p.presence_penalty), (0.0, 0.0));
-        assert!(!p.streaming && p.stop.is_none());
+        assert_eq!(
+            (p.frequency_penalty, p.presence_penalty),
+            (Some(0.0), Some(0.0))
+        );
+        assert!(!p.is_streaming() && p.stop.is_none());
     }
 
     #[test]
     fn ranges_are_checked() {
         let bad = [
-            ChatParams {
-                temperature: 2.1,
-                ..Default::default()
-            },
-            ChatParams {
-                temperature: f32::NAN,
-                ..Default::default()
-            },
-            ChatParams {
-                top_p: -0.1,
-                ..Default::default()
-            },
-            ChatParams {
-                frequency_penalty: 2.5,
-                ..Default::default()
-            },
-            ChatParams {
-                presence_penalty: -3.0,
-                ..Default::default()
-            },
-            ChatParams {
-                max_tokens: 0,
-                ..Default::default()
-            },
-            ChatParams {
-                n: 0,
-                ..Default::default()
-            },
+            (ChatOptions::new().temperature(2.1), "temperature"),
+            (ChatOptions::new().temperature(f32::NAN), "temperature"),
+            (ChatOptions::new().top_p(-0.1), "top_p"),
+            (
+                ChatOptions::new().frequency_penalty(2.5),
+                "frequency_penalty",
+            ),
+            (
+                ChatOptions::new().presence_penalty(-3.0),
+                "presence_penalty",
+            ),
+            (ChatOptions::new().max_tokens(0), "max_tokens"),
+            (ChatOptions::new().n(0), "n"),
+            (ChatOptions::new().n(MAX_N + 1), "n"),
+            (ChatOptions::new().reasoning_effort(""), "reasoning_effort"),
+            (
+                ChatOptions::new().reasoning_effort("very high"),
+                "reasoning_effort",
+            ),
         ];
-        for (params, field) in bad.iter().zip([
-            "temperature",
-            "temperature",
-            "top_p",
-            "frequency_penalty",
-            "presence_penalty",
-            "max_tokens",
-            "n",
-        ]) {
-            let err = params.validate().unwrap_err();
-            assert!(
-                matches!(&err, Error::Config { field: f, .. } if f == field),
-                "{err}"
-            );
+        for (options, field) in bad {
+            let (at, message) = options.check().unwrap_err();
+            assert_eq!(at, field, "{message}");
+            assert!(!message.is_empty());
         }
-        assert!(ChatParams {
-            temperature: 2.0,
-            top_p: 0.0,
-            ..Default::default()
-        }
-        .validate()
-        .is_ok());
+        assert!(ChatOptions::new()
+            .temperature(2.0)
+            .top_p(0.0)
+            .reasoning_effort("xhigh")
+            .check()
+            .is_ok());
     }
 
     #[test]
-    fn options_override_and_stop_replaces() {
-        let base = ChatParams {
-            stop: Some(vec!["a".into()]),
-            ..Default::default()
-        };
-        let merged = base.merged(&ChatOptions::new().temperature(0.0).stop(["b"]));
-        assert_eq!(merged.temperature, 0.0);
+    fn overlay_replaces_only_what_is_set() {
+        let base = ChatOptions::client_defaults().stop(["a"]).seed(1);
+        let merged = base.overlay(&ChatOptions::new().temperature(0.0).stop(["b"]));
+        assert_eq!(merged.temperature, Some(0.0));
         assert_eq!(merged.stop, Some(vec!["b".to_string()]));
-        assert_eq!(merged.max_tokens, 512);
+        assert_eq!(merged.max_tokens, Some(512));
+        assert_eq!(merged.seed, Some(1));
+        let mut applied = base.clone();
+        applied.apply(ChatOptions::new().parallel_tool_calls(false));
+        assert_eq!(applied.parallel_tool_calls, Some(false));
+        assert_eq!(applied.stop, base.stop);
+    }
+
+    #[test]
+    fn wire_form_skips_unset_empty_and_local_fields() {
+        let options = ChatOptions::client_defaults()
+            .model("")
+            .stop(Vec::<String>::new())
+            .seed(42)
+            .reasoning_effort("high")
+            .parallel_tool_calls(true)
+            .streaming(true);
+        assert_eq!(
+            serde_json::to_value(&options).unwrap(),
+            json!({
+                "max_tokens": 512, "temperature": 1.0, "top_p": 1.0,
+                "frequency_penalty": 0.0, "presence_penalty": 0.0, "n": 1,
+                "seed": 42, "reasoning_effort": "high", "parallel_tool_calls": true
+            })
+        );
+        let named = ChatOptions::new().model("m").stop(["x"]);
+        assert_eq!(
+            serde_json::to_value(&named).unwrap(),
+            json!({"model": "m", "stop": ["x"]})
+        );
+    }
+
+    #[test]
+    fn reasoning_effort_from_text() {
+        assert_eq!(ReasoningEffort::from("High"), ReasoningEffort::High);
+        assert_eq!(
+            ReasoningEffort::from("xhigh"),
+            ReasoningEffort::Other("xhigh".into())
+        );
+        assert_eq!(ReasoningEffort::Minimal.as_str(), "minimal");
     }
 }

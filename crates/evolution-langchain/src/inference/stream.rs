@@ -10,9 +10,10 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 
 use super::sse::{SseDecoder, SseEvent};
-use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ServerError, ToolCall, Usage};
+use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ToolCall, Usage};
 use crate::error::{Error, Result};
-use crate::http::describe_transport_error;
+use crate::transport::http::describe_transport_error;
+use crate::transport::server_error::ServerError;
 
 /// A streamed answer: chunks as the model writes them.
 ///
@@ -279,8 +280,7 @@ impl StreamAccumulator {
                     index,
                     message: ResponseMessage {
                         role: Some("assistant".into()),
-                        content: (parts.has_content || parts.tool_calls.is_empty())
-                            .then_some(parts.content),
+                        content: parts.has_content.then_some(parts.content),
                         tool_calls: parts.tool_calls.into_values().collect(),
                         reasoning_content: parts.reasoning,
                     },

@@ -1,5 +1,5 @@
 //! Translations between langchain-rust's types and the wire types: messages
-//! in, results and stream chunks out, `CallOptions` into `ChatParams`.
+//! in, results and stream chunks out, `CallOptions` into `ChatOptions`.
 
 use langchain_rust::language_models::options::CallOptions;
 use langchain_rust::language_models::{GenerateResult, LLMError, TokenUsage};
@@ -13,7 +13,7 @@ use crate::inference::wire::{
     ChatChunk, ChatMessage, ChatResponse, ContentPart, FunctionDefinition, ImageUrl,
     MessageContent, ResponseFormat, Role, Tool, ToolCall, ToolChoice, Usage,
 };
-use crate::ChatParams;
+use crate::inference::ChatOptions;
 
 /// The conversation as chat messages, in order.
 pub(super) fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, LLMError> {
@@ -132,22 +132,24 @@ pub(super) fn generate_result(response: ChatResponse) -> Result<GenerateResult, 
         .into_iter()
         .next()
         .ok_or_else(|| LLMError::ParsingError("the reply has no choices".into()))?;
+    // The crate's one answer rule, as for `invoke` and streams.
+    let generation = choice
+        .answer()
+        .ok_or_else(|| {
+            LLMError::ParsingError(
+                "the answer has no content, no tool calls and no finish reason".into(),
+            )
+        })?
+        .to_string();
     let calls: Vec<LcToolCall> = choice
         .message
         .tool_calls
         .into_iter()
         .map(|call| LcToolCall::new(call.id, call.function.name, call.function.arguments))
         .collect();
-    // The same rule as `EvolutionInference::invoke`: an answer without text
-    // or calls is a broken reply, not an empty answer.
-    if choice.message.content.is_none() && calls.is_empty() {
-        return Err(LLMError::ParsingError(
-            "the answer has neither content nor tool calls".into(),
-        ));
-    }
     Ok(GenerateResult {
         tokens,
-        generation: choice.message.content.unwrap_or_default(),
+        generation,
         tool_calls: Vec::new(),
     }
     .with_tool_calls(calls))
@@ -174,7 +176,7 @@ pub(super) fn stream_data(chunk: &ChatChunk) -> StreamData {
 /// Merges `options` into `params` as langchain-rust's `merge_options` merges
 /// two `CallOptions`: a set scalar replaces, lists are appended.
 /// `streaming_func` is taken out by the caller, which keeps it.
-pub(super) fn merge_call_options(params: &mut ChatParams, options: CallOptions) {
+pub(super) fn merge_call_options(params: &mut ChatOptions, options: CallOptions) {
     // Destructured without `..`: a field added to `CallOptions` by a new
     // langchain-rust fails to compile here instead of being dropped silently.
     let CallOptions {
@@ -198,29 +200,29 @@ pub(super) fn merge_call_options(params: &mut ChatParams, options: CallOptions) 
         stream_usage,
     } = options;
 
-    if let Some(max_tokens) = max_tokens {
+    if max_tokens.is_some() {
         params.max_tokens = max_tokens;
     }
-    if let Some(temperature) = temperature {
+    if temperature.is_some() {
         params.temperature = temperature;
     }
-    if let Some(top_p) = top_p {
+    if top_p.is_some() {
         params.top_p = top_p;
     }
-    if let Some(penalty) = frequency_penalty {
-        params.frequency_penalty = penalty;
+    if frequency_penalty.is_some() {
+        params.frequency_penalty = frequency_penalty;
     }
-    if let Some(penalty) = presence_penalty {
-        params.presence_penalty = penalty;
+    if presence_penalty.is_some() {
+        params.presence_penalty = presence_penalty;
     }
     if let Some(seed) = seed {
         params.seed = Some(u64::try_from(seed).unwrap_or(u64::MAX));
     }
     // `candidate_count` is another provider's name for `n`.
     if let Some(n) = n.or(candidate_count) {
-        params.n = u32::try_from(n).unwrap_or(u32::MAX);
+        params.n = Some(u32::try_from(n).unwrap_or(u32::MAX));
     }
-    if let Some(stream_usage) = stream_usage {
+    if stream_usage.is_some() {
         params.stream_usage = stream_usage;
     }
     if let Some(words) = stop_words {

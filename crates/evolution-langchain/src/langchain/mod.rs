@@ -32,7 +32,7 @@
 //!
 //! [`LLM::add_options`] merges the way langchain-rust's own `merge_options`
 //! does (a set scalar replaces, lists are appended) into the client's
-//! [`ChatParams`](crate::ChatParams):
+//! [`ChatOptions`]:
 //!
 //! | `CallOptions` field | request field |
 //! |---|---|
@@ -77,10 +77,11 @@ use langchain_rust::schemas::{Message, StreamData};
 pub use langchain_rust::embedding::Embedder;
 pub use langchain_rust::language_models::llm::LLM;
 
+use crate::embeddings::EvolutionEmbeddings;
 use crate::error::{AuthError, Error};
 use crate::inference::wire::{ChatMessage, ChatResponse};
+use crate::inference::EvolutionInference;
 use crate::inference::{ChatOptions, StreamAccumulator};
-use crate::{EvolutionEmbeddings, EvolutionInference};
 
 /// The type of `CallOptions::streaming_func`.
 pub(crate) type StreamingFunc = Arc<
@@ -142,7 +143,7 @@ impl LLM for EvolutionInference {
         if let Some(func) = options.streaming_func.take() {
             self.streaming_func = Some(func);
         }
-        convert::merge_call_options(&mut self.params, options);
+        convert::merge_call_options(&mut self.options, options);
     }
 }
 

@@ -9,7 +9,6 @@ mod request;
 mod response;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
 
 pub use request::{
     ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
@@ -68,55 +67,6 @@ where
     Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// An OpenAI-style error body: `{"error": {"message", "type", "code"}}`, or
-/// the looser shapes other servers use.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct ServerError {
-    pub(crate) message: String,
-    pub(crate) error_type: Option<String>,
-    pub(crate) code: Option<String>,
-}
-
-impl ServerError {
-    pub(crate) fn parse(body: &[u8]) -> Self {
-        let text = || crate::error::truncate_message(&String::from_utf8_lossy(body));
-        let Ok(value) = serde_json::from_slice::<Value>(body) else {
-            return Self {
-                message: text(),
-                ..Self::default()
-            };
-        };
-        Self::from_value(&value).unwrap_or_else(|| Self {
-            message: text(),
-            ..Self::default()
-        })
-    }
-
-    pub(crate) fn from_value(value: &Value) -> Option<Self> {
-        let as_text = |v: &Value| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
-        };
-        let error = value.get("error").filter(|e| !e.is_null()).unwrap_or(value);
-        if let Value::String(message) = error {
-            return Some(Self {
-                message: message.clone(),
-                ..Self::default()
-            });
-        }
-        let message = error
-            .get("message")
-            .or_else(|| error.get("detail"))
-            .and_then(as_text)?;
-        Some(Self {
-            message: crate::error::truncate_message(&message),
-            error_type: error.get("type").and_then(as_text),
-            code: error.get("code").and_then(as_text),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,23 +99,15 @@ mod tests {
 
     #[test]
     fn request_omits_unset_fields() {
-        let request = ChatRequest {
-            model: "m".into(),
-            messages: vec![ChatMessage::user("hi")],
-            max_tokens: Some(5),
-            temperature: None,
-            top_p: None,
-            frequency_penalty: None,
-            presence_penalty: None,
-            stop: None,
-            stream: None,
-            n: None,
-            seed: None,
-            tools: None,
-            tool_choice: Some(ToolChoice::Function("f".into())),
-            response_format: Some(ResponseFormat::JsonObject),
-            stream_options: None,
-        };
+        let mut request = ChatRequest::new(
+            vec![ChatMessage::user("hi")],
+            crate::inference::ChatOptions::new()
+                .model("m")
+                .max_tokens(5)
+                .tool_choice(ToolChoice::Function("f".into()))
+                .response_format(ResponseFormat::JsonObject),
+        );
+        request.stream = None;
         assert_eq!(
             serde_json::to_value(&request).unwrap(),
             json!({
@@ -192,21 +134,6 @@ mod tests {
             json!({"type": "image_url", "image_url": {"url": "https://x/y.png"}})
         );
         assert_eq!(images.content_text(), "what is this?");
-    }
-
-    #[test]
-    fn server_error_shapes() {
-        let e = ServerError::parse(include_bytes!(
-            "../../../tests/fixtures/llama-server.error-400.json"
-        ));
-        assert_eq!(e.message, "Expected 'messages' to be an array");
-        assert_eq!(e.error_type.as_deref(), Some("invalid_request_error"));
-        assert_eq!(e.code.as_deref(), Some("400"));
-        assert_eq!(ServerError::parse(b"{\"detail\":\"nope\"}").message, "nope");
-        assert_eq!(
-            ServerError::parse(b"<html>bad gateway</html>").message,
-            "<html>bad gateway</html>"
-        );
     }
 
     #[test]

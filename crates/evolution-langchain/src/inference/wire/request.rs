@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
+use crate::inference::options::ChatOptions;
+
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -310,52 +312,47 @@ pub struct StreamOptions {
     pub include_usage: bool,
 }
 
-/// The body of `POST /chat/completions`. `None` fields are omitted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The body of `POST /chat/completions`: the conversation, the parameters
+/// ([`ChatOptions`], embedded under their own names) and the stream switch.
+///
+/// [`EvolutionInference::build_request`](crate::EvolutionInference::build_request)
+/// makes the one a call would send;
+/// [`send_request`](crate::EvolutionInference::send_request) and
+/// [`stream_request`](crate::EvolutionInference::stream_request) send one as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ChatRequest {
-    /// Model name; omitted when empty (the endpoint's own model), since some
-    /// engines reject an empty name.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub model: String,
     /// The conversation.
     pub messages: Vec<ChatMessage>,
-    /// Most tokens to generate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
-    /// Sampling temperature, 0–2.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    /// Nucleus sampling mass, 0–1.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    /// −2–2.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f32>,
-    /// −2–2.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f32>,
-    /// Stop sequences.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Vec<String>>,
+    /// Model, sampling and tool parameters; unset ones are omitted.
+    #[serde(flatten)]
+    pub options: ChatOptions,
     /// Stream the answer as server-sent events.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    /// Choices to generate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub n: Option<u32>,
-    /// Seed for reproducible sampling.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Tools the model may call.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<Vec<Tool>>,
-    /// Whether/which tool to call.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<ToolChoice>,
-    /// Answer format.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<ResponseFormat>,
     /// Streaming options.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+}
+
+impl ChatRequest {
+    /// A request for `messages` with `options`, not streamed.
+    pub fn new(messages: Vec<ChatMessage>, options: ChatOptions) -> Self {
+        Self::with_stream(messages, options, false)
+    }
+
+    /// The request as a call sends it: `stream` set either way, and a usage
+    /// chunk asked for in streams unless `options.stream_usage` is false.
+    pub fn with_stream(messages: Vec<ChatMessage>, options: ChatOptions, stream: bool) -> Self {
+        let stream_options =
+            (stream && options.stream_usage.unwrap_or(true)).then_some(StreamOptions {
+                include_usage: true,
+            });
+        Self {
+            messages,
+            options,
+            stream: Some(stream),
+            stream_options,
+        }
+    }
 }

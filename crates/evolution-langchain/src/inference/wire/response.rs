@@ -65,6 +65,23 @@ pub struct Choice {
     pub finish_reason: Option<String>,
 }
 
+impl Choice {
+    /// The answer this choice gives, deciding once for the whole crate what
+    /// counts as one: its text when it has any; `""` when it has none but
+    /// called tools or says why it stopped (`length` when a reasoning model
+    /// spent its budget thinking, `content_filter`, …); `None` when it has
+    /// neither text nor tool calls nor a finish reason, which is no answer
+    /// at all. `invoke`, `chat`, batches, streams and the langchain `LLM` all
+    /// apply this rule, so streaming on or off never changes the outcome.
+    pub fn answer(&self) -> Option<&str> {
+        match self.message.content.as_deref() {
+            Some(text) if !text.is_empty() => Some(text),
+            _ if !self.message.tool_calls.is_empty() || self.finish_reason.is_some() => Some(""),
+            _ => None,
+        }
+    }
+}
+
 /// A complete chat reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
@@ -88,6 +105,12 @@ impl ChatResponse {
     /// Token counts, when the server reported them.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// The first choice's [answer](Choice::answer), `None` when the reply
+    /// has no choice or its first choice no answer.
+    pub fn answer(&self) -> Option<&str> {
+        self.choices.first().and_then(Choice::answer)
     }
 
     /// The first choice's text ("" when it has none).

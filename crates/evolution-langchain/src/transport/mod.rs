@@ -1,6 +1,16 @@
-//! Sending one request to the model API: base URL, headers, bearer token,
-//! recovery from a rejected token, status classification and retries.
-//! Shared by chat completions, embeddings and model listing.
+//! One request to the model API, for chat, embeddings, rerank and model
+//! listing alike: base URL, headers, bearer token, recovery from a rejected
+//! token, status classification and retries.
+//!
+//! - [`connection`]: the builder settings and how they become a [`Transport`];
+//! - [`http`]: the HTTP client and URL checks;
+//! - [`retry`]: backoff and `Retry-After`;
+//! - [`server_error`]: what an error body says and what its status means.
+
+pub(crate) mod connection;
+pub(crate) mod http;
+pub(crate) mod retry;
+pub(crate) mod server_error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,16 +22,20 @@ use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::wire::ServerError;
-use crate::auth::{AccessToken, TokenSource};
+use crate::auth::{AccessToken, TokenManager, TokenSource};
 use crate::error::{AuthError, Error, Result};
-use crate::http::describe_transport_error;
-use crate::retry::{parse_retry_after, RetryPolicy};
+use http::describe_transport_error;
+use retry::{parse_retry_after, RetryPolicy};
+use server_error::{status_error, ServerError};
 
 /// Everything a request needs; shared (behind an `Arc`) by clones of a client.
 pub(crate) struct Transport {
     pub(crate) client: reqwest::Client,
-    pub(crate) tokens: Arc<dyn TokenSource>,
+    /// `None`: no `Authorization` header (a model run with auth off).
+    pub(crate) tokens: Option<Arc<dyn TokenSource>>,
+    /// The manager behind `tokens` when the builder made one from a key id
+    /// and secret.
+    pub(crate) token_manager: Option<TokenManager>,
     /// Without a trailing slash.
     pub(crate) base_url: String,
     pub(crate) headers: HeaderMap,
@@ -94,7 +108,8 @@ impl Transport {
     }
 
     /// One request, plus one more with a new token if the first token was
-    /// rejected. Returns a response with a 2xx status.
+    /// rejected (`401`, or `403`, which some gateways send for an expired
+    /// token). Returns a response with a 2xx status.
     async fn attempt(
         &self,
         method: &Method,
@@ -102,23 +117,31 @@ impl Transport {
         body: Option<Bytes>,
         streaming: bool,
     ) -> Result<Response> {
-        let token = self.tokens.token().await?;
+        let Some(tokens) = &self.tokens else {
+            let response = self.send(method, url, None, body, streaming).await?;
+            return self.check_status(url, response).await;
+        };
+        let token = tokens.token().await?;
         let mut response = self
-            .send(method, url, &token, body.clone(), streaming)
+            .send(method, url, Some(&token), body.clone(), streaming)
             .await?;
-        if response.status() == StatusCode::UNAUTHORIZED && self.tokens.refreshes() {
+        let rejected = |status| matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+        if rejected(response.status()) && tokens.refreshes() {
             tracing::info!(
                 url,
-                "the model API rejected the access token; refreshing it"
+                status = response.status().as_u16(),
+                "the model API rejected the access token; refreshing it and trying once more"
             );
-            self.tokens.invalidate_token(&token);
-            let token = self.tokens.token().await?;
-            response = self.send(method, url, &token, body, streaming).await?;
+            tokens.invalidate_token(&token);
+            let token = tokens.token().await?;
+            response = self
+                .send(method, url, Some(&token), body, streaming)
+                .await?;
         }
         if response.status() == StatusCode::UNAUTHORIZED {
             // Final: a fixed key cannot be replaced, and a fresh token failed too.
             let message = ServerError::parse(&response.bytes().await.unwrap_or_default()).message;
-            return Err(if self.tokens.refreshes() {
+            return Err(if tokens.refreshes() {
                 AuthError::TokenRejected { message }
             } else {
                 AuthError::KeyRejected { message }
@@ -132,15 +155,17 @@ impl Transport {
         &self,
         method: &Method,
         url: &str,
-        token: &AccessToken,
+        token: Option<&AccessToken>,
         body: Option<Bytes>,
         streaming: bool,
     ) -> Result<Response> {
         let mut request = self
             .client
             .request(method.clone(), url)
-            .headers(self.headers.clone())
-            .bearer_auth(token.expose_secret());
+            .headers(self.headers.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token.expose_secret());
+        }
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
@@ -169,32 +194,9 @@ impl Transport {
         }
         let retry_after = parse_retry_after(response.headers());
         let body = response.bytes().await.unwrap_or_default();
-        let server = ServerError::parse(&body);
-        let message = if server.message.is_empty() {
-            status
-                .canonical_reason()
-                .unwrap_or("no message")
-                .to_string()
-        } else {
-            server.message
-        };
-        tracing::debug!(url, status = status.as_u16(), %message, "the model API answered with an error");
-        Err(match status.as_u16() {
-            // 501 and 505 say the server cannot do this at all; every other
-            // 5xx (gateways, overload, Cloudflare's 52x) may pass.
-            code @ (408 | 429 | 500 | 502..=504 | 506..=599) => Error::Unavailable {
-                status: code,
-                message,
-                attempts: 1,
-                retry_after,
-            },
-            code => Error::Api {
-                status: code,
-                message,
-                error_type: server.error_type,
-                code: server.code,
-            },
-        })
+        let error = status_error(status.as_u16(), ServerError::parse(&body), retry_after);
+        tracing::debug!(url, status = status.as_u16(), %error, "the model API answered with an error");
+        Err(error)
     }
 
     pub(crate) fn transport_error(&self, error: reqwest::Error, url: &str) -> Error {
@@ -219,9 +221,9 @@ impl Transport {
 }
 
 fn encode(body: &impl Serialize) -> Result<Bytes> {
-    serde_json::to_vec(body)
-        .map(Bytes::from)
-        .map_err(|e| Error::config("request", format!("could not be encoded as JSON: {e}")))
+    serde_json::to_vec(body).map(Bytes::from).map_err(|e| {
+        Error::invalid_request("request", format!("could not be encoded as JSON: {e}"))
+    })
 }
 
 impl fmt::Debug for Transport {

@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 /// once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// Requests sent at most, the first one included (at least 1).
-    pub max_attempts: u32,
+    /// Retries after the first attempt (0: each request is sent once).
+    pub max_retries: u32,
     /// Upper bound of the first pause; it doubles on each retry.
     pub initial_backoff: Duration,
     /// Upper bound of any pause computed by backoff.
@@ -32,10 +32,10 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Three attempts, pauses drawn from 0–200 ms then 0–400 ms.
+    /// Two retries, pauses drawn from 0–200 ms then 0–400 ms.
     fn default() -> Self {
         Self {
-            max_attempts: 3,
+            max_retries: 2,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             max_retry_after: Duration::from_secs(60),
@@ -44,17 +44,22 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The default policy with `max_attempts` requests at most.
-    pub fn with_max_attempts(max_attempts: u32) -> Self {
+    /// The default policy with at most `max_retries` retries.
+    pub fn with_max_retries(max_retries: u32) -> Self {
         Self {
-            max_attempts: max_attempts.max(1),
+            max_retries,
             ..Self::default()
         }
     }
 
     /// A policy that sends each request once.
     pub fn no_retries() -> Self {
-        Self::with_max_attempts(1)
+        Self::with_max_retries(0)
+    }
+
+    /// Requests sent at most, the first one included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_retries.saturating_add(1)
     }
 
     fn backoff(&self) -> ExponentialBuilder {
@@ -62,7 +67,7 @@ impl RetryPolicy {
             .with_min_delay(self.initial_backoff)
             .with_max_delay(self.max_backoff)
             .with_factor(2.0)
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_max_times(self.max_retries as usize)
     }
 
     /// The pause before the next attempt: the server's wish when it stated
@@ -159,7 +164,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_and_counts_attempts() {
-        let policy = RetryPolicy::with_max_attempts(3);
+        let policy = RetryPolicy::with_max_retries(2);
         let calls = AtomicU32::new(0);
         let err = policy
             .run("test", || async {

@@ -1,0 +1,166 @@
+//! `IamFetcher`: the [`TokenFetcher`] behind `TokenManager`. One fetch is
+//! an IAM token request with retries; when IAM refuses the credentials for
+//! good, it moves on to the fallback credentials and stays there. It keeps
+//! the statistics of every fetch.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::cache::{IssuedToken, TokenFetcher};
+use super::credentials::Credentials;
+use super::iam;
+use super::stats::{StatsRecorder, TokenStats};
+use crate::error::{Error, Result};
+use crate::transport::retry::RetryPolicy;
+
+/// What an IAM fetcher is configured with; the manager's builder fills it in.
+pub(crate) struct IamSettings {
+    /// The primary credentials first, then the fallbacks in order.
+    pub(crate) credentials: Vec<Credentials>,
+    pub(crate) auth_url: String,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) client: reqwest::Client,
+}
+
+pub(crate) struct IamFetcher {
+    settings: IamSettings,
+    active: AtomicUsize,
+    /// Set when the settings were unusable; every fetch reports it.
+    config_error: Option<Error>,
+    stats: Mutex<StatsRecorder>,
+}
+
+impl IamFetcher {
+    /// A fetcher; `setup_error` (e.g. an HTTP client that could not be
+    /// built) or a problem with the settings is reported by every fetch.
+    pub(crate) fn new(settings: IamSettings, setup_error: Option<Error>) -> Self {
+        let config_error = setup_error.or_else(|| Self::validate(&settings).err());
+        Self {
+            settings,
+            active: AtomicUsize::new(0),
+            config_error,
+            stats: Mutex::new(StatsRecorder::default()),
+        }
+    }
+
+    /// The problem with the settings, if any; the error names the field.
+    pub(crate) fn config_error(&self) -> Option<&Error> {
+        self.config_error.as_ref()
+    }
+
+    fn validate(settings: &IamSettings) -> Result<()> {
+        settings.credentials[0].validate("")?;
+        for fallback in &settings.credentials[1..] {
+            fallback.validate("fallback ")?;
+        }
+        crate::transport::http::validate_http_url("auth_url", &settings.auth_url)?;
+        if settings.timeout.is_zero() {
+            return Err(Error::config("timeout", "must be longer than zero"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn auth_url(&self) -> &str {
+        &self.settings.auth_url
+    }
+
+    pub(crate) fn fallback_count(&self) -> usize {
+        self.settings.credentials.len() - 1
+    }
+
+    pub(crate) fn active_credentials(&self) -> &Credentials {
+        &self.settings.credentials[self.active.load(Ordering::Acquire)]
+    }
+
+    pub(crate) fn using_fallback(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0
+    }
+
+    pub(crate) fn stats(&self) -> TokenStats {
+        self.lock_stats().snapshot(self.using_fallback())
+    }
+
+    /// An upper bound on one fetch: every attempt timing out after the
+    /// longest pause a server may ask for, for each set of credentials, plus
+    /// a second of slack.
+    pub(crate) fn longest_fetch(&self) -> Duration {
+        let attempts = self.settings.retry.max_attempts();
+        let one_key =
+            self.settings.timeout * attempts + self.settings.retry.max_retry_after * (attempts - 1);
+        one_key * self.settings.credentials.len() as u32 + Duration::from_secs(1)
+    }
+
+    fn lock_stats(&self) -> MutexGuard<'_, StatsRecorder> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tries the active credentials (with retries); when IAM refuses them
+    /// for good and fallback credentials remain, moves on to the next pair.
+    async fn request_with_fallback(&self) -> Result<IssuedToken> {
+        loop {
+            let index = self.active.load(Ordering::Acquire);
+            let credentials = &self.settings.credentials[index];
+            let outcome = self
+                .settings
+                .retry
+                .run("IAM token request", || {
+                    self.lock_stats().record_iam_request();
+                    iam::request_token(
+                        &self.settings.client,
+                        &self.settings.auth_url,
+                        credentials,
+                        self.settings.timeout,
+                    )
+                })
+                .await;
+            match outcome {
+                Err(Error::Auth(error))
+                    if error.is_credential_error()
+                        && index + 1 < self.settings.credentials.len() =>
+                {
+                    let next = &self.settings.credentials[index + 1];
+                    tracing::warn!(
+                        key_id = credentials.key_id(),
+                        fallback_key_id = next.key_id(),
+                        error = %error,
+                        "credentials refused; switching to fallback credentials"
+                    );
+                    self.active.store(index + 1, Ordering::Release);
+                    self.lock_stats().record_fallback_switch();
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl TokenFetcher for IamFetcher {
+    async fn fetch(&self) -> Result<IssuedToken> {
+        if let Some(error) = &self.config_error {
+            return Err(error.clone());
+        }
+        let started = Instant::now();
+        match self.request_with_fallback().await {
+            Ok(issued) => {
+                let took = started.elapsed();
+                self.lock_stats().record_success(took, issued.lifetime);
+                tracing::info!(
+                    key_id = self.active_credentials().key_id(),
+                    lifetime_secs = issued.lifetime.as_secs_f64(),
+                    took_ms = took.as_millis() as u64,
+                    "obtained an access token"
+                );
+                Ok(issued)
+            }
+            Err(error) => {
+                self.lock_stats().record_failure(error.to_string());
+                tracing::error!(error = %error, "could not obtain an access token");
+                Err(error)
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! `Connection`: where the model API is, as whom to call it, and how
+//! patiently. Every client builder holds one (with the same setters, written
+//! once in [`connection_setters!`]) and turns it into a [`Transport`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use secrecy::SecretString;
+
+use super::http::{default_client, validate_http_url};
+use super::retry::RetryPolicy;
+use super::Transport;
+use crate::auth::{AccessToken, Credentials, StaticToken, TokenManager, TokenSource};
+use crate::config::{EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
+use crate::error::{Error, Result};
+
+/// Cloud.ru's public Foundation Models endpoint, used unless `base_url` says
+/// otherwise.
+pub const DEFAULT_BASE_URL: &str = "https://foundation-models.api.cloud.ru/v1";
+
+/// Default per-attempt timeout for model requests (the original's 60 s).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default number of retries after the first attempt.
+pub const DEFAULT_MAX_RETRIES: u32 = 2;
+
+/// How requests are authorized.
+#[derive(Clone, Default)]
+enum Auth {
+    /// Not chosen in code: key id + secret, or `from_env` decides.
+    #[default]
+    Unset,
+    /// A fixed API key.
+    ApiKey(AccessToken),
+    /// A token source of the caller's.
+    Source(Arc<dyn TokenSource>),
+    /// No `Authorization` header at all (a model run with auth off).
+    Off,
+}
+
+/// Connection settings of a client builder.
+#[derive(Clone, Default)]
+pub(crate) struct Connection {
+    /// Key id and secret for IAM, filled field by field by the setters.
+    pub(crate) credentials: Credentials,
+    auth: Auth,
+    pub(crate) base_url: Option<String>,
+    pub(crate) auth_url: Option<String>,
+    pub(crate) project_id: Option<String>,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) max_retries: Option<u32>,
+    pub(crate) auth_timeout: Option<Duration>,
+    pub(crate) auth_max_retries: Option<u32>,
+    pub(crate) refresh_buffer: Option<Duration>,
+    pub(crate) http_client: Option<reqwest::Client>,
+    pub(crate) headers: HeaderMap,
+    /// A header that could not be parsed, reported by `build`.
+    pub(crate) header_error: Option<Error>,
+}
+
+impl Connection {
+    pub(crate) fn set_api_key(&mut self, key: SecretString) {
+        self.auth = Auth::ApiKey(AccessToken::from_secret(key));
+    }
+
+    pub(crate) fn set_token_source(&mut self, source: Arc<dyn TokenSource>) {
+        self.auth = Auth::Source(source);
+    }
+
+    pub(crate) fn set_no_auth(&mut self) {
+        self.auth = Auth::Off;
+    }
+
+    pub(crate) fn add_header(&mut self, name: &str, value: &str) {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                self.headers.insert(name, value);
+            }
+            _ => {
+                self.header_error = Some(Error::config(
+                    "default_header",
+                    format!("{name:?} is not a valid HTTP header name/value pair"),
+                ))
+            }
+        }
+    }
+
+    /// Fills what the code left unset from `EVOLUTION_*` (after `.env`).
+    /// Credentials come from the environment only when the code chose no way
+    /// of authenticating; an API key and a key id/secret pair both set there
+    /// is an error, as nobody can tell which one was meant.
+    pub(crate) fn fill_from_env(&mut self, env: &EnvSettings) -> Result<()> {
+        let chosen_in_code = !matches!(self.auth, Auth::Unset)
+            || !self.credentials.key_id().is_empty()
+            || !self.credentials.expose_secret().is_empty();
+        if !chosen_in_code {
+            match (&env.api_key, env.key_id.is_some() || env.secret.is_some()) {
+                (Some((name, _)), true) => {
+                    return Err(Error::config(
+                        *name,
+                        format!(
+                            "is set together with {ENV_KEY_ID}/{ENV_SECRET}: configure either \
+                             an API key ({ENV_API_KEY}) or a key id and secret, not both"
+                        ),
+                    ))
+                }
+                (Some((_, key)), false) => self.set_api_key(key.clone()),
+                (None, _) => {
+                    if let Some(key_id) = &env.key_id {
+                        self.credentials.set_key_id(key_id.clone());
+                    }
+                    if let Some(secret) = &env.secret {
+                        self.credentials.set_secret(secret.clone());
+                    }
+                }
+            }
+        }
+        fill(&mut self.base_url, &env.base_url);
+        fill(&mut self.auth_url, &env.auth_url);
+        fill(&mut self.project_id, &env.project_id);
+        Ok(())
+    }
+
+    /// Checks every setting and assembles the transport. Nothing is sent.
+    pub(crate) fn into_transport(self) -> Result<Transport> {
+        if let Some(error) = self.header_error {
+            return Err(error);
+        }
+        let base_url = self
+            .base_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .unwrap_or(DEFAULT_BASE_URL);
+        validate_http_url("base_url", base_url)?;
+        let base_url = base_url.trim_end_matches('/').to_string();
+
+        let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+        if request_timeout.is_zero() {
+            return Err(Error::config("request_timeout", "must be longer than zero"));
+        }
+        let has_credentials = !self.credentials.key_id().trim().is_empty()
+            || !self.credentials.expose_secret().trim().is_empty();
+        let client = match self.http_client {
+            Some(client) => client,
+            None => {
+                let mut targets = vec![base_url.as_str()];
+                targets.extend(self.auth_url.as_deref());
+                default_client(&targets)?
+            }
+        };
+
+        let mut token_manager = None;
+        let tokens: Option<Arc<dyn TokenSource>> = match self.auth {
+            Auth::Off | Auth::ApiKey(_) | Auth::Source(_) if has_credentials => {
+                return Err(Error::config(
+                    "api_key",
+                    "is set together with a key id/secret (or a token source or no_auth \
+                     together with them): choose one way to authenticate",
+                ))
+            }
+            Auth::Off => None,
+            Auth::ApiKey(key) if key.expose_secret().trim().is_empty() => {
+                return Err(Error::config(
+                    "api_key",
+                    format!("is empty: pass your API key, or set {ENV_API_KEY}"),
+                ))
+            }
+            Auth::ApiKey(key) => Some(Arc::new(StaticToken::from_token(key))),
+            Auth::Source(source) => Some(source),
+            Auth::Unset => {
+                if !has_credentials {
+                    return Err(Error::config(
+                        "key_id",
+                        format!(
+                            "is not set: pass .api_key(...) or .key_id(...) and .secret(...), \
+                             or set {ENV_API_KEY} (or {ENV_KEY_ID} and {ENV_SECRET})"
+                        ),
+                    ));
+                }
+                let mut manager = TokenManager::builder()
+                    .credentials(self.credentials)
+                    .http_client(client.clone());
+                if let Some(auth_url) = self.auth_url {
+                    manager = manager.auth_url(auth_url);
+                }
+                if let Some(buffer) = self.refresh_buffer {
+                    manager = manager.refresh_buffer(buffer);
+                }
+                if let Some(timeout) = self.auth_timeout {
+                    manager = manager.timeout(timeout);
+                }
+                if let Some(retries) = self.auth_max_retries {
+                    manager = manager.max_retries(retries);
+                }
+                let manager = manager.build()?;
+                token_manager = Some(manager.clone());
+                Some(Arc::new(manager))
+            }
+        };
+
+        let mut headers = self.headers;
+        if let Some(project_id) = self.project_id.filter(|p| !p.trim().is_empty()) {
+            let value = HeaderValue::from_str(project_id.trim()).map_err(|_| {
+                Error::config(
+                    "project_id",
+                    "contains characters not allowed in an HTTP header",
+                )
+            })?;
+            headers.insert("x-project-id", value);
+        }
+        Ok(Transport {
+            client,
+            tokens,
+            token_manager,
+            base_url,
+            headers,
+            request_timeout,
+            retry: RetryPolicy::with_max_retries(self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)),
+        })
+    }
+}
+
+fn fill(slot: &mut Option<String>, from: &Option<String>) {
+    if slot.is_none() {
+        slot.clone_from(from);
+    }
+}
+
+/// Setters for the [`Connection`] inside a builder (a field named
+/// `connection`), written once for every client builder.
+macro_rules! connection_setters {
+    () => {
+        /// The access key id (with [`secret`](Self::secret)), exchanged at
+        /// IAM for access tokens that are cached and refreshed.
+        pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
+            self.connection.credentials.set_key_id(key_id.into());
+            self
+        }
+
+        /// The access key secret.
+        pub fn secret(mut self, secret: impl Into<String>) -> Self {
+            self.connection.credentials.set_secret(secret.into().into());
+            self
+        }
+
+        /// Key id and secret together.
+        pub fn credentials(mut self, credentials: $crate::Credentials) -> Self {
+            self.connection.credentials = credentials;
+            self
+        }
+
+        /// A Foundation Models API key, sent as the bearer token as it is (no
+        /// IAM exchange). Not together with a key id and secret.
+        pub fn api_key(mut self, api_key: impl Into<String>) -> Self {
+            self.connection.set_api_key(api_key.into().into());
+            self
+        }
+
+        /// Where tokens come from, instead of an API key or key id + secret.
+        pub fn token_source(self, source: impl $crate::TokenSource + 'static) -> Self {
+            self.shared_token_source(std::sync::Arc::new(source))
+        }
+
+        /// A shared token source, e.g. one `TokenManager` for several clients.
+        pub fn shared_token_source(
+            mut self,
+            source: std::sync::Arc<dyn $crate::TokenSource>,
+        ) -> Self {
+            self.connection.set_token_source(source);
+            self
+        }
+
+        /// Sends no `Authorization` header at all: for a dedicated model run
+        /// whose authentication is switched off.
+        pub fn no_auth(mut self) -> Self {
+            self.connection.set_no_auth();
+            self
+        }
+
+        /// The API base URL (default [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL);
+        /// a model run's is `https://<model_run_id>.modelrun.inference.cloud.ru/v1`).
+        /// A trailing slash is fine.
+        pub fn base_url(mut self, base_url: impl Into<String>) -> Self {
+            self.connection.base_url = Some(base_url.into());
+            self
+        }
+
+        /// The IAM token endpoint (default: Cloud.ru IAM).
+        pub fn auth_url(mut self, auth_url: impl Into<String>) -> Self {
+            self.connection.auth_url = Some(auth_url.into());
+            self
+        }
+
+        /// Sent as the `x-project-id` header (only when set).
+        pub fn project_id(mut self, project_id: impl Into<String>) -> Self {
+            self.connection.project_id = Some(project_id.into());
+            self
+        }
+
+        /// Timeout of each attempt (default 60 s). For streams it bounds the
+        /// wait for the response head and for each further read.
+        pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.connection.request_timeout = Some(timeout);
+            self
+        }
+
+        /// Retries after a 429, 5xx, timeout or connection failure (default
+        /// 2; 0 sends each request once).
+        pub fn max_retries(mut self, max_retries: u32) -> Self {
+            self.connection.max_retries = Some(max_retries);
+            self
+        }
+
+        /// Timeout of each IAM token request (default 10 s).
+        pub fn auth_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.connection.auth_timeout = Some(timeout);
+            self
+        }
+
+        /// Retries of a failed IAM token request (default 2; 0 sends it once).
+        pub fn auth_max_retries(mut self, max_retries: u32) -> Self {
+            self.connection.auth_max_retries = Some(max_retries);
+            self
+        }
+
+        /// The token manager's refresh buffer (default 30 s).
+        pub fn refresh_buffer(mut self, buffer: std::time::Duration) -> Self {
+            self.connection.refresh_buffer = Some(buffer);
+            self
+        }
+
+        /// The HTTP client (and connection pool) to use for the model API and IAM.
+        pub fn http_client(mut self, client: reqwest::Client) -> Self {
+            self.connection.http_client = Some(client);
+            self
+        }
+
+        /// A header sent with every request. An invalid name or value is
+        /// reported by `build`.
+        pub fn default_header(mut self, name: &str, value: &str) -> Self {
+            self.connection.add_header(name, value);
+            self
+        }
+
+        /// Headers sent with every request.
+        pub fn default_headers(mut self, headers: reqwest::header::HeaderMap) -> Self {
+            self.connection.headers.extend(headers);
+            self
+        }
+    };
+}
+pub(crate) use connection_setters;
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match &self.auth {
+            Auth::Unset => "key id + secret",
+            Auth::ApiKey(_) => "api key <redacted>",
+            Auth::Source(_) => "token source",
+            Auth::Off => "none",
+        };
+        f.debug_struct("Connection")
+            .field("credentials", &self.credentials)
+            .field("auth", &auth)
+            .field("base_url", &self.base_url)
+            .field("auth_url", &self.auth_url)
+            .field("project_id", &self.project_id)
+            .field("request_timeout", &self.request_timeout)
+            .field("max_retries", &self.max_retries)
+            .finish_non_exhaustive()
+    }
+}

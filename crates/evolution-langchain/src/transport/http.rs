@@ -1,0 +1,104 @@
+//! The HTTP client, URL checks, and turning reqwest's errors into text.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// How long connecting may take before a request fails, for the clients this
+/// crate builds itself. Loopback and cloud endpoints connect in milliseconds;
+/// ten seconds leaves room for a slow network without hiding an outage.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The user agent of the clients this crate builds.
+pub(crate) const USER_AGENT: &str = concat!("evolution-langchain-rs/", env!("CARGO_PKG_VERSION"));
+
+/// The client used when the caller does not bring one: pooled, HTTP/1.1 and
+/// HTTP/2, with a connect timeout and the crate's user agent. When every
+/// target is on this machine (an emulator, a local gateway), system proxy
+/// settings are ignored: a proxy could not reach them anyway.
+pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .user_agent(USER_AGENT);
+    if !targets.is_empty() && targets.iter().all(|target| is_loopback(target)) {
+        builder = builder.no_proxy();
+    }
+    builder.build().map_err(|e| {
+        Error::config(
+            "http_client",
+            format!("could not be built: {}", describe_transport_error(&e)),
+        )
+    })
+}
+
+/// Whether `url` points at this machine (an unparsable URL does not).
+pub(crate) fn is_loopback(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url.trim()) else {
+        return false;
+    };
+    match url.host() {
+        Some(url::Host::Domain(host)) => host.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Checks that `value` is an absolute http(s) URL with a host.
+pub(crate) fn validate_http_url(field: &str, value: &str) -> Result<url::Url> {
+    let parsed = url::Url::parse(value.trim()).map_err(|e| {
+        Error::config(
+            field,
+            format!("is not a valid URL ({e}): expected e.g. https://host/path, got {value:?}"),
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(Error::config(
+            field,
+            format!("must be an http:// or https:// URL with a host, got {value:?}"),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A transport error with its causes, e.g. "error sending request: connection
+/// closed before message completed". reqwest's own `Display` stops at the
+/// first level, which rarely says what actually happened.
+pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_checks() {
+        assert!(validate_http_url("base_url", "https://host/v1").is_ok());
+        assert!(validate_http_url("base_url", "http://127.0.0.1:8080").is_ok());
+        for bad in ["", "host/v1", "ftp://host", "https://", "not a url"] {
+            let err = validate_http_url("base_url", bad).unwrap_err();
+            assert!(err.to_string().contains("base_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn loopback_detection() {
+        assert!(is_loopback("http://127.0.0.1:8080/v1"));
+        assert!(is_loopback("http://localhost/v1"));
+        assert!(is_loopback("http://[::1]:9/v1"));
+        assert!(!is_loopback("https://foundation-models.api.cloud.ru/v1"));
+        assert!(!is_loopback("not a url"));
+    }
+}
