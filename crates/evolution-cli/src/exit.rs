@@ -188,7 +188,8 @@ mod tests {
         );
         assert_eq!(
             auth(AuthError::TokenRejected {
-                message: "no".into()
+                message: "no".into(),
+                request_id: None,
             }),
             Exit::BadCredentials
         );
@@ -197,6 +198,7 @@ mod tests {
             message: "no rights".into(),
             error_type: None,
             code: None,
+            request_id: None,
         };
         assert_eq!(classify(&forbidden), Exit::Forbidden);
         assert_eq!(
@@ -212,6 +214,7 @@ mod tests {
             message: "bad".into(),
             error_type: None,
             code: None,
+            request_id: None,
         };
         assert_eq!(classify(&api), Exit::Api);
         let config = Error::Config {

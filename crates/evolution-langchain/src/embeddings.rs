@@ -90,10 +90,8 @@ impl EvolutionEmbeddings {
             dimensions: self.dimensions,
         };
         let reply: EmbeddingResponse = self.transport.post_json("embeddings", &request).await?;
-        let invalid = |message: String| Error::InvalidResponse {
-            url: self.transport.url("embeddings"),
-            message,
-        };
+        let invalid =
+            |message: String| Error::invalid_response(self.transport.url("embeddings"), message);
         if reply.data.len() != input.len() {
             return Err(invalid(format!(
                 "{} vectors for {} inputs",

@@ -19,9 +19,17 @@
 //! | no answer in time / no connection | [`Error::Timeout`] / [`Error::Connection`] |
 //! | a 2xx that is not a valid reply | [`Error::InvalidResponse`] |
 //! | a stream that broke after it started | [`Error::Stream`] |
+//! | a redirect to another origin (not followed) | [`Error::Redirected`] / `Error::Auth(AuthError::Redirected)` |
+//! | a reply over a size limit | [`Error::TooLarge`] / `Error::Auth(AuthError::TooLarge)` |
+//!
+//! Errors from a call to the model API carry its [`RequestId`] (the
+//! `X-Request-ID` sent, and the server's own id when it answered with one):
+//! [`Error::request_id`], also shown at the end of the message, so it can be
+//! quoted to support.
 //! | the async runtime is gone or shutting down | [`Error::Runtime`] |
 //! | some prompts of a batch failed | [`Error::Batch`] (the answers that succeeded are in the batch's own error type) |
 
+use std::fmt;
 use std::time::Duration;
 
 /// Result alias used throughout the crate.
@@ -65,8 +73,8 @@ pub enum Error {
 
     /// The model API refused the request: a 4xx other than 401/408/429, or
     /// 501/505 (the server cannot do this at all). Not retried.
-    #[error("the model API answered {status}{}: {message}; fix the request (model name, parameters, messages) before retrying",
-        error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default())]
+    #[error("the model API answered {status}{}: {message}; fix the request (model name, parameters, messages) before retrying{}",
+        error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(), shown(request_id))]
     Api {
         /// HTTP status.
         status: u16,
@@ -76,11 +84,13 @@ pub enum Error {
         error_type: Option<String>,
         /// The server's error `code`, when it sent one.
         code: Option<String>,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
 
     /// The model API kept answering 408, 429 or 5xx (except 501/505) until
     /// the retries ran out.
-    #[error("the model API is unavailable ({status}) after {attempts} attempt(s): {message}; try again later or raise max_retries")]
+    #[error("the model API is unavailable ({status}) after {attempts} attempt(s): {message}; try again later or raise max_retries{}", shown(request_id))]
     Unavailable {
         /// HTTP status of the last attempt.
         status: u16,
@@ -90,10 +100,12 @@ pub enum Error {
         attempts: u32,
         /// The server's last `Retry-After`, if any.
         retry_after: Option<Duration>,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
 
     /// The model API did not answer within the request timeout.
-    #[error("no answer from {url} within {timeout:?} after {attempts} attempt(s); check connectivity or raise request_timeout")]
+    #[error("no answer from {url} within {timeout:?} after {attempts} attempt(s); check connectivity or raise request_timeout{}", shown(request_id))]
     Timeout {
         /// Where the request went.
         url: String,
@@ -101,10 +113,12 @@ pub enum Error {
         timeout: Duration,
         /// How many requests were sent.
         attempts: u32,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
 
     /// The model API could not be reached, or dropped the connection.
-    #[error("could not talk to {url} after {attempts} attempt(s): {message}; check connectivity and base_url")]
+    #[error("could not talk to {url} after {attempts} attempt(s): {message}; check connectivity and base_url{}", shown(request_id))]
     Connection {
         /// Where the request went.
         url: String,
@@ -112,15 +126,51 @@ pub enum Error {
         message: String,
         /// How many requests were sent.
         attempts: u32,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
 
     /// The model API answered 200 with something that is not a valid reply.
-    #[error("invalid response from {url}: {message}; check that base_url points at an OpenAI-compatible API")]
+    #[error("invalid response from {url}: {message}; check that base_url points at an OpenAI-compatible API{}", shown(request_id))]
     InvalidResponse {
         /// Where the request went.
         url: String,
         /// What was wrong with it.
         message: String,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
+    },
+
+    /// The model API answered with a redirect (3xx) to another origin, or a
+    /// client of the caller's followed one. It is not acted on: the request
+    /// and its bearer token are meant for `base_url` only, and the token is
+    /// not refreshed (nothing was wrong with it).
+    #[error("{url} {} {location}, another origin: not followed; if that address is right, set base_url to it{}",
+        redirect_verb(*status), shown(request_id))]
+    Redirected {
+        /// Where the request went.
+        url: String,
+        /// The redirect's status; `None` when a caller's HTTP client
+        /// followed it and the reply came from elsewhere.
+        status: Option<u16>,
+        /// Where it pointed (the `Location` header, or where the reply came from).
+        location: String,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
+    },
+
+    /// A reply (a JSON body, or one server-sent event of a stream) was larger
+    /// than the limit that keeps memory bounded. Not retried.
+    #[error("{what} is larger than the limit of {limit} bytes; if such replies are expected, raise it with `{setting}`{}", shown(request_id))]
+    TooLarge {
+        /// What was too large, e.g. "the JSON reply from <url>".
+        what: String,
+        /// The limit in bytes.
+        limit: usize,
+        /// The builder setting that raises it.
+        setting: String,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
 
     /// Some prompts of a batch failed. The batch call's own error type
@@ -140,11 +190,71 @@ pub enum Error {
 
     /// A stream ended abnormally after it had started: cut, malformed, or an
     /// error event sent by the server. Chunks before it were delivered.
-    #[error("the response stream broke: {message}")]
+    #[error("the response stream broke: {message}{}", shown(request_id))]
     Stream {
         /// What went wrong.
         message: String,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
+}
+
+/// The ids of one call to the model API, to quote to support. Shown as the
+/// id sent, followed by the server's own when it differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Box<Ids>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ids {
+    sent: String,
+    server: Option<String>,
+}
+
+impl RequestId {
+    pub(crate) fn new(sent: String, server: Option<String>) -> Self {
+        Self(Box::new(Ids { sent, server }))
+    }
+
+    /// The `X-Request-ID` this crate sent: fresh for each call, the same on
+    /// each of its retries and on the retry after a token refresh.
+    pub fn sent(&self) -> &str {
+        &self.0.sent
+    }
+
+    /// The request id header the server answered with (`x-request-id`,
+    /// `request-id` or `x-correlation-id`), if any.
+    pub fn server(&self) -> Option<&str> {
+        self.0.server.as_deref()
+    }
+
+    pub(crate) fn set_server(&mut self, server: Option<String>) {
+        self.0.server = server;
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.sent())?;
+        match self.server() {
+            Some(server) if server != self.sent() => write!(f, " (server's: {server})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// " [request id …]" for a message, or nothing.
+fn shown(request_id: &Option<RequestId>) -> String {
+    request_id
+        .as_ref()
+        .map(|id| format!(" [request id {id}]"))
+        .unwrap_or_default()
+}
+
+fn redirect_verb(status: Option<u16>) -> String {
+    match status {
+        Some(status) => format!("answered {status}, a redirect to"),
+        None => "was redirected (by the HTTP client) to".to_string(),
+    }
 }
 
 /// Why an access token could not be obtained.
@@ -203,17 +313,45 @@ pub enum AuthError {
     },
 
     /// The model API answered 401 to a token that IAM had just issued.
-    #[error("the model API rejected a freshly issued access token (401): {message}; check that the key has access to this endpoint and that project_id is right")]
+    #[error("the model API rejected a freshly issued access token (401): {message}; check that the key has access to this endpoint and that project_id is right{}", shown(request_id))]
     TokenRejected {
         /// The server's message.
         message: String,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
     },
 
     /// The model API answered 401 to a fixed API key (a static token source).
-    #[error("the model API rejected the API key (401): {message}; check the key and that it is meant for this endpoint")]
+    #[error("the model API rejected the API key (401): {message}; check the key and that it is meant for this endpoint{}", shown(request_id))]
     KeyRejected {
         /// The server's message.
         message: String,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
+    },
+
+    /// IAM answered with a redirect (3xx) to another origin, or a client of
+    /// the caller's followed one. The crate's own client never follows such a
+    /// redirect, so the key secret was not sent there; no token is accepted.
+    #[error("IAM at {auth_url} {} {location}, another origin: not followed, no token accepted; if that address is right, set auth_url to it",
+        redirect_verb(*status))]
+    Redirected {
+        /// The token endpoint.
+        auth_url: String,
+        /// The redirect's status; `None` when a caller's HTTP client followed
+        /// it and the reply came from elsewhere.
+        status: Option<u16>,
+        /// Where it pointed.
+        location: String,
+    },
+
+    /// IAM's reply was larger than the limit (a token reply is a few KB).
+    #[error("the reply from IAM at {auth_url} is larger than the limit of {limit} bytes; if that is expected, raise it with `max_auth_response_size` (TokenManagerBuilder::max_response_size)")]
+    TooLarge {
+        /// The token endpoint.
+        auth_url: String,
+        /// The limit in bytes.
+        limit: usize,
     },
 
     /// IAM answered with something that is not a token response.
@@ -275,6 +413,8 @@ impl Error {
             | Error::Api { .. }
             | Error::InvalidResponse { .. }
             | Error::Stream { .. }
+            | Error::Redirected { .. }
+            | Error::TooLarge { .. }
             | Error::Batch { .. } => false,
         }
     }
@@ -290,6 +430,68 @@ impl Error {
             }
             Error::Auth(AuthError::Transient { status, .. }) => Some(*status),
             _ => None,
+        }
+    }
+
+    /// The ids of the model API call that failed: the `X-Request-ID` sent
+    /// and the server's own, when it answered with one. `None` for errors
+    /// that did not come from a call (configuration, IAM, input checks).
+    pub fn request_id(&self) -> Option<&RequestId> {
+        match self {
+            Error::Api { request_id, .. }
+            | Error::Unavailable { request_id, .. }
+            | Error::Timeout { request_id, .. }
+            | Error::Connection { request_id, .. }
+            | Error::InvalidResponse { request_id, .. }
+            | Error::Redirected { request_id, .. }
+            | Error::TooLarge { request_id, .. }
+            | Error::Stream { request_id, .. }
+            | Error::Auth(
+                AuthError::TokenRejected { request_id, .. }
+                | AuthError::KeyRejected { request_id, .. },
+            ) => request_id.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Records the call's request ids, unless the error already has them
+    /// (or cannot hold them).
+    pub(crate) fn with_request_id(mut self, id: &RequestId) -> Self {
+        let slot = match &mut self {
+            Error::Api { request_id, .. }
+            | Error::Unavailable { request_id, .. }
+            | Error::Timeout { request_id, .. }
+            | Error::Connection { request_id, .. }
+            | Error::InvalidResponse { request_id, .. }
+            | Error::Redirected { request_id, .. }
+            | Error::TooLarge { request_id, .. }
+            | Error::Stream { request_id, .. }
+            | Error::Auth(
+                AuthError::TokenRejected { request_id, .. }
+                | AuthError::KeyRejected { request_id, .. },
+            ) => request_id,
+            _ => return self,
+        };
+        if slot.is_none() {
+            *slot = Some(id.clone());
+        }
+        self
+    }
+
+    /// An invalid reply from the model API (no request id yet).
+    pub(crate) fn invalid_response(url: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidResponse {
+            url: url.into(),
+            message: message.into(),
+            request_id: None,
+        }
+    }
+
+    /// A broken stream (no request id yet).
+    pub(crate) fn stream(message: impl Into<String>) -> Self {
+        Error::Stream {
+            message: message.into(),
+            request_id: None,
         }
     }
 

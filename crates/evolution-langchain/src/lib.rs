@@ -108,3 +108,7 @@ pub use inference::{
 pub use langchain_rust;
 pub use transport::connection::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT};
 pub use transport::retry::RetryPolicy;
+pub use {
+    error::RequestId,
+    transport::connection::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_RESPONSE_SIZE},
+};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::cache::CacheSettings;
 use super::credentials::Credentials;
-use super::iam::DEFAULT_AUTH_URL;
+use super::iam::{DEFAULT_AUTH_URL, DEFAULT_MAX_AUTH_RESPONSE_SIZE};
 use super::iam_fetcher::{IamFetcher, IamSettings};
 use super::token_manager::{TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
 use crate::error::Result;
@@ -22,6 +22,7 @@ pub struct TokenManagerBuilder {
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
     http_client: Option<reqwest::Client>,
+    max_response_size: Option<usize>,
 }
 
 impl TokenManagerBuilder {
@@ -97,8 +98,24 @@ impl TokenManagerBuilder {
     }
 
     /// The HTTP client to use (default: a pooled client of the crate's own).
+    ///
+    /// The crate's own client follows no redirect to another origin, so the
+    /// key secret in the request body goes to `auth_url` only. Yours follows
+    /// its own policy (reqwest's default: any origin, re-sending the body on
+    /// 307/308); a reply that came from elsewhere is still refused
+    /// ([`AuthError::Redirected`](crate::AuthError::Redirected)), but the
+    /// secret has been sent by then. Give it
+    /// `.redirect(reqwest::redirect::Policy::none())`.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http_client = Some(client);
+        self
+    }
+
+    /// Largest IAM reply read, in bytes (default
+    /// [`DEFAULT_MAX_AUTH_RESPONSE_SIZE`], 64 KiB). A larger one is
+    /// [`AuthError::TooLarge`](crate::AuthError::TooLarge), read no further.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response_size = Some(bytes);
         self
     }
 
@@ -136,6 +153,9 @@ impl TokenManagerBuilder {
                 timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
                 retry: self.retry.unwrap_or_default(),
                 client,
+                max_response_size: self
+                    .max_response_size
+                    .unwrap_or(DEFAULT_MAX_AUTH_RESPONSE_SIZE),
             },
             client_error,
         );

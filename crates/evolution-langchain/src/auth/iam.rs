@@ -13,10 +13,17 @@ use super::cache::IssuedToken;
 use super::credentials::Credentials;
 use super::token::AccessToken;
 use crate::error::{truncate_message, AuthError, Error};
-use crate::transport::http::describe_transport_error;
+use crate::transport::body::{read_limited, read_prefix, BodyError};
+use crate::transport::http::{describe_transport_error, redirect_of};
+
+/// How much of an IAM error body is read: enough for its message.
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
 
 /// Cloud.ru's IAM token endpoint, used unless `auth_url` says otherwise.
 pub const DEFAULT_AUTH_URL: &str = "https://iam.api.cloud.ru/api/v1/auth/token";
+
+/// Default limit on an IAM reply (64 KiB): a token reply is a few KB.
+pub const DEFAULT_MAX_AUTH_RESPONSE_SIZE: usize = 64 * 1024;
 
 /// Lifetime assumed when IAM omits `expires_in` (what the original client assumed).
 pub(crate) const DEFAULT_EXPIRES_IN: Duration = Duration::from_secs(3600);
@@ -39,12 +46,37 @@ struct TokenReply {
     expires_in: Option<Value>,
 }
 
-/// One request to IAM, no retries.
+/// One request to IAM, no retries. The whole exchange, body included, is
+/// bounded by `timeout`, and the reply by `max_size` bytes.
 pub(crate) async fn request_token(
     client: &reqwest::Client,
     auth_url: &str,
     credentials: &Credentials,
     timeout: Duration,
+    max_size: usize,
+) -> Result<IssuedToken, Error> {
+    let timed_out = || -> Error {
+        AuthError::Timeout {
+            auth_url: auth_url.to_string(),
+            timeout,
+            attempts: 1,
+        }
+        .into()
+    };
+    tokio::time::timeout(
+        timeout,
+        exchange(client, auth_url, credentials, timeout, max_size),
+    )
+    .await
+    .unwrap_or_else(|_| Err(timed_out()))
+}
+
+async fn exchange(
+    client: &reqwest::Client,
+    auth_url: &str,
+    credentials: &Credentials,
+    timeout: Duration,
+    max_size: usize,
 ) -> Result<IssuedToken, Error> {
     // The body holds the secret: keep it in a buffer that is wiped when the
     // request is done with it.
@@ -65,15 +97,40 @@ pub(crate) async fn request_token(
         .await
         .map_err(|e| transport_error(e, auth_url, timeout))?;
 
+    if let Some((status, location)) = redirect_of(auth_url, &response) {
+        tracing::warn!(
+            auth_url,
+            ?status,
+            location,
+            "IAM redirected to another origin; not followed"
+        );
+        return Err(AuthError::Redirected {
+            auth_url: auth_url.to_string(),
+            status,
+            location,
+        }
+        .into());
+    }
     let status = response.status();
     let retry_after = crate::transport::retry::parse_retry_after(response.headers());
-    let body = response
-        .bytes()
+    if status.is_success() {
+        let body = read_limited(response, max_size)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => transport_error(e, auth_url, timeout),
+                BodyError::TooLarge => AuthError::TooLarge {
+                    auth_url: auth_url.to_string(),
+                    limit: max_size,
+                }
+                .into(),
+            })?;
+        return parse_reply(&body, auth_url);
+    }
+    let body = read_prefix(response, max_size.min(ERROR_BODY_LIMIT))
         .await
         .map_err(|e| transport_error(e, auth_url, timeout))?;
 
     let error = match status.as_u16() {
-        200..=299 => return parse_reply(&body, auth_url),
         401 => AuthError::InvalidCredentials {
             key_id: credentials.key_id().to_string(),
         },

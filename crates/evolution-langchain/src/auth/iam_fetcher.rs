@@ -24,6 +24,8 @@ pub(crate) struct IamSettings {
     pub(crate) timeout: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) client: reqwest::Client,
+    /// Largest reply read, in bytes.
+    pub(crate) max_response_size: usize,
 }
 
 pub(crate) struct IamFetcher {
@@ -60,6 +62,12 @@ impl IamFetcher {
         crate::transport::http::validate_http_url("auth_url", &settings.auth_url)?;
         if settings.timeout.is_zero() {
             return Err(Error::config("timeout", "must be longer than zero"));
+        }
+        if settings.max_response_size == 0 {
+            return Err(Error::config(
+                "max_response_size",
+                "must be at least 1 byte",
+            ));
         }
         Ok(())
     }
@@ -114,6 +122,7 @@ impl IamFetcher {
                         &self.settings.auth_url,
                         credentials,
                         self.settings.timeout,
+                        self.settings.max_response_size,
                     )
                 })
                 .await;

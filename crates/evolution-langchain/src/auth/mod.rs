@@ -22,7 +22,7 @@ mod token_manager;
 pub use builder::TokenManagerBuilder;
 pub use cache::{CacheSettings, CacheState, IssuedToken, TokenCache, TokenFetcher};
 pub use credentials::Credentials;
-pub use iam::DEFAULT_AUTH_URL;
+pub use iam::{DEFAULT_AUTH_URL, DEFAULT_MAX_AUTH_RESPONSE_SIZE};
 pub use source::{StaticToken, TokenSource};
 pub use stats::{TokenInfo, TokenStats};
 pub use token::AccessToken;

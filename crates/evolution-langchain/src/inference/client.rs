@@ -195,15 +195,21 @@ impl EvolutionInference {
     /// whole reply, reading the stream when `request.stream` is true.
     pub async fn send_request(&self, request: ChatRequest) -> Result<ChatResponse> {
         check(&request)?;
-        let response = if request.stream == Some(true) {
-            self.open_stream(&request).await?.collect_response().await?
+        if request.stream == Some(true) {
+            let stream = self.open_stream(&request).await?;
+            let id = stream.request_id().cloned();
+            let response = stream.collect_response().await?;
+            match (self.check_answers(&response), id) {
+                (Err(e), Some(id)) => Err(e.with_request_id(&id)),
+                (outcome, _) => outcome.map(|()| response),
+            }
         } else {
             self.transport
-                .post_json::<ChatResponse>(CHAT_PATH, &request)
-                .await?
-        };
-        self.check_answers(&response)?;
-        Ok(response)
+                .post_json_checked(CHAT_PATH, &request, |response: &ChatResponse| {
+                    self.check_answers(response)
+                })
+                .await
+        }
     }
 
     /// Sends `request` as it is, streamed (whatever its `stream` says).
@@ -220,20 +226,15 @@ impl EvolutionInference {
     }
 
     async fn open_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
-        let response = self.transport.post_stream(CHAT_PATH, request).await?;
-        Ok(ChatStream::from_response(
-            response,
-            self.transport.request_timeout,
-        ))
+        let open = self.transport.post_stream(CHAT_PATH, request).await?;
+        Ok(ChatStream::from_open(open))
     }
 
     /// The one answer rule ([`Choice::answer`](crate::inference::wire::Choice::answer))
     /// applied to a whole reply: at least one choice, each with an answer.
     pub(crate) fn check_answers(&self, response: &ChatResponse) -> Result<()> {
-        let invalid = |message: String| Error::InvalidResponse {
-            url: self.transport.url(CHAT_PATH),
-            message,
-        };
+        let invalid =
+            |message: String| Error::invalid_response(self.transport.url(CHAT_PATH), message);
         if response.choices.is_empty() {
             return Err(invalid("the reply has no choices".into()));
         }

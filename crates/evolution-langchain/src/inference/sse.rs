@@ -6,6 +6,11 @@
 //! with `\n`), `event`/`id` fields, a space after the colon being optional,
 //! and an event ending at a blank line. Input may be cut at any byte; the
 //! decoder keeps the unfinished line and continues with the next read.
+//!
+//! A line, or an event's data, longer than the decoder's limit
+//! ([`SseDecoder::with_max_event_size`]) stops it: it keeps no more than
+//! the limit in memory, drops the rest of the input, and reports
+//! [`is_over_limit`](SseDecoder::is_over_limit).
 
 use std::collections::VecDeque;
 
@@ -22,8 +27,12 @@ pub struct SseEvent {
 
 /// Incremental decoder. Feed it reads with [`push`](Self::push), take
 /// events with [`next_event`](Self::next_event).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
+    /// Longest line, and longest event data, accepted.
+    max_event_size: usize,
+    /// A line or an event passed the limit; input is ignored from then on.
+    over_limit: bool,
     /// Bytes of the line being read (no line end yet).
     line: Vec<u8>,
     /// The previous read ended in `\r`: a leading `\n` now is part of that line end.
@@ -36,14 +45,52 @@ pub struct SseDecoder {
     ready: VecDeque<SseEvent>,
 }
 
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_max_event_size(crate::transport::connection::DEFAULT_MAX_EVENT_SIZE)
+    }
+}
+
 impl SseDecoder {
-    /// An empty decoder.
+    /// An empty decoder with the default limit,
+    /// [`DEFAULT_MAX_EVENT_SIZE`](crate::DEFAULT_MAX_EVENT_SIZE).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty decoder that accepts lines and events of up to `max` bytes.
+    pub fn with_max_event_size(max: usize) -> Self {
+        Self {
+            max_event_size: max,
+            over_limit: false,
+            line: Vec::new(),
+            after_cr: false,
+            data: String::new(),
+            has_data: false,
+            event: None,
+            id: None,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Whether a line or an event's data passed the limit. Events completed
+    /// before it can still be taken; later input is ignored.
+    pub fn is_over_limit(&self) -> bool {
+        self.over_limit
+    }
+
+    fn exceed(&mut self) {
+        self.over_limit = true;
+        self.line = Vec::new();
+        self.data = String::new();
+        self.has_data = false;
+    }
+
     /// Consumes one read of the body.
     pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.over_limit {
+            return;
+        }
         if bytes.is_empty() {
             // An empty read must not forget a pending `\r`.
             return;
@@ -55,6 +102,9 @@ impl SseDecoder {
             }
         }
         while let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) {
+            if self.line.len() + end > self.max_event_size {
+                return self.exceed();
+            }
             if self.line.is_empty() {
                 self.process_line(&bytes[..end]);
             } else {
@@ -77,6 +127,12 @@ impl SseDecoder {
             } else {
                 bytes = &bytes[end + 1..];
             }
+            if self.over_limit {
+                return;
+            }
+        }
+        if self.line.len() + bytes.len() > self.max_event_size {
+            return self.exceed();
         }
         self.line.extend_from_slice(bytes);
     }
@@ -122,6 +178,9 @@ impl SseDecoder {
         };
         match field {
             b"data" => {
+                if self.data.len() + value.len() + 1 > self.max_event_size {
+                    return self.exceed();
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }
@@ -215,6 +274,34 @@ mod tests {
         let events = decode_all(&[body]);
         assert_eq!(events.len(), 34);
         assert_eq!(events.last().unwrap().data, "[DONE]");
+    }
+
+    #[test]
+    fn lines_and_events_over_the_limit_stop_the_decoder() {
+        // A line of exactly the limit passes; one byte more does not.
+        let mut decoder = SseDecoder::with_max_event_size(10);
+        decoder.push(b"data: 1234\n\n");
+        assert_eq!(decoder.next_event().unwrap().data, "1234");
+        decoder.push(b"data: 12345\n\n");
+        assert!(decoder.is_over_limit());
+        assert_eq!(decoder.next_event(), None);
+
+        // Split over reads, with no line end at all.
+        let mut decoder = SseDecoder::with_max_event_size(10);
+        decoder.push(b"data: 12");
+        decoder.push(b"34");
+        assert!(!decoder.is_over_limit());
+        decoder.push(b"5");
+        assert!(decoder.is_over_limit());
+        decoder.push(b"\n\ndata: x\n\n");
+        assert_eq!(decoder.next_event(), None);
+
+        // Short lines adding up to a long event.
+        let mut decoder = SseDecoder::with_max_event_size(12);
+        decoder.push(b"data: 12345\ndata: 678\n");
+        assert!(!decoder.is_over_limit());
+        decoder.push(b"data: 901\n");
+        assert!(decoder.is_over_limit());
     }
 
     proptest! {

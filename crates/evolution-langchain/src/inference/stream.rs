@@ -11,9 +11,11 @@ use futures::{Stream, StreamExt};
 
 use super::sse::{SseDecoder, SseEvent};
 use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ToolCall, Usage};
-use crate::error::{Error, Result};
+use crate::error::{Error, RequestId, Result};
+use crate::transport::connection::DEFAULT_MAX_EVENT_SIZE;
 use crate::transport::http::describe_transport_error;
 use crate::transport::server_error::ServerError;
+use crate::transport::OpenStream;
 
 /// A streamed answer: chunks as the model writes them.
 ///
@@ -23,27 +25,78 @@ use crate::transport::server_error::ServerError;
 /// chunk has been delivered.
 pub struct ChatStream {
     inner: Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>,
+    request_id: Option<RequestId>,
+}
+
+/// How a byte stream is read: the bounds that keep a hostile server from
+/// holding it open or filling memory, and the call's ids for its errors.
+struct ReadLimits {
+    idle_timeout: Duration,
+    max_event_size: usize,
+    deadline: Option<tokio::time::Instant>,
+    request_id: Option<RequestId>,
 }
 
 impl ChatStream {
-    /// Reads SSE from `response`; `idle_timeout` bounds the wait for each read.
-    pub(crate) fn from_response(response: reqwest::Response, idle_timeout: Duration) -> Self {
-        Self::from_byte_stream(response.bytes_stream(), idle_timeout)
+    /// Reads SSE from a stream the transport opened, within its limits.
+    pub(crate) fn from_open(open: OpenStream) -> Self {
+        let limits = ReadLimits {
+            idle_timeout: open.idle_timeout,
+            max_event_size: open.max_event_size,
+            deadline: open.deadline,
+            request_id: Some(open.request_id),
+        };
+        Self::decode(open.response.bytes_stream(), limits)
     }
 
-    /// Decodes an SSE byte stream, e.g. one recorded earlier.
+    /// Decodes an SSE byte stream, e.g. one recorded earlier;
+    /// `idle_timeout` bounds each wait for more, and one event may be up to
+    /// [`DEFAULT_MAX_EVENT_SIZE`](crate::DEFAULT_MAX_EVENT_SIZE) long.
     pub fn from_byte_stream<S, B, E>(body: S, idle_timeout: Duration) -> Self
     where
         S: Stream<Item = std::result::Result<B, E>> + Send + 'static,
         B: AsRef<[u8]> + Send,
         E: Into<StreamReadError> + Send,
     {
-        let stream = async_stream::stream! {
+        let limits = ReadLimits {
+            idle_timeout,
+            max_event_size: DEFAULT_MAX_EVENT_SIZE,
+            deadline: None,
+            request_id: None,
+        };
+        Self::decode(body, limits)
+    }
+
+    /// The ids of the call that opened this stream (`None` for a stream
+    /// from [`from_byte_stream`](Self::from_byte_stream)).
+    pub fn request_id(&self) -> Option<&RequestId> {
+        self.request_id.as_ref()
+    }
+
+    fn decode<S, B, E>(body: S, limits: ReadLimits) -> Self
+    where
+        S: Stream<Item = std::result::Result<B, E>> + Send + 'static,
+        B: AsRef<[u8]> + Send,
+        E: Into<StreamReadError> + Send,
+    {
+        let ReadLimits {
+            idle_timeout,
+            max_event_size,
+            deadline,
+            request_id,
+        } = limits;
+        let inner = async_stream::stream! {
             let mut body = std::pin::pin!(body);
-            let mut decoder = SseDecoder::new();
+            let mut decoder = SseDecoder::with_max_event_size(max_event_size);
             let mut ended = false;
             while !ended {
-                match tokio::time::timeout(idle_timeout, body.next()).await {
+                let wait = tokio::time::Instant::now() + idle_timeout;
+                let until = deadline.map_or(wait, |d| d.min(wait));
+                match tokio::time::timeout_at(until, body.next()).await {
+                    Err(_) if deadline.is_some_and(|d| d <= until) => {
+                        yield Err(stream_error("the stream did not end within stream_deadline; the server kept it open".into()));
+                        return;
+                    }
                     Err(_) => {
                         yield Err(stream_error(format!("no data for {idle_timeout:?}; the server stalled")));
                         return;
@@ -55,6 +108,15 @@ impl ChatStream {
                     }
                     Ok(Some(Ok(bytes))) => decoder.push(bytes.as_ref()),
                     Ok(None) => ended = true,
+                }
+                if decoder.is_over_limit() {
+                    yield Err(Error::TooLarge {
+                        what: "a server-sent event (or line) of the stream".into(),
+                        limit: max_event_size,
+                        setting: "max_event_size".into(),
+                        request_id: None,
+                    });
+                    return;
                 }
                 // At the end, a last event without its blank line still counts.
                 let mut last = if ended { decoder.finish() } else { None };
@@ -72,9 +134,12 @@ impl ChatStream {
             }
             yield Err(stream_error("the stream ended without [DONE]; the answer may be incomplete".into()));
         };
-        Self {
-            inner: Box::pin(stream),
-        }
+        let inner: Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>> = match request_id.clone()
+        {
+            Some(id) => Box::pin(inner.map(move |item| item.map_err(|e| e.with_request_id(&id)))),
+            None => Box::pin(inner),
+        };
+        Self { inner, request_id }
     }
 
     /// Reads the whole stream and assembles the complete response (text,
@@ -125,7 +190,7 @@ impl fmt::Debug for ChatStream {
 }
 
 fn stream_error(message: String) -> Error {
-    Error::Stream { message }
+    Error::stream(message)
 }
 
 enum Step {

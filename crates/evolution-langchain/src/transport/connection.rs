@@ -26,6 +26,15 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default number of retries after the first attempt.
 pub const DEFAULT_MAX_RETRIES: u32 = 2;
 
+/// Default limit on a JSON reply of the model API (32 MiB): far above any
+/// real answer or embedding batch, low enough that a broken or hostile
+/// server cannot exhaust memory. Set with `max_response_size`.
+pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 32 * 1024 * 1024;
+
+/// Default limit on one server-sent event of a stream, or one line of it
+/// (8 MiB). A chunk holds a few words; set with `max_event_size`.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 8 * 1024 * 1024;
+
 /// How requests are authorized.
 #[derive(Clone, Default)]
 enum Auth {
@@ -55,6 +64,10 @@ pub(crate) struct Connection {
     pub(crate) auth_max_retries: Option<u32>,
     pub(crate) refresh_buffer: Option<Duration>,
     pub(crate) http_client: Option<reqwest::Client>,
+    pub(crate) max_response_size: Option<usize>,
+    pub(crate) max_event_size: Option<usize>,
+    pub(crate) max_auth_response_size: Option<usize>,
+    pub(crate) stream_deadline: Option<Duration>,
     pub(crate) headers: HeaderMap,
     /// A header that could not be parsed, reported by `build`.
     pub(crate) header_error: Option<Error>,
@@ -144,6 +157,18 @@ impl Connection {
         if request_timeout.is_zero() {
             return Err(Error::config("request_timeout", "must be longer than zero"));
         }
+        for (field, value) in [
+            ("max_response_size", self.max_response_size),
+            ("max_event_size", self.max_event_size),
+            ("max_auth_response_size", self.max_auth_response_size),
+        ] {
+            if value == Some(0) {
+                return Err(Error::config(field, "must be at least 1 byte"));
+            }
+        }
+        if self.stream_deadline.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config("stream_deadline", "must be longer than zero"));
+        }
         let has_credentials = !self.credentials.key_id().trim().is_empty()
             || !self.credentials.expose_secret().trim().is_empty();
         let client = match self.http_client {
@@ -198,6 +223,9 @@ impl Connection {
                 if let Some(retries) = self.auth_max_retries {
                     manager = manager.max_retries(retries);
                 }
+                if let Some(limit) = self.max_auth_response_size {
+                    manager = manager.max_response_size(limit);
+                }
                 let manager = manager.build()?;
                 token_manager = Some(manager.clone());
                 Some(Arc::new(manager))
@@ -222,6 +250,9 @@ impl Connection {
             headers,
             request_timeout,
             retry: RetryPolicy::with_max_retries(self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)),
+            max_response_size: self.max_response_size.unwrap_or(DEFAULT_MAX_RESPONSE_SIZE),
+            max_event_size: self.max_event_size.unwrap_or(DEFAULT_MAX_EVENT_SIZE),
+            stream_deadline: self.stream_deadline,
         })
     }
 }
@@ -336,8 +367,52 @@ macro_rules! connection_setters {
         }
 
         /// The HTTP client (and connection pool) to use for the model API and IAM.
+        ///
+        /// The crate's own client follows redirects within one origin only.
+        /// Yours follows whatever its policy says (reqwest's default: up to
+        /// 10, to any origin); the crate still refuses a reply that redirects
+        /// to, or came from, another origin ([`Error::Redirected`](crate::Error::Redirected),
+        /// [`AuthError::Redirected`](crate::AuthError::Redirected)), but by
+        /// then your client has re-sent the request there, for IAM with the
+        /// key secret in its body. Build it with
+        /// `.redirect(reqwest::redirect::Policy::none())` unless you need more.
         pub fn http_client(mut self, client: reqwest::Client) -> Self {
             self.connection.http_client = Some(client);
+            self
+        }
+
+        /// Largest JSON reply read from the model API, in bytes (default
+        /// [`DEFAULT_MAX_RESPONSE_SIZE`](crate::DEFAULT_MAX_RESPONSE_SIZE),
+        /// 32 MiB). A larger one fails with [`Error::TooLarge`](crate::Error::TooLarge)
+        /// as soon as the limit is passed; memory stays near the limit.
+        pub fn max_response_size(mut self, bytes: usize) -> Self {
+            self.connection.max_response_size = Some(bytes);
+            self
+        }
+
+        /// Largest server-sent event of a stream (and line of one), in bytes
+        /// (default [`DEFAULT_MAX_EVENT_SIZE`](crate::DEFAULT_MAX_EVENT_SIZE),
+        /// 8 MiB). A larger one ends the stream with [`Error::TooLarge`](crate::Error::TooLarge).
+        pub fn max_event_size(mut self, bytes: usize) -> Self {
+            self.connection.max_event_size = Some(bytes);
+            self
+        }
+
+        /// Largest IAM token reply, in bytes (default
+        /// [`DEFAULT_MAX_AUTH_RESPONSE_SIZE`](crate::auth::DEFAULT_MAX_AUTH_RESPONSE_SIZE),
+        /// 64 KiB); a larger one is [`AuthError::TooLarge`](crate::AuthError::TooLarge).
+        pub fn max_auth_response_size(mut self, bytes: usize) -> Self {
+            self.connection.max_auth_response_size = Some(bytes);
+            self
+        }
+
+        /// Longest a stream may last from its first byte to its end (default:
+        /// no bound, as an answer may legitimately take long). Past it the
+        /// stream ends with an [`Error::Stream`](crate::Error::Stream) that
+        /// says so, even if the server keeps trickling bytes or keep-alive
+        /// comments.
+        pub fn stream_deadline(mut self, deadline: std::time::Duration) -> Self {
+            self.connection.stream_deadline = Some(deadline);
             self
         }
 
@@ -373,6 +448,9 @@ impl fmt::Debug for Connection {
             .field("project_id", &self.project_id)
             .field("request_timeout", &self.request_timeout)
             .field("max_retries", &self.max_retries)
+            .field("max_response_size", &self.max_response_size)
+            .field("max_event_size", &self.max_event_size)
+            .field("stream_deadline", &self.stream_deadline)
             .finish_non_exhaustive()
     }
 }

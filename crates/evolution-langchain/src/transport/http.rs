@@ -20,7 +20,8 @@ pub(crate) const USER_AGENT: &str = concat!("evolution-langchain-rs/", env!("CAR
 pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
-        .user_agent(USER_AGENT);
+        .user_agent(USER_AGENT)
+        .redirect(same_origin_redirects());
     if !targets.is_empty() && targets.iter().all(|target| is_loopback(target)) {
         builder = builder.no_proxy();
     }
@@ -28,6 +29,72 @@ pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
         Error::config(
             "http_client",
             format!("could not be built: {}", describe_transport_error(&e)),
+        )
+    })
+}
+
+/// Most redirects followed within one origin.
+const MAX_REDIRECTS: usize = 5;
+
+/// The redirect policy of the clients this crate builds: a redirect within
+/// the same origin (scheme, host and port) is followed, up to
+/// [`MAX_REDIRECTS`]; one to another origin is not, and its 3xx reply comes
+/// back to the caller, which reports it ([`redirect_of`]). A key secret in
+/// an IAM request body, or a request meant for `base_url`, never goes
+/// elsewhere.
+pub(crate) fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| same_origin(from, attempt.url()));
+        if same && attempt.previous().len() <= MAX_REDIRECTS {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// Whether two URLs share scheme, host and port.
+pub(crate) fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Where a reply says to go instead of `requested`: a 3xx status (with its
+/// `Location`, resolved against the request's URL), or a reply that came
+/// from another origin (a caller's own client followed a redirect). The
+/// returned status is `None` in the second case.
+pub(crate) fn redirect_of(
+    requested: &str,
+    response: &reqwest::Response,
+) -> Option<(Option<u16>, String)> {
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+            .map(|location| {
+                response
+                    .url()
+                    .join(&location)
+                    .map(String::from)
+                    .unwrap_or(location)
+            })
+            .unwrap_or_else(|| "(no Location header)".to_string());
+        return Some((
+            Some(status.as_u16()),
+            crate::error::truncate_message(&location),
+        ));
+    }
+    let requested = url::Url::parse(requested).ok()?;
+    (!same_origin(&requested, response.url())).then(|| {
+        (
+            None,
+            crate::error::truncate_message(response.url().as_str()),
         )
     })
 }

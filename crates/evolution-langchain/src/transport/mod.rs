@@ -7,6 +7,7 @@
 //! - [`retry`]: backoff and `Retry-After`;
 //! - [`server_error`]: what an error body says and what its status means.
 
+pub(crate) mod body;
 pub(crate) mod connection;
 pub(crate) mod http;
 pub(crate) mod retry;
@@ -17,16 +18,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::auth::{AccessToken, TokenManager, TokenSource};
-use crate::error::{AuthError, Error, Result};
-use http::describe_transport_error;
+use crate::error::{AuthError, Error, RequestId, Result};
+use body::{read_limited, read_prefix, BodyError};
+use http::{describe_transport_error, redirect_of};
 use retry::{parse_retry_after, RetryPolicy};
 use server_error::{status_error, ServerError};
+
+/// How much of an error body is read: enough for any server's message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The header that carries a call's id.
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Where servers put their own request id, in the order looked at.
+const SERVER_REQUEST_ID_HEADERS: [&str; 3] = ["x-request-id", "request-id", "x-correlation-id"];
 
 /// Everything a request needs; shared (behind an `Arc`) by clones of a client.
 pub(crate) struct Transport {
@@ -41,12 +53,42 @@ pub(crate) struct Transport {
     pub(crate) headers: HeaderMap,
     pub(crate) request_timeout: Duration,
     pub(crate) retry: RetryPolicy,
+    /// Largest JSON reply read.
+    pub(crate) max_response_size: usize,
+    /// Largest server-sent event (or line) of a stream.
+    pub(crate) max_event_size: usize,
+    /// Longest a stream may take from its head to its end (`None`: no bound).
+    pub(crate) stream_deadline: Option<Duration>,
+}
+
+/// A stream the server accepted, with what its reader needs to know.
+pub(crate) struct OpenStream {
+    pub(crate) response: Response,
+    pub(crate) request_id: RequestId,
+    /// Bound on each wait for more of the body.
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_event_size: usize,
+    /// When the whole stream must have ended, if ever.
+    pub(crate) deadline: Option<Instant>,
 }
 
 /// Errors the retry loop may try again. Token errors are excluded: the
 /// token source has already retried those in its own way.
 fn retryable(error: &Error) -> bool {
     error.is_retryable() && !matches!(error, Error::Auth(_))
+}
+
+/// A fresh id for one logical call: 32 hex digits.
+fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// The server's own request id header, if it sent one.
+fn server_request_id(headers: &HeaderMap) -> Option<String> {
+    SERVER_REQUEST_ID_HEADERS.iter().find_map(|name| {
+        let value = headers.get(*name)?.to_str().ok()?.trim();
+        (!value.is_empty()).then(|| crate::error::truncate_message(value))
+    })
 }
 
 impl Transport {
@@ -60,13 +102,24 @@ impl Transport {
         path: &str,
         body: &impl Serialize,
     ) -> Result<T> {
+        self.post_json_checked(path, body, |_| Ok(())).await
+    }
+
+    /// Like [`post_json`](Self::post_json); `check` looks at the parsed
+    /// reply, and its error carries the call's request id like any other.
+    pub(crate) async fn post_json_checked<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        check: impl Fn(&T) -> Result<()>,
+    ) -> Result<T> {
         let body = encode(body)?;
-        self.json(Method::POST, path, Some(body)).await
+        self.json(Method::POST, path, Some(body), check).await
     }
 
     /// GETs `path` and parses the JSON reply, with retries.
     pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.json(Method::GET, path, None).await
+        self.json(Method::GET, path, None, |_| Ok(())).await
     }
 
     async fn json<T: DeserializeOwned>(
@@ -74,22 +127,50 @@ impl Transport {
         method: Method,
         path: &str,
         body: Option<Bytes>,
+        check: impl Fn(&T) -> Result<()>,
     ) -> Result<T> {
         let url = self.url(path);
+        let sent = new_request_id();
+        let check = &check;
         self.retry
             .run_if(&url, retryable, || async {
-                let response = self.attempt(&method, &url, body.clone(), false).await?;
-                let bytes = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(e, &url))?;
-                serde_json::from_slice(&bytes).map_err(|e| Error::InvalidResponse {
-                    url: url.clone(),
-                    message: format!(
-                        "{e}; the body starts with {:?}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
-                    ),
-                })
+                let mut id = RequestId::new(sent.clone(), None);
+                let outcome = async {
+                    let response = self
+                        .attempt(&method, &url, body.clone(), false, &mut id)
+                        .await?;
+                    // reqwest's per-request timeout bounds the body too; this
+                    // one holds whatever client the caller brought.
+                    let read = read_limited(response, self.max_response_size);
+                    let bytes = match tokio::time::timeout(self.request_timeout, read).await {
+                        Err(_) => return Err(self.timeout_error(&url)),
+                        Ok(Err(BodyError::Transport(e))) => {
+                            return Err(self.transport_error(e, &url))
+                        }
+                        Ok(Err(BodyError::TooLarge)) => {
+                            return Err(Error::TooLarge {
+                                what: format!("the reply from {url}"),
+                                limit: self.max_response_size,
+                                setting: "max_response_size".into(),
+                                request_id: None,
+                            })
+                        }
+                        Ok(Ok(bytes)) => bytes,
+                    };
+                    let value: T = serde_json::from_slice(&bytes).map_err(|e| {
+                        Error::invalid_response(
+                            url.clone(),
+                            format!(
+                                "{e}; the body starts with {:?}",
+                                String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
+                            ),
+                        )
+                    })?;
+                    check(&value)?;
+                    Ok(value)
+                }
+                .await;
+                outcome.map_err(|e| e.with_request_id(&id))
             })
             .await
     }
@@ -97,60 +178,110 @@ impl Transport {
     /// POSTs a streaming request; returns once a 2xx status has arrived,
     /// leaving the body to the caller. Only this part is retried: once
     /// chunks flow, a failure is the stream's to report.
-    pub(crate) async fn post_stream(&self, path: &str, body: &impl Serialize) -> Result<Response> {
+    pub(crate) async fn post_stream(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<OpenStream> {
         let body = encode(body)?;
         let url = self.url(path);
+        let sent = new_request_id();
         self.retry
-            .run_if(&url, retryable, || {
-                self.attempt(&Method::POST, &url, Some(body.clone()), true)
+            .run_if(&url, retryable, || async {
+                let mut id = RequestId::new(sent.clone(), None);
+                match self
+                    .attempt(&Method::POST, &url, Some(body.clone()), true, &mut id)
+                    .await
+                {
+                    Ok(response) => Ok(OpenStream {
+                        response,
+                        request_id: id,
+                        idle_timeout: self.request_timeout,
+                        max_event_size: self.max_event_size,
+                        deadline: self.stream_deadline.map(|d| Instant::now() + d),
+                    }),
+                    Err(e) => Err(e.with_request_id(&id)),
+                }
             })
             .await
     }
 
     /// One request, plus one more with a new token if the first token was
     /// rejected (`401`, or `403`, which some gateways send for an expired
-    /// token). Returns a response with a 2xx status.
+    /// token). Returns a response with a 2xx status; `id.server` is set from
+    /// the last reply's headers.
     async fn attempt(
         &self,
         method: &Method,
         url: &str,
         body: Option<Bytes>,
         streaming: bool,
+        id: &mut RequestId,
     ) -> Result<Response> {
+        // Head and error body share one deadline per request sent.
+        let mut deadline = Instant::now() + self.request_timeout;
         let Some(tokens) = &self.tokens else {
-            let response = self.send(method, url, None, body, streaming).await?;
-            return self.check_status(url, response).await;
+            let response = self
+                .send(method, url, None, body, streaming, id, deadline)
+                .await?;
+            return self.check_status(url, response, deadline).await;
         };
         let token = tokens.token().await?;
         let mut response = self
-            .send(method, url, Some(&token), body.clone(), streaming)
+            .send(
+                method,
+                url,
+                Some(&token),
+                body.clone(),
+                streaming,
+                id,
+                deadline,
+            )
             .await?;
         let rejected = |status| matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
         if rejected(response.status()) && tokens.refreshes() {
             tracing::info!(
                 url,
                 status = response.status().as_u16(),
+                request_id = id.sent(),
                 "the model API rejected the access token; refreshing it and trying once more"
             );
+            // Its body is not needed: dropped unread.
+            drop(response);
             tokens.invalidate_token(&token);
             let token = tokens.token().await?;
+            deadline = Instant::now() + self.request_timeout;
             response = self
-                .send(method, url, Some(&token), body, streaming)
+                .send(method, url, Some(&token), body, streaming, id, deadline)
                 .await?;
         }
         if response.status() == StatusCode::UNAUTHORIZED {
             // Final: a fixed key cannot be replaced, and a fresh token failed too.
-            let message = ServerError::parse(&response.bytes().await.unwrap_or_default()).message;
+            let body = tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
+                .await
+                .map_err(|_| self.timeout_error(url))?
+                .map_err(|e| self.transport_error(e, url))?;
+            let message = ServerError::parse(&body).message;
             return Err(if tokens.refreshes() {
-                AuthError::TokenRejected { message }
+                AuthError::TokenRejected {
+                    message,
+                    request_id: None,
+                }
             } else {
-                AuthError::KeyRejected { message }
+                AuthError::KeyRejected {
+                    message,
+                    request_id: None,
+                }
             }
             .into());
         }
-        self.check_status(url, response).await
+        self.check_status(url, response, deadline).await
     }
 
+    /// Sends one request with the call's id. A reply that redirects to (or
+    /// came from) another origin is an [`Error::Redirected`], before its
+    /// status means anything else.
+    #[allow(clippy::too_many_arguments)] // one request's parts, all distinct
     async fn send(
         &self,
         method: &Method,
@@ -158,42 +289,73 @@ impl Transport {
         token: Option<&AccessToken>,
         body: Option<Bytes>,
         streaming: bool,
+        id: &mut RequestId,
+        deadline: Instant,
     ) -> Result<Response> {
         let mut request = self
             .client
             .request(method.clone(), url)
             .headers(self.headers.clone());
+        if let Ok(value) = HeaderValue::from_str(id.sent()) {
+            request = request.header(REQUEST_ID_HEADER, value);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token.expose_secret());
         }
         if let Some(body) = body {
             request = request.header(CONTENT_TYPE, "application/json").body(body);
         }
-        if streaming {
+        let response = if streaming {
             // A whole-request timeout would cut long answers; bound the wait
             // for the response head here, and the gaps between chunks in the
             // stream reader.
             request = request.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
-            match tokio::time::timeout(self.request_timeout, request.send()).await {
-                Ok(sent) => sent.map_err(|e| self.transport_error(e, url)),
-                Err(_) => Err(self.timeout_error(url)),
+            match tokio::time::timeout_at(deadline, request.send()).await {
+                Ok(sent) => sent.map_err(|e| self.transport_error(e, url))?,
+                Err(_) => return Err(self.timeout_error(url)),
             }
         } else {
             request
                 .timeout(self.request_timeout)
                 .send()
                 .await
-                .map_err(|e| self.transport_error(e, url))
+                .map_err(|e| self.transport_error(e, url))?
+        };
+        id.set_server(server_request_id(response.headers()));
+        if let Some((status, location)) = redirect_of(url, &response) {
+            tracing::warn!(
+                url,
+                ?status,
+                location,
+                "the model API redirected to another origin; not followed"
+            );
+            return Err(Error::Redirected {
+                url: url.to_string(),
+                status,
+                location,
+                request_id: None,
+            });
         }
+        Ok(response)
     }
 
-    async fn check_status(&self, url: &str, response: Response) -> Result<Response> {
+    /// Passes a 2xx reply; otherwise reads (a bounded prefix of) the error
+    /// body within the request timeout and classifies the status.
+    async fn check_status(
+        &self,
+        url: &str,
+        response: Response,
+        deadline: Instant,
+    ) -> Result<Response> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let retry_after = parse_retry_after(response.headers());
-        let body = response.bytes().await.unwrap_or_default();
+        let body = tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
+            .await
+            .map_err(|_| self.timeout_error(url))?
+            .map_err(|e| self.transport_error(e, url))?;
         let error = status_error(status.as_u16(), ServerError::parse(&body), retry_after);
         tracing::debug!(url, status = status.as_u16(), %error, "the model API answered with an error");
         Err(error)
@@ -207,6 +369,7 @@ impl Transport {
                 url: url.to_string(),
                 message: describe_transport_error(&error),
                 attempts: 1,
+                request_id: None,
             }
         }
     }
@@ -216,6 +379,7 @@ impl Transport {
             url: url.to_string(),
             timeout: self.request_timeout,
             attempts: 1,
+            request_id: None,
         }
     }
 }
@@ -236,6 +400,9 @@ impl fmt::Debug for Transport {
             .field("headers", &header_names)
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
+            .field("max_response_size", &self.max_response_size)
+            .field("max_event_size", &self.max_event_size)
+            .field("stream_deadline", &self.stream_deadline)
             .finish()
     }
 }

@@ -26,8 +26,14 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Upper bound of any pause computed by backoff.
     pub max_backoff: Duration,
-    /// A server's `Retry-After` is honoured up to this long; beyond it the
-    /// wait is capped, so a confused server cannot park a caller for hours.
+    /// A server's `Retry-After` is honoured up to this long. A longer one is
+    /// not waited for at all: the pause is the normal backoff instead, as if
+    /// the server had not said (what openai-python does). Waiting for the
+    /// cap instead would park every retry of a call for a minute on a value
+    /// that is a misconfiguration or a unit mix-up far more often than a
+    /// real plan; failing at once would turn an overload that passes in a
+    /// second into an error. After the retries the error still carries the
+    /// server's value ([`Error::Unavailable`]'s `retry_after`).
     pub max_retry_after: Duration,
 }
 
@@ -71,12 +77,13 @@ impl RetryPolicy {
     }
 
     /// The pause before the next attempt: the server's wish when it stated
-    /// one, otherwise a uniformly random fraction of the backoff ("full
-    /// jitter"), which spreads out clients that failed together.
+    /// one within [`max_retry_after`](Self::max_retry_after), otherwise a
+    /// uniformly random fraction of the backoff ("full jitter"), which
+    /// spreads out clients that failed together.
     fn pause(&self, error: &Error, backoff: Duration) -> Duration {
         match error.retry_after() {
-            Some(wait) => wait.min(self.max_retry_after),
-            None => backoff.mul_f64(fastrand::f64()),
+            Some(wait) if wait <= self.max_retry_after => wait,
+            _ => backoff.mul_f64(fastrand::f64()),
         }
     }
 
@@ -207,6 +214,34 @@ mod tests {
             .unwrap();
         assert_eq!(out, 42);
         assert!(start.elapsed() >= Duration::from_secs(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_retry_after_costs_no_more_than_the_backoff() {
+        let policy = RetryPolicy::default();
+        let start = tokio::time::Instant::now();
+        let calls = AtomicU32::new(0);
+        let err = policy
+            .run("test", || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err::<(), _>(transient(Some(Duration::from_secs(99_999_999))))
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        // Two pauses of at most 200 ms and 400 ms.
+        assert!(
+            start.elapsed() <= Duration::from_millis(600),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(99_999_999)));
+        // At the cap it is still honoured.
+        let at_cap = transient(Some(policy.max_retry_after));
+        assert_eq!(
+            policy.pause(&at_cap, Duration::from_millis(1)),
+            policy.max_retry_after
+        );
     }
 
     #[test]

@@ -78,12 +78,14 @@ pub(crate) fn status_error(
             message,
             attempts: 1,
             retry_after,
+            request_id: None,
         },
         code => Error::Api {
             status: code,
             message,
             error_type: server.error_type,
             code: server.code,
+            request_id: None,
         },
     }
 }
