@@ -1,9 +1,10 @@
 //! Emulator or environment: each example talks to Cloud.ru when
-//! `EVOLUTION_KEY_ID` is set (in the environment or `.env`), and to an
-//! in-process emulator otherwise, so it runs without an account.
+//! `EVOLUTION_KEY_ID` or `EVOLUTION_API_KEY` is set (in the environment or
+//! `.env`), and to an in-process emulator otherwise, so it runs without an
+//! account.
 
 use evolution_emulator::{Emulator, EmulatorHandle};
-use evolution_langchain::config::{env_var, load_dotenv, ENV_KEY_ID, ENV_MODEL};
+use evolution_langchain::config::{env_var, load_dotenv, ENV_API_KEY, ENV_KEY_ID, ENV_MODEL};
 use evolution_langchain::langchain_rust::tools::Tool;
 use evolution_langchain::{EvolutionEmbeddings, EvolutionInference};
 use serde_json::Value;
@@ -21,13 +22,13 @@ impl Backend {
     /// Uses `EVOLUTION_*` when set, else starts the emulator; says which.
     pub async fn connect() -> Result<Self, BoxError> {
         load_dotenv()?;
-        if env_var(ENV_KEY_ID).is_some() {
+        if env_var(ENV_KEY_ID).is_some() || env_var(ENV_API_KEY).is_some() {
             println!("Using the service configured by EVOLUTION_* variables.");
             return Ok(Self { emulator: None });
         }
         let emulator = Emulator::start().await?;
         println!(
-            "EVOLUTION_KEY_ID is not set: using an in-process emulator at {} (it echoes prompts).",
+            "Neither EVOLUTION_KEY_ID nor EVOLUTION_API_KEY is set: using an in-process emulator at {} (it echoes prompts).",
             emulator.base_url()
         );
         Ok(Self {
@@ -36,6 +37,7 @@ impl Backend {
     }
 
     /// The chat model.
+    #[allow(dead_code)] // not every example uses our own client
     pub fn llm(&self) -> Result<EvolutionInference, BoxError> {
         Ok(match &self.emulator {
             None => EvolutionInference::from_env()?,

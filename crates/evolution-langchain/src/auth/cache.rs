@@ -257,6 +257,33 @@ impl<F: TokenFetcher> TokenCache<F> {
         self.refresh_and_wait().await
     }
 
+    /// The cached token without waiting, for code that cannot await (such
+    /// as a synchronous header hook): `Some` until the token's real expiry,
+    /// `None` when none is cached or it has expired.
+    ///
+    /// Once the token enters its refresh-ahead window, and whenever there is
+    /// no usable token, this starts one background refresh (when called on a
+    /// Tokio runtime; elsewhere it only reads), so a caller that keeps asking
+    /// finds the replacement soon after. Inside the refresh buffer the old
+    /// token is still returned: the server accepts it for up to the buffer,
+    /// and a caller that cannot wait has nothing better. [`token`](Self::token)
+    /// waits for the new one instead.
+    pub fn cached(&self) -> Option<AccessToken> {
+        let now = Instant::now();
+        let current = self.inner.current.load();
+        match &*current {
+            Some(cached) if now < cached.refresh_at => Some(cached.token.clone()),
+            Some(cached) if now < cached.expires_at => {
+                Inner::start_background_refresh(&self.inner, now);
+                Some(cached.token.clone())
+            }
+            _ => {
+                Inner::start_background_refresh(&self.inner, now);
+                None
+            }
+        }
+    }
+
     /// Forgets the cached token: the next [`token`](Self::token) fetches a
     /// new one. A refresh already in flight is not affected.
     pub fn invalidate(&self) {

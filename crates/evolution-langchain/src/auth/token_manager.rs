@@ -80,6 +80,15 @@ impl TokenManager {
         self.cache.token().await
     }
 
+    /// The cached token without waiting, for code that cannot await (a
+    /// synchronous hook such as async-openai's `Config::headers`). `None`
+    /// when no token is cached yet or it has expired; from the refresh-ahead
+    /// window on, and when it returns `None`, it starts one background
+    /// refresh (on a Tokio runtime). See [`TokenCache::cached`].
+    pub fn cached_token(&self) -> Option<AccessToken> {
+        self.cache.cached()
+    }
+
     /// Forgets the cached token: the next [`get_token`](Self::get_token)
     /// obtains a new one. A refresh already in flight is not affected.
     pub fn invalidate(&self) {

@@ -291,3 +291,34 @@ async fn deadlines_follow_buffer_and_window() {
     let c = CachedToken::new(issued(20), &settings);
     assert_eq!(c.expires_at - c.stale_at, Duration::from_secs(10));
 }
+
+#[tokio::test(start_paused = true)]
+async fn cached_reads_without_waiting_and_refreshes_in_the_background() {
+    // 100 s tokens, 10 s buffer: the window is [80 s, 90 s), expiry at 100 s.
+    let cache = cache(1_000, 100, 10);
+    // Nothing cached: `None`, and a background fetch starts.
+    assert!(cache.cached().is_none());
+    assert!(cache.state().refresh_in_progress);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let token = |c: &TokenCache<FakeFetcher>| c.cached().map(|t| t.expose_secret().to_string());
+    assert_eq!(token(&cache).as_deref(), Some("token-1"));
+    assert!(!cache.state().refresh_in_progress);
+    // Inside the refresh buffer, the old token still, and one refresh.
+    tokio::time::advance(Duration::from_secs(94)).await;
+    assert_eq!(token(&cache).as_deref(), Some("token-1"));
+    assert_eq!(token(&cache).as_deref(), Some("token-1"));
+    assert!(cache.state().refresh_in_progress);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(token(&cache).as_deref(), Some("token-2"));
+    assert_eq!(cache.fetcher().calls(), 2);
+    // Past its real expiry: `None`, never the expired token.
+    tokio::time::advance(Duration::from_secs(101)).await;
+    assert!(cache.cached().is_none());
+}
+
+#[test]
+fn cached_outside_a_runtime_only_reads() {
+    let cache = cache(0, 100, 10);
+    assert!(cache.cached().is_none());
+    assert!(!cache.state().refresh_in_progress);
+}

@@ -1,0 +1,9 @@
+//! Bridges to other Rust LLM libraries: our token management plugged into
+//! their own extension points, so programs written against them reach
+//! Cloud.ru with a key id and secret as easily as with an API key.
+//!
+//! - [`async_openai`] (feature `async-openai`): a `Config` and a tower
+//!   layer for async-openai's client.
+
+#[cfg(feature = "async-openai")]
+pub mod async_openai;
