@@ -58,6 +58,7 @@
 //! | `rustls` | no | TLS through rustls |
 //! | `blocking` | yes | [`blocking`]: a synchronous facade for plain threads |
 //! | `fernet` | yes | [`Credentials::from_fernet`]: Fernet-encrypted credentials |
+//! | `async-openai` | no | `bridges::async_openai`: async-openai's client on Cloud.ru with managed tokens |
 //!
 //! ## Secrets
 //!
@@ -68,6 +69,8 @@
 pub mod auth;
 #[cfg(feature = "blocking")]
 pub mod blocking;
+#[cfg(feature = "async-openai")]
+pub mod bridges;
 pub mod config;
 mod embeddings;
 mod error;
