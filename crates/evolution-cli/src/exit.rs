@@ -119,6 +119,8 @@ pub fn classify(error: &Error) -> Exit {
         Error::Api { .. }
         | Error::Unavailable { .. }
         | Error::InvalidResponse { .. }
+        | Error::Redirected { .. }
+        | Error::TooLarge { .. }
         | Error::Stream { .. } => Exit::Api,
         Error::Batch { first, .. } => classify(first),
         // `Error` is non-exhaustive: a new variant is at least an error.

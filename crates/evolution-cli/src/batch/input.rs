@@ -13,6 +13,9 @@
 //! of a line that has the same id, in this run or when resuming.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{self, BufRead};
+use std::ops::ControlFlow;
 
 use evolution_langchain::{ChatMessage, ChatOptions, Role};
 use serde::Deserialize;
@@ -83,22 +86,69 @@ enum Stop {
     Many(Vec<String>),
 }
 
-/// Parses every non-blank line. Duplicate ids make the later line bad: with
-/// two answers under one id, `--resume` could not tell which is which. Bad
-/// lines take part in that check: an id claimed by a bad line is taken.
+/// Parses every non-blank line of `text` (for tests: a batch reads its
+/// input line by line through [`Scanner`]).
+#[cfg(test)]
 pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
-    // Editors on Windows like to start a file with a byte order mark; left
-    // in, it would turn a first JSON line into a plain-text prompt.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut scanner = Scanner::new(defaults);
     let mut jobs = Vec::new();
     let mut bad = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
     for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
+        match scanner.line(index + 1, raw) {
+            Some(Ok(job)) => jobs.push(job),
+            Some(Err(line)) => bad.push(line),
+            None => {}
+        }
+    }
+    (jobs, bad)
+}
+
+/// Turns input lines, one at a time and in order, into jobs or bad lines.
+/// Duplicate ids make the later line bad: with two answers under one id,
+/// `--resume` could not tell which is which. Bad lines take part in that
+/// check: an id claimed by a bad line is taken.
+///
+/// Memory: besides the line at hand it keeps one entry per id seen (a
+/// 128-bit hash of the id and its first line, about 32 bytes), never the
+/// lines themselves. Two different ids sharing a 128-bit hash is as likely
+/// as guessing a random UUID.
+pub struct Scanner<'a> {
+    defaults: &'a Defaults,
+    seen: HashMap<u128, usize>,
+    hashers: (RandomState, RandomState),
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner for a new input.
+    pub fn new(defaults: &'a Defaults) -> Self {
+        Self {
+            defaults,
+            seen: HashMap::new(),
+            hashers: (RandomState::new(), RandomState::new()),
+        }
+    }
+
+    fn id_hash(&self, id: &Value) -> u128 {
+        let key = id_key(id);
+        (u128::from(self.hashers.0.hash_one(&key)) << 64)
+            | u128::from(self.hashers.1.hash_one(&key))
+    }
+
+    /// Line number `line` (1-based) with the text `raw`: `None` for a blank
+    /// line, else its job or why it cannot be run.
+    pub fn line(&mut self, line: usize, raw: &str) -> Option<Result<Job, BadLine>> {
+        // Editors on Windows like to start a file with a byte order mark; left
+        // in, it would turn a first JSON line into a plain-text prompt.
+        let raw = if line == 1 {
+            raw.strip_prefix('\u{feff}').unwrap_or(raw)
+        } else {
+            raw
+        };
         let raw = raw.trim();
         if raw.is_empty() {
-            continue;
+            return None;
         }
+        let defaults = self.defaults;
         let (id, parsed) = if raw.starts_with('{') {
             parse_json(line, raw, defaults)
         } else {
@@ -106,21 +156,56 @@ pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
             (Some(job.id.clone()), Ok(job))
         };
         if let Some(id) = id {
-            if let Some(first) = seen.get(&id_key(&id)) {
-                bad.push(BadLine {
+            let hash = self.id_hash(&id);
+            if let Some(first) = self.seen.get(&hash) {
+                return Some(Err(BadLine {
                     line,
                     message: format!("duplicate id {id} (first used on line {first})"),
-                });
-                continue;
+                }));
             }
-            seen.insert(id_key(&id), line);
+            self.seen.insert(hash, line);
         }
-        match parsed {
-            Ok(job) => jobs.push(job),
-            Err(message) => bad.push(BadLine { line, message }),
+        Some(parsed.map_err(|message| BadLine { line, message }))
+    }
+}
+
+/// Why an input could not be read.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file or pipe failed.
+    Io(io::Error),
+    /// Not UTF-8 text: the offset of the first bad byte.
+    NotUtf8(usize),
+}
+
+/// Calls `each` with every line of `reader` (number, text without its line
+/// end), reading one line at a time into one reused buffer, until the input
+/// ends or `each` breaks.
+pub fn for_each_line(
+    mut reader: impl BufRead,
+    mut each: impl FnMut(usize, &str) -> ControlFlow<()>,
+) -> Result<(), ReadError> {
+    let mut buffer = Vec::new();
+    let mut offset = 0usize;
+    let mut number = 0usize;
+    loop {
+        buffer.clear();
+        let read = reader
+            .read_until(b'\n', &mut buffer)
+            .map_err(ReadError::Io)?;
+        if read == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let text = std::str::from_utf8(&buffer)
+            .map_err(|e| ReadError::NotUtf8(offset + e.valid_up_to()))?;
+        offset += read;
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        if each(number, text).is_break() {
+            return Ok(());
         }
     }
-    (jobs, bad)
 }
 
 fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {

@@ -5,9 +5,11 @@ mod input;
 mod output;
 mod progress;
 
-use std::io::{self, IsTerminal, Read};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, IsTerminal, Seek};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
@@ -18,7 +20,7 @@ use crate::config::{ConnectionArgs, Endpoint};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::{one_line, CliError};
 use crate::options::SamplingArgs;
-use input::{id_key, BadLine, Defaults, Job};
+use input::{for_each_line, id_key, BadLine, Defaults, Job, ReadError, Scanner};
 use output::{Answer, Sink};
 use progress::Progress;
 
@@ -85,8 +87,17 @@ struct Tally {
 }
 
 /// Runs `batch`.
+///
+/// The input is read line by line, never whole: once to check that it is
+/// text, once to report its bad lines and count the work, and once more
+/// while answering, with only the lines in flight (and a channel's worth
+/// read ahead) in memory. Besides those, a batch keeps one small entry per
+/// id (for duplicates) and, with `--resume`, the set of finished ids.
+/// Standard input is first copied to an unnamed temporary file, so it can be
+/// read again like a file.
 pub async fn run(args: BatchArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
-    let text = read_input(&args.input)?;
+    let mut input = open_input(&args.input)?;
+    check_text(&args.input, &mut input)?;
     let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
     let llm = endpoint.inference().build()?;
 
@@ -94,33 +105,56 @@ pub async fn run(args: BatchArgs, embedded: &EmbeddedArgs) -> Result<(), CliErro
         options: args.sampling.chat_options(),
         system: args.sampling.system.clone(),
     };
-    let (jobs, mut bad) = input::parse(&text, &defaults);
-    let (jobs, invalid) = check_parameters(&llm, jobs);
-    bad.extend(invalid);
-    bad.sort_by_key(|b| b.line);
     let (mut sink, done) = Sink::open(args.output.as_deref(), args.resume, args.overwrite)?;
 
     // Bad lines are worked out from the input on every run and never count
     // as answered: `--resume` dropped their old error lines, and they are
-    // written (and reported) again.
-    let mut tally = Tally {
-        lines: jobs.len() + bad.len(),
-        bad: bad.len(),
-        ..Tally::default()
-    };
-    for line in &bad {
-        eprintln!("evolution: input line {}: {}", line.line, line.message);
-        if write(&mut sink, &bad_answer(line))?.is_break() {
-            return Ok(());
+    // written (and reported) again, before any answer.
+    let mut tally = Tally::default();
+    let mut runnable = 0usize;
+    let mut write_failure = None;
+    let mut reader_gone = false;
+    let scanned = scan(&args.input, &mut input, &llm, &defaults, |item| {
+        tally.lines += 1;
+        match item {
+            Ok(job) if done.contains(&id_key(&job.id)) => tally.skipped += 1,
+            Ok(_) => runnable += 1,
+            Err(line) => {
+                tally.bad += 1;
+                eprintln!("evolution: input line {}: {}", line.line, line.message);
+                match write(&mut sink, &bad_answer(&line)) {
+                    Ok(ControlFlow::Continue(())) => {}
+                    Ok(ControlFlow::Break(())) => {
+                        reader_gone = true;
+                        return ControlFlow::Break(());
+                    }
+                    Err(e) => {
+                        write_failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
         }
+        ControlFlow::Continue(())
+    });
+    if let Some(error) = write_failure {
+        return Err(error);
     }
-    let jobs: Vec<Job> = jobs
-        .into_iter()
-        .filter(|job| !done.contains(&id_key(&job.id)))
-        .collect();
-    tally.skipped = tally.lines - tally.bad - jobs.len();
+    scanned?;
+    if reader_gone {
+        return Ok(());
+    }
 
-    let mut progress = Progress::new(jobs.len(), io::stderr().is_terminal(), args.quiet);
+    rewind(&args.input, &mut input)?;
+    let jobs = read_jobs(
+        args.input.clone(),
+        input,
+        llm.clone(),
+        defaults,
+        done,
+        2 * usize::from(args.concurrency),
+    );
+    let mut progress = Progress::new(runnable, io::stderr().is_terminal(), args.quiet);
     let stop = answer_all(
         &llm,
         jobs,
@@ -186,42 +220,118 @@ fn bad_answer(line: &BadLine) -> Answer {
     }
 }
 
-/// Reads the whole input (a file or stdin).
-fn read_input(path: &std::path::Path) -> Result<String, CliError> {
-    let bytes = if path.as_os_str() == "-" {
-        let mut bytes = Vec::new();
-        io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| CliError::usage(format!("cannot read the input from stdin: {e}")))?;
-        bytes
-    } else {
-        std::fs::read(path)
-            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))?
-    };
-    String::from_utf8(bytes).map_err(|e| {
-        CliError::usage(format!(
-            "{} is not UTF-8 text (first bad byte at offset {})",
-            path.display(),
-            e.utf8_error().valid_up_to()
-        ))
-    })
+/// Opens the input: the file, or standard input copied to an unnamed
+/// temporary file (it is read more than once).
+fn open_input(path: &Path) -> Result<File, CliError> {
+    if path.as_os_str() != "-" {
+        return File::open(path)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())));
+    }
+    let cannot = |e: io::Error| CliError::usage(format!("cannot read the input from stdin: {e}"));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let spool = std::env::temp_dir().join(format!(
+        ".evolution-batch-stdin-{}-{nanos}",
+        std::process::id()
+    ));
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&spool)
+        .map_err(cannot)?;
+    // Unlinked at once: the open file lives on until the batch ends, and
+    // nothing is left behind whatever way it ends.
+    let _ = fs::remove_file(&spool);
+    io::copy(&mut io::stdin().lock(), &mut file).map_err(cannot)?;
+    file.rewind().map_err(cannot)?;
+    Ok(file)
 }
 
-/// Checks each line's parameters (ranges, model) as the client would, so a
-/// bad value is reported as a bad input line before anything is sent.
-fn check_parameters(llm: &EvolutionInference, jobs: Vec<Job>) -> (Vec<Job>, Vec<BadLine>) {
-    let mut good = Vec::with_capacity(jobs.len());
-    let mut bad = Vec::new();
-    for job in jobs {
-        match llm.build_request(&job.messages, &job.options, false) {
-            Ok(_) => good.push(job),
-            Err(error) => bad.push(BadLine {
-                line: job.line,
-                message: one_line(&error.to_string()),
-            }),
-        }
+fn rewind(path: &Path, input: &mut File) -> Result<(), CliError> {
+    input
+        .rewind()
+        .map_err(|e| CliError::usage(format!("cannot read {}: {e}", path.display())))
+}
+
+fn read_error(path: &Path, error: ReadError) -> CliError {
+    match error {
+        ReadError::Io(e) => CliError::usage(format!("cannot read {}: {e}", path.display())),
+        ReadError::NotUtf8(offset) => CliError::usage(format!(
+            "{} is not UTF-8 text (first bad byte at offset {offset})",
+            path.display()
+        )),
     }
-    (good, bad)
+}
+
+/// Checks that the whole input is UTF-8 text before anything is sent or
+/// any output touched.
+fn check_text(path: &Path, input: &mut File) -> Result<(), CliError> {
+    for_each_line(
+        BufReader::new(&mut *input),
+        |_, _| ControlFlow::Continue(()),
+    )
+    .map_err(|e| read_error(path, e))?;
+    rewind(path, input)
+}
+
+/// Reads the input from the start, handing each non-blank line's job (or
+/// why it cannot be run) to `each`. A line whose parameters the client
+/// would refuse (ranges, model) is a bad line, so it is reported before
+/// anything is sent.
+fn scan(
+    path: &Path,
+    input: &mut File,
+    llm: &EvolutionInference,
+    defaults: &Defaults,
+    mut each: impl FnMut(Result<Job, BadLine>) -> ControlFlow<()>,
+) -> Result<(), CliError> {
+    rewind(path, input)?;
+    let mut scanner = Scanner::new(defaults);
+    for_each_line(BufReader::new(&mut *input), |number, text| {
+        match scanner.line(number, text) {
+            None => ControlFlow::Continue(()),
+            Some(Ok(job)) => match llm.build_request(&job.messages, &job.options, false) {
+                Ok(_) => each(Ok(job)),
+                Err(error) => each(Err(BadLine {
+                    line: job.line,
+                    message: one_line(&error.to_string()),
+                })),
+            },
+            Some(Err(bad)) => each(Err(bad)),
+        }
+    })
+    .map_err(|e| read_error(path, e))
+}
+
+/// The jobs still to run, read lazily on a thread of their own: at most
+/// `ahead` of them wait in the channel; the thread stops when the input
+/// ends or the batch stops listening.
+fn read_jobs(
+    path: PathBuf,
+    mut input: File,
+    llm: EvolutionInference,
+    defaults: Defaults,
+    done: HashSet<String>,
+    ahead: usize,
+) -> impl futures::Stream<Item = Result<Job, CliError>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
+    std::thread::spawn(move || {
+        let scanned = scan(&path, &mut input, &llm, &defaults, |item| match item {
+            Ok(job) if !done.contains(&id_key(&job.id)) => match sender.blocking_send(Ok(job)) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            },
+            _ => ControlFlow::Continue(()),
+        });
+        if let Err(error) = scanned {
+            let _ = sender.blocking_send(Err(error));
+        }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    })
 }
 
 /// How the run ended.
@@ -241,18 +351,19 @@ enum Stop {
 /// be resumed once the credentials are fixed.
 async fn answer_all(
     llm: &EvolutionInference,
-    jobs: Vec<Job>,
+    jobs: impl futures::Stream<Item = Result<Job, CliError>>,
     concurrency: usize,
     plain_interval: Duration,
     sink: &mut Sink,
     progress: &mut Progress,
 ) -> Result<Stop, CliError> {
-    let mut outcomes = futures::stream::iter(jobs)
+    let mut outcomes = std::pin::pin!(jobs
         .map(|job| async move {
+            let job = job?;
             let outcome = llm.chat(&job.messages, &job.options).await;
-            (job, outcome)
+            Ok::<_, CliError>((job, outcome))
         })
-        .buffer_unordered(concurrency);
+        .buffer_unordered(concurrency));
     let interrupt = crate::signal::ctrl_c_or_term();
     tokio::pin!(interrupt);
     let plain = progress.wants_plain_lines();
@@ -264,9 +375,10 @@ async fn answer_all(
             biased;
             () = &mut interrupt => return Ok(Stop::Interrupted),
             next = outcomes.next() => {
-                let Some((job, outcome)) = next else {
+                let Some(next) = next else {
                     return Ok(Stop::Finished);
                 };
+                let (job, outcome) = next?;
                 if let Err(error @ Error::Auth(_)) = &outcome {
                     return Err(CliError::from(error.clone()));
                 }
