@@ -27,6 +27,7 @@
 //! ```
 
 mod inference;
+mod rerank;
 mod token_manager;
 
 use std::future::Future;
@@ -36,6 +37,7 @@ pub use inference::{
     BatchResults, ChatStream, EvolutionEmbeddings, EvolutionEmbeddingsBuilder, EvolutionInference,
     EvolutionInferenceBuilder,
 };
+pub use rerank::{EvolutionRerank, EvolutionRerankBuilder};
 pub use token_manager::{TokenManager, TokenManagerBuilder};
 
 use crate::error::{Error, Result};
