@@ -46,7 +46,7 @@
 //!
 //! [`TokenManager`] works on its own too: any HTTP request can carry its
 //! token as `Authorization: Bearer …`. [`EvolutionEmbeddings`] serves
-//! `/embeddings`; the [`langchain`] module makes the client a langchain-rust
+//! `/embeddings`, [`EvolutionRerank`] `/rerank`; the [`langchain`] module makes the client a langchain-rust
 //! `LLM`; [`blocking`] offers the same calls to synchronous code.
 //!
 //! ## Features
@@ -77,6 +77,7 @@ mod error;
 pub mod inference;
 #[cfg(feature = "langchain")]
 pub mod langchain;
+mod rerank;
 mod transport;
 
 /// Which client a builder's `build` returns; the setters are the same.
@@ -97,8 +98,8 @@ pub use auth::{
 pub use embeddings::{EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
 pub use error::{AuthError, Error, Result};
 pub use inference::wire::{
-    ChatChunk, ChatMessage, ChatRequest, ChatResponse, Choice, ModelInfo, ResponseFormat, Role,
-    Tool, ToolCall, ToolChoice, Usage,
+    ChatChunk, ChatMessage, ChatRequest, ChatResponse, Choice, CompletionTokensDetails, ModelInfo,
+    PromptTokensDetails, ResponseFormat, Role, Tool, ToolCall, ToolChoice, Usage,
 };
 #[allow(deprecated)]
 pub use inference::ChatParams;
@@ -109,6 +110,10 @@ pub use inference::{
 /// The langchain-rust this crate integrates with, so users get a matching version.
 #[cfg(feature = "langchain")]
 pub use langchain_rust;
+pub use rerank::{
+    EvolutionRerank, EvolutionRerankBuilder, RerankDocument, RerankOptions, RerankResponse,
+    RerankResult, ENV_RERANK_MODEL,
+};
 pub use transport::connection::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT};
 pub use transport::retry::RetryPolicy;
 pub use {

@@ -285,9 +285,10 @@ mod tests {
                 } else {
                     Vec::new()
                 },
-                reasoning_content: None,
+                ..ResponseMessage::default()
             },
             finish_reason: finish_reason.map(str::to_string),
+            ..Choice::default()
         }
     }
 
@@ -301,13 +302,7 @@ mod tests {
         assert_eq!(choice(None, None, true).answer(), Some(""));
         assert_eq!(choice(None, None, false).answer(), None);
         assert_eq!(choice(Some(""), None, false).answer(), None);
-        let empty = ChatResponse {
-            id: None,
-            model: None,
-            created: None,
-            choices: Vec::new(),
-            usage: None,
-        };
+        let empty = ChatResponse::default();
         assert_eq!(empty.answer(), None);
     }
 }

@@ -6,7 +6,9 @@
 //! `ChatOptions`, on both client builders), its range check and its place in
 //! the request body all come from that one entry.
 
+use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
@@ -17,7 +19,11 @@ pub const MAX_N: u32 = 128;
 /// `doc; name: Type, setter argument => conversion, wire rule, check`.
 ///
 /// - the wire rule is `wire` (sent under its own name when set),
-///   `wire_nonempty` (sent unless empty) or `local` (steers the client, not sent);
+///   `wire_nonempty` (sent unless empty), `wire_flatten` (a map whose
+///   entries are sent as top-level fields) or `local` (steers the client,
+///   not sent);
+/// - how a call's value is laid over the client's comes from the type
+///   ([`Layer`]): replaced, except maps, merged key by key;
 /// - the check returns `Err(message)` for a value out of range.
 ///
 /// Invoked with the name of a macro that turns the list into code.
@@ -54,6 +60,15 @@ macro_rules! for_each_option {
             /// How hard a reasoning model thinks: `"low"`, `"medium"`, `"high"`, ….
             reasoning_effort: $crate::ReasoningEffort, (effort: impl Into<$crate::ReasoningEffort>)
                 => effort.into(), wire, |v: &ReasoningEffort| v.check();
+            /// Provider-specific request fields, written into the body next to
+            /// the standard ones (e.g. vLLM's `top_k`, `repetition_penalty`,
+            /// `chat_template_kwargs`). A call's map is merged key by key over
+            /// the client's. A key that names a standard field (`model`,
+            /// `messages`, `stream`, `stream_options` or any parameter with a
+            /// setter here) is an error, never a silent override: use the setter.
+            extra_body: serde_json::Map<String, serde_json::Value>,
+                (extra_body: serde_json::Map<String, serde_json::Value>) => extra_body,
+                wire_flatten, |v: &serde_json::Map<String, serde_json::Value>| check_extra_body(v);
             /// Stream answers even for `invoke`/`chat` (client default false).
             streaming: bool, (streaming: bool) => streaming, local, no_check;
             /// Ask for a final usage chunk in streams (client default true).
@@ -95,13 +110,8 @@ macro_rules! define_chat_options {
         /// The parameters that go on the wire, under their own names.
         impl Serialize for ChatOptions {
             fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-                use serde::ser::SerializeMap;
                 let mut map = serializer.serialize_map(None)?;
-                $(
-                    if let Some(value) = $wire(&self.$name) {
-                        map.serialize_entry(stringify!($name), value)?;
-                    }
-                )*
+                $($wire(&self.$name, stringify!($name), &mut map)?;)*
                 map.end()
             }
         }
@@ -115,17 +125,24 @@ macro_rules! define_chat_options {
                 }
             )*
 
-            /// These options with every parameter `other` sets replacing ours.
+            /// These options with every parameter `other` sets replacing ours
+            /// (`extra_body` merged key by key, `other`'s keys winning).
             pub fn overlay(&self, other: &ChatOptions) -> ChatOptions {
                 ChatOptions {
-                    $($name: other.$name.clone().or_else(|| self.$name.clone()),)*
+                    $($name: Layer::layer(&self.$name, &other.$name),)*
                 }
             }
 
-            /// Moves every parameter `other` sets into `self`.
+            /// Moves every parameter `other` sets into `self` (as
+            /// [`overlay`](Self::overlay) does).
             pub fn apply(&mut self, other: ChatOptions) {
-                $(if other.$name.is_some() { self.$name = other.$name; })*
+                $(Layer::apply(&mut self.$name, other.$name);)*
             }
+
+            /// The names the parameters go under on the wire, and the names
+            /// the request body uses itself: what `extra_body` may not name.
+            const STANDARD_FIELDS: &'static [&'static str] =
+                &["messages", "stream", "stream_options", $(stringify!($name)),*];
 
             /// Checks every parameter that is set against its range. The error
             /// names the first one out of range and what is allowed.
@@ -145,19 +162,102 @@ macro_rules! define_chat_options {
 for_each_option!(define_chat_options);
 
 /// Wire rule: sent when set.
-fn wire<T>(value: &Option<T>) -> Option<&T> {
-    value.as_ref()
+fn wire<T: Serialize, M: SerializeMap>(
+    value: &Option<T>,
+    name: &'static str,
+    map: &mut M,
+) -> std::result::Result<(), M::Error> {
+    match value {
+        Some(value) => map.serialize_entry(name, value),
+        None => Ok(()),
+    }
 }
 
 /// Wire rule: sent when set and not empty (some engines reject an empty
 /// model name or an empty `tools` list).
-fn wire_nonempty<T: IsEmpty>(value: &Option<T>) -> Option<&T> {
-    value.as_ref().filter(|v| !v.is_empty())
+fn wire_nonempty<T: Serialize + IsEmpty, M: SerializeMap>(
+    value: &Option<T>,
+    name: &'static str,
+    map: &mut M,
+) -> std::result::Result<(), M::Error> {
+    wire(&value.as_ref().filter(|v| !v.is_empty()), name, map)
+}
+
+/// Wire rule: each entry of the map is a top-level field of the body.
+fn wire_flatten<M: SerializeMap>(
+    value: &Option<Map<String, Value>>,
+    _name: &'static str,
+    map: &mut M,
+) -> std::result::Result<(), M::Error> {
+    for (key, value) in value.iter().flatten() {
+        map.serialize_entry(key, value)?;
+    }
+    Ok(())
 }
 
 /// Wire rule: never sent; it steers the client.
-fn local<T>(_: &Option<T>) -> Option<&T> {
-    None
+fn local<T, M: SerializeMap>(
+    _: &Option<T>,
+    _name: &'static str,
+    _: &mut M,
+) -> std::result::Result<(), M::Error> {
+    Ok(())
+}
+
+/// How a call's value of a parameter is laid over the client's.
+trait Layer: Sized + Clone {
+    /// `over` if set, else `base`.
+    fn layer(base: &Option<Self>, over: &Option<Self>) -> Option<Self> {
+        over.clone().or_else(|| base.clone())
+    }
+
+    /// `layer` in place.
+    fn apply(base: &mut Option<Self>, over: Option<Self>) {
+        if over.is_some() {
+            *base = over;
+        }
+    }
+}
+
+impl Layer for String {}
+impl Layer for u32 {}
+impl Layer for u64 {}
+impl Layer for f32 {}
+impl Layer for bool {}
+impl<T: Clone> Layer for Vec<T> {}
+impl Layer for crate::ToolChoice {}
+impl Layer for crate::ResponseFormat {}
+impl Layer for ReasoningEffort {}
+
+/// Maps (`extra_body`) merge key by key, the call's keys winning.
+impl Layer for Map<String, Value> {
+    fn layer(base: &Option<Self>, over: &Option<Self>) -> Option<Self> {
+        let mut merged = base.clone();
+        Self::apply(&mut merged, over.clone());
+        merged
+    }
+
+    fn apply(base: &mut Option<Self>, over: Option<Self>) {
+        match (base.as_mut(), over) {
+            (Some(base), Some(over)) => base.extend(over),
+            (None, Some(over)) => *base = Some(over),
+            (_, None) => {}
+        }
+    }
+}
+
+/// `extra_body` may add fields, not replace the standard ones.
+fn check_extra_body(extra: &Map<String, Value>) -> std::result::Result<(), String> {
+    match extra
+        .keys()
+        .find(|key| ChatOptions::STANDARD_FIELDS.contains(&key.as_str()))
+    {
+        Some(key) => Err(format!(
+            "holds {key:?}, a field the request sets itself; use the option's own setter \
+             (extra_body is for fields this crate does not name)"
+        )),
+        None => Ok(()),
+    }
 }
 
 trait IsEmpty {
@@ -225,6 +325,15 @@ impl ChatOptions {
             stream_usage: Some(true),
             ..Self::default()
         }
+    }
+
+    /// Adds one provider-specific field to [`extra_body`](Self::extra_body)
+    /// (e.g. `.extra("top_k", 20)`), keeping the others.
+    pub fn extra(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.extra_body
+            .get_or_insert_with(Map::new)
+            .insert(key.into(), value.into());
+        self
     }
 
     /// The model name, "" when unset.
@@ -411,6 +520,40 @@ mod tests {
             serde_json::to_value(&named).unwrap(),
             json!({"model": "m", "stop": ["x"]})
         );
+    }
+
+    #[test]
+    fn extra_body_is_flattened_merged_and_cannot_replace_standard_fields() {
+        let client = ChatOptions::new()
+            .model("m")
+            .extra("top_k", 20)
+            .extra("chat_template_kwargs", json!({"enable_thinking": false}));
+        let call = ChatOptions::new()
+            .extra("top_k", 5)
+            .extra("repetition_penalty", 1.1);
+        let merged = client.overlay(&call);
+        assert_eq!(
+            serde_json::to_value(&merged).unwrap(),
+            json!({
+                "model": "m", "top_k": 5, "repetition_penalty": 1.1,
+                "chat_template_kwargs": {"enable_thinking": false}
+            })
+        );
+        let mut applied = client.clone();
+        applied.apply(call);
+        assert_eq!(applied, merged);
+        assert!(merged.check().is_ok());
+        for clash in [
+            "model",
+            "messages",
+            "stream",
+            "stream_options",
+            "temperature",
+        ] {
+            let (field, message) = ChatOptions::new().extra(clash, 1).check().unwrap_err();
+            assert_eq!(field, "extra_body");
+            assert!(message.contains(clash), "{message}");
+        }
     }
 
     #[test]

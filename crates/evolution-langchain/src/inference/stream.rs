@@ -298,7 +298,7 @@ impl StreamAccumulator {
                 parts.content.push_str(text);
                 parts.has_content = true;
             }
-            if let Some(text) = &choice.delta.reasoning_content {
+            if let Some(text) = choice.delta.reasoning_text() {
                 parts
                     .reasoning
                     .get_or_insert_with(String::new)
@@ -348,11 +348,14 @@ impl StreamAccumulator {
                         content: parts.has_content.then_some(parts.content),
                         tool_calls: parts.tool_calls.into_values().collect(),
                         reasoning_content: parts.reasoning,
+                        ..ResponseMessage::default()
                     },
                     finish_reason: parts.finish_reason,
+                    ..Choice::default()
                 })
                 .collect(),
             usage: self.usage,
+            ..ChatResponse::default()
         }
     }
 }

@@ -2,7 +2,7 @@
 //! and `/embeddings`, and what comes back. Plain serde types, no I/O.
 //!
 //! Replies are parsed leniently where servers differ (unknown fields are
-//! ignored, `content` may be null) and strictly where a reply would be
+//! kept in `extra` maps, `content` may be null) and strictly where a reply would be
 //! meaningless without a field (`choices`, `message`, `data`).
 
 mod request;
@@ -15,12 +15,12 @@ pub use request::{
     MessageContent, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice,
 };
 pub use response::{
-    ChatChunk, ChatResponse, Choice, ChunkChoice, Delta, FunctionCallDelta, ResponseMessage,
-    ToolCallDelta, Usage,
+    ChatChunk, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Delta, Extra,
+    FunctionCallDelta, PromptTokensDetails, ResponseMessage, ToolCallDelta, Usage,
 };
 
 /// An entry of `GET /models`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
     /// The name to pass as `model`.
     pub id: String,
@@ -30,6 +30,29 @@ pub struct ModelInfo {
     /// Unix time of creation.
     #[serde(default)]
     pub created: Option<u64>,
+    /// Fields the server sent that this type does not name; Cloud.ru's
+    /// catalogue adds `is_billable` and `cost` (see the helpers).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ModelInfo {
+    /// Whether using the model is billed (`is_billable`), when the server says.
+    pub fn is_billable(&self) -> Option<bool> {
+        self.extra
+            .get("is_billable")
+            .and_then(serde_json::Value::as_bool)
+    }
+
+    /// The model's `cost` as a number, when the server sent one (a number, or
+    /// a string holding one). The unit is the provider's.
+    pub fn cost(&self) -> Option<f64> {
+        match self.extra.get("cost")? {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +157,117 @@ mod tests {
             json!({"type": "image_url", "image_url": {"url": "https://x/y.png"}})
         );
         assert_eq!(images.content_text(), "what is this?");
+    }
+
+    #[test]
+    fn unknown_fields_round_trip() {
+        let reply = json!({
+            "id": "c1", "model": "m", "created": 1,
+            "object": "chat.completion", "system_fingerprint": "fp",
+            "choices": [{
+                "index": 0, "stop_reason": 42, "logprobs": null,
+                "message": {"role": "assistant", "content": "hi", "audio": {"id": "a"}},
+                "finish_reason": "stop"
+            }],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+                      "completion_tokens_details": {"reasoning_tokens": 1},
+                      "prompt_tokens_details": {"cached_tokens": 0}},
+            "kv_transfer_params": {"x": 1}
+        });
+        let parsed: ChatResponse = serde_json::from_value(reply.clone()).unwrap();
+        assert_eq!(parsed.extra["system_fingerprint"], "fp");
+        assert_eq!(parsed.extra["kv_transfer_params"], json!({"x": 1}));
+        assert_eq!(parsed.choices[0].extra["stop_reason"], 42);
+        assert_eq!(parsed.choices[0].message.extra["audio"], json!({"id": "a"}));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), reply);
+
+        let chunk = json!({
+            "id": "c2", "model": "m", "created": 1, "usage": null,
+            "object": "chat.completion.chunk",
+            "choices": [{
+                "index": 0, "finish_reason": null, "logprobs": {"p": 1},
+                "delta": {"role": "assistant", "content": "x", "token_ids": [7]}
+            }]
+        });
+        let parsed: ChatChunk = serde_json::from_value(chunk.clone()).unwrap();
+        assert_eq!(parsed.extra["object"], "chat.completion.chunk");
+        assert_eq!(parsed.choices[0].extra["logprobs"], json!({"p": 1}));
+        assert_eq!(parsed.choices[0].delta.extra["token_ids"], json!([7]));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), chunk);
+    }
+
+    #[test]
+    fn reasoning_under_either_name() {
+        for field in ["reasoning_content", "reasoning"] {
+            let reply: ChatResponse = serde_json::from_value(json!({
+                "choices": [{"message": {"content": "4", field: "2+2"}, "finish_reason": "stop"}]
+            }))
+            .unwrap();
+            assert_eq!(reply.reasoning(), Some("2+2"), "{field}");
+            assert!(reply.choices[0].message.extra.is_empty());
+            let chunk: ChatChunk = serde_json::from_value(json!({
+                "choices": [{"index": 0, "delta": {field: "think"}}]
+            }))
+            .unwrap();
+            assert_eq!(chunk.reasoning(), Some("think"), "{field}");
+            assert_eq!(chunk.content(), None);
+        }
+        // Both names with the same text (vLLM in transition): no error, once.
+        let reply: ChatResponse = serde_json::from_value(json!({
+            "choices": [{"message": {"content": "4", "reasoning_content": "t", "reasoning": "t"}}]
+        }))
+        .unwrap();
+        assert_eq!(reply.reasoning(), Some("t"));
+        let plain: ChatResponse = serde_json::from_value(json!({
+            "choices": [{"message": {"content": "4"}}]
+        }))
+        .unwrap();
+        assert_eq!(plain.reasoning(), None);
+    }
+
+    #[test]
+    fn usage_details_parse_and_add_up() {
+        let mut usage: Usage = serde_json::from_value(json!({
+            "prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8,
+            "completion_tokens_details": {"reasoning_tokens": 4, "audio_tokens": null},
+            "prompt_tokens_details": {"cached_tokens": 2}
+        }))
+        .unwrap();
+        assert_eq!(usage.reasoning_tokens(), Some(4));
+        assert_eq!(usage.cached_tokens(), Some(2));
+        let plain: Usage = serde_json::from_value(json!({"prompt_tokens": 1})).unwrap();
+        assert_eq!(plain.completion_tokens_details, None);
+        assert_eq!(plain.reasoning_tokens(), None);
+        let nulls: Usage = serde_json::from_value(json!({
+            "completion_tokens_details": null, "prompt_tokens_details": null
+        }))
+        .unwrap();
+        assert_eq!(nulls, Usage::default());
+        usage += plain;
+        usage += usage;
+        assert_eq!(usage.prompt_tokens, 8);
+        assert_eq!(usage.reasoning_tokens(), Some(8));
+        assert_eq!(usage.cached_tokens(), Some(4));
+        let mut none = Usage::default();
+        none += Usage::default();
+        assert_eq!(none.completion_tokens_details, None);
+    }
+
+    #[test]
+    fn model_entries_keep_billing_fields() {
+        let model: ModelInfo = serde_json::from_value(json!({
+            "id": "zai-org/GLM-4.7", "object": "model", "owned_by": "cloud.ru",
+            "is_billable": true, "cost": "1.5"
+        }))
+        .unwrap();
+        assert_eq!(model.is_billable(), Some(true));
+        assert_eq!(model.cost(), Some(1.5));
+        assert_eq!(model.extra["object"], "model");
+        let free: ModelInfo =
+            serde_json::from_value(json!({"id": "m", "is_billable": false, "cost": 0})).unwrap();
+        assert_eq!((free.is_billable(), free.cost()), (Some(false), Some(0.0)));
+        let bare: ModelInfo = serde_json::from_value(json!({"id": "m"})).unwrap();
+        assert_eq!((bare.is_billable(), bare.cost()), (None, None));
     }
 
     #[test]

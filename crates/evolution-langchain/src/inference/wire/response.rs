@@ -1,8 +1,13 @@
 //! What comes back: complete replies, stream chunks and token usage.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::{null_as_empty, ToolCall};
+
+/// Fields a server sent that the type does not name, kept as they came so
+/// that nothing the server says is lost (and serializing gives them back).
+pub type Extra = Map<String, Value>;
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +21,92 @@ pub struct Usage {
     /// Their sum.
     #[serde(default, deserialize_with = "null_as_zero")]
     pub total_tokens: u32,
+    /// A breakdown of `completion_tokens` (e.g. the reasoning share), when
+    /// the server sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<CompletionTokensDetails>,
+    /// A breakdown of `prompt_tokens` (e.g. served from cache), when the
+    /// server sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+impl Usage {
+    /// Tokens a reasoning model spent thinking, when reported.
+    pub fn reasoning_tokens(&self) -> Option<u32> {
+        self.completion_tokens_details?.reasoning_tokens
+    }
+
+    /// Prompt tokens served from the prefix cache, when reported.
+    pub fn cached_tokens(&self) -> Option<u32> {
+        self.prompt_tokens_details?.cached_tokens
+    }
+}
+
+/// `usage.completion_tokens_details`; each count `None` when not reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CompletionTokensDetails {
+    /// Tokens spent on reasoning (thinking), part of `completion_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u32>,
+    /// Audio tokens generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_tokens: Option<u32>,
+    /// Predicted-output tokens that were used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_prediction_tokens: Option<u32>,
+    /// Predicted-output tokens that were not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_prediction_tokens: Option<u32>,
+}
+
+/// `usage.prompt_tokens_details`; each count `None` when not reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the prefix cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u32>,
+    /// Audio tokens in the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio_tokens: Option<u32>,
+}
+
+/// Adds counts that either side reported (unreported + unreported stays
+/// unreported).
+fn add_counts(total: &mut Option<u32>, other: Option<u32>) {
+    if let Some(other) = other {
+        *total = Some(total.unwrap_or(0).saturating_add(other));
+    }
+}
+
+impl std::ops::AddAssign for CompletionTokensDetails {
+    fn add_assign(&mut self, other: Self) {
+        add_counts(&mut self.reasoning_tokens, other.reasoning_tokens);
+        add_counts(&mut self.audio_tokens, other.audio_tokens);
+        add_counts(
+            &mut self.accepted_prediction_tokens,
+            other.accepted_prediction_tokens,
+        );
+        add_counts(
+            &mut self.rejected_prediction_tokens,
+            other.rejected_prediction_tokens,
+        );
+    }
+}
+
+impl std::ops::AddAssign for PromptTokensDetails {
+    fn add_assign(&mut self, other: Self) {
+        add_counts(&mut self.cached_tokens, other.cached_tokens);
+        add_counts(&mut self.audio_tokens, other.audio_tokens);
+    }
+}
+
+fn add_details<T: std::ops::AddAssign + Default + Copy>(total: &mut Option<T>, other: Option<T>) {
+    if let Some(other) = other {
+        *total.get_or_insert_with(T::default) += other;
+    }
 }
 
 /// Some servers send `null` for counts they do not track.
@@ -28,11 +119,16 @@ impl std::ops::AddAssign for Usage {
         self.prompt_tokens += other.prompt_tokens;
         self.completion_tokens += other.completion_tokens;
         self.total_tokens += other.total_tokens;
+        add_details(
+            &mut self.completion_tokens_details,
+            other.completion_tokens_details,
+        );
+        add_details(&mut self.prompt_tokens_details, other.prompt_tokens_details);
     }
 }
 
 /// The assistant's message in a reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMessage {
     /// Normally `assistant`.
     #[serde(default)]
@@ -47,13 +143,37 @@ pub struct ResponseMessage {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub tool_calls: Vec<ToolCall>,
-    /// Reasoning text, for models that return it separately.
+    /// Reasoning text, for models that return it separately, under the
+    /// name most servers use (vLLM before 0.10, SGLang, DeepSeek).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Reasoning text under newer vLLM's name. Some servers send both
+    /// names with the same text; read [`reasoning`](Self::reasoning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
+    /// Fields the server sent that this type does not name.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ResponseMessage {
+    /// The reasoning text, whichever name the server used for it
+    /// (`reasoning_content` first), `None` when there is none.
+    pub fn reasoning(&self) -> Option<&str> {
+        either_reasoning(&self.reasoning_content, &self.reasoning)
+    }
+}
+
+/// The first non-empty of the two reasoning fields.
+fn either_reasoning<'a>(content: &'a Option<String>, newer: &'a Option<String>) -> Option<&'a str> {
+    content
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| newer.as_deref().filter(|t| !t.is_empty()))
 }
 
 /// One of the `n` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     /// Position among the choices.
     #[serde(default)]
@@ -63,6 +183,10 @@ pub struct Choice {
     /// Why generation stopped: `stop`, `length`, `tool_calls`, …
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Fields the server sent that this type does not name (e.g. `logprobs`,
+    /// vLLM's `stop_reason`).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl Choice {
@@ -83,7 +207,7 @@ impl Choice {
 }
 
 /// A complete chat reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     /// The server's id for the reply.
     #[serde(default)]
@@ -99,6 +223,10 @@ pub struct ChatResponse {
     /// Token counts.
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// Fields the server sent that this type does not name (e.g. `object`,
+    /// `system_fingerprint`, `prompt_logprobs`).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl ChatResponse {
@@ -119,6 +247,12 @@ impl ChatResponse {
             .first()
             .and_then(|c| c.message.content.as_deref())
             .unwrap_or("")
+    }
+
+    /// The first choice's reasoning text, whichever field the server put it
+    /// in (`reasoning_content` or `reasoning`).
+    pub fn reasoning(&self) -> Option<&str> {
+        self.choices.first().and_then(|c| c.message.reasoning())
     }
 
     /// The first choice's tool calls.
@@ -175,9 +309,13 @@ pub struct Delta {
     /// New text.
     #[serde(default)]
     pub content: Option<String>,
-    /// New reasoning text.
+    /// New reasoning text (most servers' name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// New reasoning text (newer vLLM's name); read
+    /// [`reasoning_text`](Self::reasoning_text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
     /// New tool-call fragments.
     #[serde(
         default,
@@ -185,6 +323,16 @@ pub struct Delta {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub tool_calls: Vec<ToolCallDelta>,
+    /// Fields the server sent that this type does not name.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Delta {
+    /// The new reasoning text, whichever name the server used.
+    pub fn reasoning_text(&self) -> Option<&str> {
+        either_reasoning(&self.reasoning_content, &self.reasoning)
+    }
 }
 
 /// One choice's part of a chunk.
@@ -199,6 +347,9 @@ pub struct ChunkChoice {
     /// Set on the choice's last chunk.
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Fields the server sent that this type does not name (e.g. `logprobs`).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// One streamed chunk (`chat.completion.chunk`).
@@ -219,13 +370,17 @@ pub struct ChatChunk {
     /// Token counts, on the last chunk when `include_usage` was asked for.
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// Fields the server sent that this type does not name (e.g. `object`,
+    /// `system_fingerprint`).
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 impl ChatChunk {
     /// New reasoning text for the first choice (models that stream their
     /// reasoning separately), if this chunk brings any.
     pub fn reasoning(&self) -> Option<&str> {
-        self.first_delta_text(|delta| delta.reasoning_content.as_deref())
+        self.first_delta_text(Delta::reasoning_text)
     }
 
     /// New text for the first choice, if this chunk brings any.
