@@ -2,13 +2,13 @@
 //! interactive session when there is no prompt and stdin is a terminal.
 
 use std::io::{self, IsTerminal, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use evolution_langchain::ChatMessage;
+use evolution_langchain::{ChatMessage, Tool};
 use tokio::runtime::Runtime;
 
-use crate::answer::{client, stream_answer, Ending};
+use crate::answer::{client, response_text, stream_answer, Ending, Thinking};
 use crate::config::ConnectionArgs;
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
@@ -27,9 +27,22 @@ pub struct ChatArgs {
     #[arg(long)]
     pub no_stream: bool,
 
-    /// Print the full response (choices, finish reason, usage) as JSON.
+    /// Print the full response (choices, finish reason, usage, the model's
+    /// thinking) as JSON.
     #[arg(long, conflicts_with = "no_stream")]
     pub json: bool,
+
+    /// Print a reasoning model's thinking on stdout too, before the answer,
+    /// between a `[thinking]` and an `[answer]` line. Without it stdout
+    /// carries the answer only (a terminal on stderr sees the thinking dimmed).
+    #[arg(long)]
+    pub show_reasoning: bool,
+
+    /// Offer the model the tools in this JSON file (an array of OpenAI-style
+    /// `{"type": "function", "function": {...}}` entries). Tool calls the
+    /// model makes are printed as `[tool call] NAME ARGUMENTS` lines.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
 
     /// Interactive session: keep the line-editing history in this file
     /// [default: in memory only, prompts can be private].
@@ -65,10 +78,35 @@ pub fn run(runtime: &Runtime, args: ChatArgs, embedded: &EmbeddedArgs) -> Result
             &args.connection,
             &args.sampling,
             args.history_file.as_deref(),
+            Thinking::choose(args.show_reasoning),
             embedded,
         );
     };
     runtime.block_on(one_shot(&args, embedded, prompt))
+}
+
+/// The tools of `--tools FILE`: a JSON array of tool definitions.
+fn read_tools(path: &Path) -> Result<Vec<Tool>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::usage(format!(
+            "cannot read the tools file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let tools: Vec<Tool> = serde_json::from_str(&text).map_err(|e| {
+        CliError::usage(format!(
+            "the tools file {} is not a JSON array of {{\"type\": \"function\", \"function\": \
+             {{\"name\", \"description\", \"parameters\"}}}} entries: {e}",
+            path.display()
+        ))
+    })?;
+    if tools.is_empty() {
+        return Err(CliError::usage(format!(
+            "the tools file {} lists no tools",
+            path.display()
+        )));
+    }
+    Ok(tools)
 }
 
 /// The prompt piped into stdin, without its final line break.
@@ -91,8 +129,14 @@ async fn one_shot(
     embedded: &EmbeddedArgs,
     prompt: String,
 ) -> Result<(), CliError> {
+    let tools = match &args.tools {
+        Some(path) => Some(read_tools(path)?),
+        None => None,
+    };
     let (_endpoint, llm) = client(&args.connection, embedded).await?;
-    let options = args.sampling.chat_options();
+    let mut options = args.sampling.chat_options();
+    options.tools = tools;
+    let thinking = Thinking::choose(args.show_reasoning);
     let mut messages: Vec<ChatMessage> = args.sampling.system_message().into_iter().collect();
     messages.push(ChatMessage::user(prompt));
 
@@ -102,16 +146,24 @@ async fn one_shot(
             () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),
         };
         let text = if args.json {
-            serde_json::to_string_pretty(&response)
-                .map_err(|e| CliError::failure(format!("cannot encode the response: {e}")))?
+            let mut json = serde_json::to_string_pretty(&response)
+                .map_err(|e| CliError::failure(format!("cannot encode the response: {e}")))?;
+            json.push('\n');
+            json
         } else {
-            response.content().to_string()
+            // Dimmed thinking is for streams; a whole answer prints at once.
+            let shown = if thinking == Thinking::Shown {
+                Thinking::Shown
+            } else {
+                Thinking::Hidden
+            };
+            response_text(&response, shown)
         };
-        return crate::output::print_text(&format!("{text}\n"));
+        return crate::output::print_text(&text);
     }
 
     let mut stdout = io::stdout();
-    let streamed = stream_answer(&llm, &messages, &options, &mut stdout).await;
+    let streamed = stream_answer(&llm, &messages, &options, thinking, &mut stdout).await;
     if let Some(usage) = streamed.usage {
         tracing::info!(
             prompt_tokens = usage.prompt_tokens,

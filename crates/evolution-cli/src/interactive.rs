@@ -18,7 +18,7 @@ use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 use tokio::runtime::Runtime;
 
-use crate::answer::{client, stream_answer, Ending};
+use crate::answer::{client, stream_answer, Ending, Thinking};
 use crate::config::ConnectionArgs;
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
@@ -41,6 +41,7 @@ pub fn run(
     connection: &ConnectionArgs,
     sampling: &SamplingArgs,
     history_file: Option<&Path>,
+    thinking: Thinking,
     embedded: &EmbeddedArgs,
 ) -> Result<(), CliError> {
     let (endpoint, llm) = runtime.block_on(async {
@@ -101,7 +102,13 @@ pub fn run(
 
         conversation.push(ChatMessage::user(input));
         let mut stdout = io::stdout();
-        let streamed = runtime.block_on(stream_answer(&llm, &conversation, &options, &mut stdout));
+        let streamed = runtime.block_on(stream_answer(
+            &llm,
+            &conversation,
+            &options,
+            thinking,
+            &mut stdout,
+        ));
         match streamed.ending {
             Ending::Complete => conversation.push(ChatMessage::assistant(streamed.text)),
             Ending::Interrupted => {

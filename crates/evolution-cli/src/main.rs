@@ -5,6 +5,7 @@
 //! evolution [--emulator] batch INPUT -o OUT answer a JSONL/plain file, resumable
 //! evolution [--emulator] token              check the credentials
 //! evolution [--emulator] models             list the models
+//! evolution [--emulator] rerank -q Q FILE    order documents by relevance
 //! evolution emulator                        run the emulator for other programs
 //! ```
 //!
@@ -43,6 +44,7 @@ mod interactive;
 mod models;
 mod options;
 mod output;
+mod rerank;
 mod signal;
 mod token;
 
@@ -88,6 +90,8 @@ enum Command {
     Token(token::TokenArgs),
     /// List the models the endpoint serves.
     Models(models::ModelsArgs),
+    /// Order documents (one a line) by relevance to a query, best first.
+    Rerank(rerank::RerankArgs),
     /// Run the emulator until Ctrl-C, printing the variables a client needs.
     Emulator(emulator::EmulatorCommand),
 }
@@ -124,6 +128,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Batch(args) => runtime.block_on(batch::run(args, &embedded)),
         Command::Token(args) => runtime.block_on(token::run(args, &embedded)),
         Command::Models(args) => runtime.block_on(models::run(args, &embedded)),
+        Command::Rerank(args) => runtime.block_on(rerank::run(args, &embedded)),
         Command::Emulator(args) => runtime.block_on(emulator::run(args)),
     }
 }

@@ -34,6 +34,19 @@ pub struct SamplingArgs {
     /// Stop sequence (repeatable).
     #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
+
+    /// How hard a reasoning model thinks: none, minimal, low, medium, high, …
+    #[arg(long, value_name = "LEVEL", value_parser = reasoning_effort)]
+    pub reasoning_effort: Option<String>,
+}
+
+/// A reasoning level: one word of letters, digits and `_`.
+fn reasoning_effort(text: &str) -> Result<String, String> {
+    let level = text.trim().to_ascii_lowercase();
+    if level.is_empty() || !level.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err("expected a level such as low, medium or high".into());
+    }
+    Ok(level)
 }
 
 /// A parser for a number within `min..=max`.
@@ -67,6 +80,9 @@ impl SamplingArgs {
         options.top_p = self.top_p;
         if !self.stop.is_empty() {
             options = options.stop(self.stop.iter().cloned());
+        }
+        if let Some(level) = &self.reasoning_effort {
+            options = options.reasoning_effort(level.as_str());
         }
         options
     }

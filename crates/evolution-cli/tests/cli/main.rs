@@ -5,7 +5,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_key;
 mod batch;
 mod chat;
 mod config;
+mod reasoning;
+mod rerank;
 mod token;
