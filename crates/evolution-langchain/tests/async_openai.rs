@@ -240,3 +240,46 @@ async fn the_config_alone_needs_a_first_token_then_keeps_it_fresh() {
     assert_eq!(counters.unauthorized, 1, "{counters:?}");
     assert!(counters.tokens_issued >= 3, "{counters:?}");
 }
+
+#[tokio::test]
+async fn embeddings_and_models_go_through_the_bridge_too() {
+    use async_openai::types::embeddings::CreateEmbeddingRequestArgs;
+
+    let emu = common::emulator().await;
+    let client = bridged(&emu, common::manager_for(&emu).build().unwrap());
+    let request = CreateEmbeddingRequestArgs::default()
+        .model(emu.default_model())
+        .input(["one", "two", "three"])
+        .build()
+        .unwrap();
+    let embeddings = client.embeddings().create(request).await.unwrap();
+    assert_eq!(embeddings.data.len(), 3);
+    assert!(embeddings.data.iter().all(|e| !e.embedding.is_empty()));
+
+    let models = client.models().list().await.unwrap();
+    assert!(
+        models.data.iter().any(|m| m.id == emu.default_model()),
+        "{models:?}"
+    );
+    assert_eq!(emu.counters().unauthorized, 0);
+}
+
+#[tokio::test]
+async fn a_403_also_gets_one_new_token_and_one_retry_but_not_two() {
+    use evolution_emulator::{Fault, Target};
+
+    let emu = common::emulator().await;
+    let client = bridged(&emu, common::manager_for(&emu).build().unwrap());
+    assert_eq!(chat(&client, &emu, "before").await, "before");
+
+    emu.inject(Target::Chat, Fault::Status(403), 1);
+    assert_eq!(stream(&client, &emu, "after a 403").await, "after a 403");
+    assert_eq!(emu.counters().tokens_issued, 2, "one new token");
+
+    // Rejected twice: the second answer is the caller's error, no third try.
+    emu.inject(Target::Chat, Fault::Status(403), 2);
+    let before = emu.counters().chat_requests;
+    let err = client.chat().create(request(&emu, "x")).await.unwrap_err();
+    assert!(matches!(err, OpenAIError::ApiError(_)), "{err:?}");
+    assert_eq!(emu.counters().chat_requests - before, 2);
+}
