@@ -5,9 +5,8 @@
 //! Two pieces, used together by [`client`] and [`client_with_config`]:
 //!
 //! - [`EvolutionConfig`], async-openai's [`Config`] for Cloud.ru: the API
-//!   base ([`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL) unless set), the
-//!   optional `x-project-id` header, and the bearer from an API key or a
-//!   [`TokenManager`].
+//!   base ([`DEFAULT_BASE_URL`] unless set), the optional `x-project-id`
+//!   header, and the bearer from an API key or a [`TokenManager`].
 //! - [`EvolutionAuthLayer`], a tower layer for async-openai's `middleware`
 //!   feature: every attempt awaits the token source for a valid bearer,
 //!   and a `401`/`403` answer makes it drop that token, get a new one and
@@ -193,9 +192,8 @@ impl EvolutionConfig {
     }
 
     /// The API base URL, e.g. a dedicated endpoint's `…/v1`; defaults to
-    /// [`DEFAULT_BASE_URL`](crate::DEFAULT_BASE_URL). A trailing `/` is
-    /// dropped; an unusable URL shows as async-openai's error on the first
-    /// request.
+    /// [`DEFAULT_BASE_URL`]. A trailing `/` is dropped; an unusable URL
+    /// shows as async-openai's error on the first request.
     pub fn with_api_base(mut self, api_base: impl Into<String>) -> Self {
         let api_base = api_base.into();
         self.api_base = api_base.trim().trim_end_matches('/').to_string();
