@@ -334,8 +334,9 @@ macro_rules! connection_setters {
             self
         }
 
-        /// Timeout of each attempt (default 60 s). For streams it bounds the
-        /// wait for the response head and for each further read.
+        /// Timeout of each attempt (default 60 s), body included. For
+        /// streams it bounds the wait for the response head (with an error
+        /// reply's body) and each further read; see also `stream_deadline`.
         pub fn request_timeout(mut self, timeout: std::time::Duration) -> Self {
             self.connection.request_timeout = Some(timeout);
             self
