@@ -181,19 +181,25 @@ mod tests {
         assert_eq!(parsed.choices[0].message.extra["audio"], json!({"id": "a"}));
         assert_eq!(serde_json::to_value(&parsed).unwrap(), reply);
 
+        // Chunks keep their top-level fields (nested ones are skipped: hot path).
         let chunk = json!({
             "id": "c2", "model": "m", "created": 1, "usage": null,
-            "object": "chat.completion.chunk",
+            "object": "chat.completion.chunk", "system_fingerprint": "fp",
             "choices": [{
-                "index": 0, "finish_reason": null, "logprobs": {"p": 1},
-                "delta": {"role": "assistant", "content": "x", "token_ids": [7]}
+                "index": 0, "finish_reason": null,
+                "delta": {"role": "assistant", "content": "x"}
             }]
         });
         let parsed: ChatChunk = serde_json::from_value(chunk.clone()).unwrap();
         assert_eq!(parsed.extra["object"], "chat.completion.chunk");
-        assert_eq!(parsed.choices[0].extra["logprobs"], json!({"p": 1}));
-        assert_eq!(parsed.choices[0].delta.extra["token_ids"], json!([7]));
         assert_eq!(serde_json::to_value(&parsed).unwrap(), chunk);
+        let text = chunk.to_string();
+        let from_text: ChatChunk = serde_json::from_str(&text).unwrap();
+        assert_eq!(from_text, parsed);
+        let nulls: ChatChunk = serde_json::from_str(r#"{"choices":null,"usage":null}"#).unwrap();
+        assert!(nulls.choices.is_empty() && nulls.usage.is_none());
+        assert!(serde_json::from_str::<ChatChunk>(r#"{"id":"a","id":"b"}"#).is_err());
+        assert!(serde_json::from_str::<ChatChunk>("[1]").is_err());
     }
 
     #[test]

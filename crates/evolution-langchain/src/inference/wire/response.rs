@@ -323,9 +323,6 @@ pub struct Delta {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub tool_calls: Vec<ToolCallDelta>,
-    /// Fields the server sent that this type does not name.
-    #[serde(flatten)]
-    pub extra: Extra,
 }
 
 impl Delta {
@@ -347,13 +344,15 @@ pub struct ChunkChoice {
     /// Set on the choice's last chunk.
     #[serde(default)]
     pub finish_reason: Option<String>,
-    /// Fields the server sent that this type does not name (e.g. `logprobs`).
-    #[serde(flatten)]
-    pub extra: Extra,
 }
 
 /// One streamed chunk (`chat.completion.chunk`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Chunks are the hot path of streaming, so unknown fields are kept at the
+/// top level only (in [`extra`](Self::extra), by a hand-written visitor: a
+/// `#[serde(flatten)]` map would buffer every chunk first and double the
+/// parsing time); a choice's or delta's unknown fields are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatChunk {
     /// The server's id for the reply.
     #[serde(default)]
@@ -374,6 +373,58 @@ pub struct ChatChunk {
     /// `system_fingerprint`).
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+impl<'de> Deserialize<'de> for ChatChunk {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ChatChunk;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a chat.completion.chunk object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ChatChunk, A::Error> {
+                use serde::de::Error;
+                let mut chunk = ChatChunk::default();
+                let mut seen = [false; 5];
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "id" => 0,
+                        "model" => 1,
+                        "created" => 2,
+                        "choices" => 3,
+                        "usage" => 4,
+                        _ => {
+                            let value: Value = map.next_value()?;
+                            chunk.extra.insert(key.into_owned(), value);
+                            continue;
+                        }
+                    };
+                    if std::mem::replace(&mut seen[slot], true) {
+                        return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                    match slot {
+                        0 => chunk.id = map.next_value()?,
+                        1 => chunk.model = map.next_value()?,
+                        2 => chunk.created = map.next_value()?,
+                        3 => {
+                            chunk.choices = map
+                                .next_value::<Option<Vec<ChunkChoice>>>()?
+                                .unwrap_or_default()
+                        }
+                        _ => chunk.usage = map.next_value()?,
+                    }
+                }
+                Ok(chunk)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 impl ChatChunk {
