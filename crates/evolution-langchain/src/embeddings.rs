@@ -5,11 +5,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::config::{env_var, EnvSettings};
 use crate::error::{Error, Result};
 use crate::flavor::Async;
 use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse};
 use crate::inference::EvolutionInference;
+use crate::telemetry;
 use crate::transport::connection::{connection_setters, Connection};
 use crate::transport::Transport;
 
@@ -75,6 +78,20 @@ impl EvolutionEmbeddings {
 
     /// One vector per text, in the order given.
     pub async fn embed_many<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let span = telemetry::span(
+            telemetry::OPERATION_EMBEDDINGS,
+            &self.model,
+            &self.transport.base_url,
+        );
+        if let Some(dimensions) = self.dimensions {
+            span.record(telemetry::EMBEDDINGS_DIMENSION_COUNT, i64::from(dimensions));
+        }
+        let outcome = self.embed_all(texts).instrument(span.clone()).await;
+        telemetry::record_outcome(&span, &outcome, |_, _| {});
+        outcome
+    }
+
+    async fn embed_all<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
         let mut vectors = Vec::with_capacity(texts.len());
         for batch in texts.chunks(MAX_INPUTS_PER_REQUEST) {
             let input: Vec<String> = batch.iter().map(|t| t.as_ref().to_string()).collect();
@@ -126,33 +143,12 @@ impl fmt::Debug for EvolutionEmbeddings {
 
 /// Settings for [`EvolutionEmbeddings`]; `M` as for
 /// [`EvolutionInferenceBuilder`](crate::EvolutionInferenceBuilder).
+#[derive(Clone, Default)]
 pub struct EvolutionEmbeddingsBuilder<M = Async> {
     pub(crate) connection: Connection,
     model: String,
     dimensions: Option<u32>,
     flavor: PhantomData<M>,
-}
-
-impl<M> Default for EvolutionEmbeddingsBuilder<M> {
-    fn default() -> Self {
-        Self {
-            connection: Connection::default(),
-            model: String::new(),
-            dimensions: None,
-            flavor: PhantomData,
-        }
-    }
-}
-
-impl<M> Clone for EvolutionEmbeddingsBuilder<M> {
-    fn clone(&self) -> Self {
-        Self {
-            connection: self.connection.clone(),
-            model: self.model.clone(),
-            dimensions: self.dimensions,
-            flavor: PhantomData,
-        }
-    }
 }
 
 impl<M> EvolutionEmbeddingsBuilder<M> {

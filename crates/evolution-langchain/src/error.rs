@@ -163,7 +163,7 @@ pub enum Error {
     /// than the limit that keeps memory bounded. Not retried.
     #[error("{what} is larger than the limit of {limit} bytes; if such replies are expected, raise it with `{setting}`{}", shown(request_id))]
     TooLarge {
-        /// What was too large, e.g. "the JSON reply from <url>".
+        /// What was too large, e.g. "the reply from https://…/chat/completions".
         what: String,
         /// The limit in bytes.
         limit: usize,
@@ -399,6 +399,48 @@ impl AuthError {
     }
 }
 
+/// Matches the variants that carry a call's request id, binding it: the one
+/// list of them, for both the reading and the recording side.
+macro_rules! on_request_id {
+    ($error:expr, $id:ident => $then:expr, _ => $otherwise:expr) => {
+        match $error {
+            Error::Api {
+                request_id: $id, ..
+            }
+            | Error::Unavailable {
+                request_id: $id, ..
+            }
+            | Error::Timeout {
+                request_id: $id, ..
+            }
+            | Error::Connection {
+                request_id: $id, ..
+            }
+            | Error::InvalidResponse {
+                request_id: $id, ..
+            }
+            | Error::Redirected {
+                request_id: $id, ..
+            }
+            | Error::TooLarge {
+                request_id: $id, ..
+            }
+            | Error::Stream {
+                request_id: $id, ..
+            }
+            | Error::Auth(
+                AuthError::TokenRejected {
+                    request_id: $id, ..
+                }
+                | AuthError::KeyRejected {
+                    request_id: $id, ..
+                },
+            ) => $then,
+            _ => $otherwise,
+        }
+    };
+}
+
 impl Error {
     /// Whether trying the same call again later may succeed: timeouts,
     /// connection failures, 408, 429 and 5xx answers (from the model API,
@@ -437,41 +479,13 @@ impl Error {
     /// and the server's own, when it answered with one. `None` for errors
     /// that did not come from a call (configuration, IAM, input checks).
     pub fn request_id(&self) -> Option<&RequestId> {
-        match self {
-            Error::Api { request_id, .. }
-            | Error::Unavailable { request_id, .. }
-            | Error::Timeout { request_id, .. }
-            | Error::Connection { request_id, .. }
-            | Error::InvalidResponse { request_id, .. }
-            | Error::Redirected { request_id, .. }
-            | Error::TooLarge { request_id, .. }
-            | Error::Stream { request_id, .. }
-            | Error::Auth(
-                AuthError::TokenRejected { request_id, .. }
-                | AuthError::KeyRejected { request_id, .. },
-            ) => request_id.as_ref(),
-            _ => None,
-        }
+        on_request_id!(self, request_id => request_id.as_ref(), _ => None)
     }
 
     /// Records the call's request ids, unless the error already has them
     /// (or cannot hold them).
     pub(crate) fn with_request_id(mut self, id: &RequestId) -> Self {
-        let slot = match &mut self {
-            Error::Api { request_id, .. }
-            | Error::Unavailable { request_id, .. }
-            | Error::Timeout { request_id, .. }
-            | Error::Connection { request_id, .. }
-            | Error::InvalidResponse { request_id, .. }
-            | Error::Redirected { request_id, .. }
-            | Error::TooLarge { request_id, .. }
-            | Error::Stream { request_id, .. }
-            | Error::Auth(
-                AuthError::TokenRejected { request_id, .. }
-                | AuthError::KeyRejected { request_id, .. },
-            ) => request_id,
-            _ => return self,
-        };
+        let slot = on_request_id!(&mut self, request_id => request_id, _ => return self);
         if slot.is_none() {
             *slot = Some(id.clone());
         }

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::config::{env_var, EnvSettings};
 use crate::error::{Error, Result};
 use crate::flavor::Async;
 use crate::inference::wire::Usage;
 use crate::inference::EvolutionInference;
+use crate::telemetry;
 use crate::transport::connection::{connection_setters, Connection};
 use crate::transport::Transport;
 
@@ -211,6 +213,30 @@ impl EvolutionRerank {
         documents: &[S],
         options: RerankOptions,
     ) -> Result<RerankResponse> {
+        let span = telemetry::span(
+            telemetry::OPERATION_RERANK,
+            &self.model,
+            &self.transport.base_url,
+        );
+        let outcome = self
+            .rerank_in(query, documents, options)
+            .instrument(span.clone())
+            .await;
+        telemetry::record_outcome(&span, &outcome, |span, reply| {
+            telemetry::record_response_ids(span, reply.id.as_deref(), reply.model.as_deref());
+            if let Some(usage) = &reply.usage {
+                telemetry::record_usage(span, usage, false);
+            }
+        });
+        outcome
+    }
+
+    async fn rerank_in<S: AsRef<str>>(
+        &self,
+        query: &str,
+        documents: &[S],
+        options: RerankOptions,
+    ) -> Result<RerankResponse> {
         if documents.is_empty() {
             return Err(Error::invalid_request(
                 "documents",
@@ -274,30 +300,11 @@ impl fmt::Debug for EvolutionRerank {
 
 /// Settings for [`EvolutionRerank`]; `M` as for
 /// [`EvolutionInferenceBuilder`](crate::EvolutionInferenceBuilder).
+#[derive(Clone, Default)]
 pub struct EvolutionRerankBuilder<M = Async> {
     pub(crate) connection: Connection,
     model: String,
     flavor: PhantomData<M>,
-}
-
-impl<M> Default for EvolutionRerankBuilder<M> {
-    fn default() -> Self {
-        Self {
-            connection: Connection::default(),
-            model: String::new(),
-            flavor: PhantomData,
-        }
-    }
-}
-
-impl<M> Clone for EvolutionRerankBuilder<M> {
-    fn clone(&self) -> Self {
-        Self {
-            connection: self.connection.clone(),
-            model: self.model.clone(),
-            flavor: PhantomData,
-        }
-    }
 }
 
 impl<M> EvolutionRerankBuilder<M> {

@@ -34,6 +34,7 @@ macro_rules! option_setters {
 /// [`Blocking`](crate::flavor::Blocking) the
 /// [blocking](crate::blocking::EvolutionInference) one. The setters are the
 /// same either way.
+#[derive(Clone)]
 pub struct EvolutionInferenceBuilder<M = Async> {
     pub(crate) connection: Connection,
     pub(crate) options: ChatOptions,
@@ -47,17 +48,6 @@ impl<M> Default for EvolutionInferenceBuilder<M> {
             connection: Connection::default(),
             options: ChatOptions::client_defaults(),
             max_concurrency: None,
-            flavor: PhantomData,
-        }
-    }
-}
-
-impl<M> Clone for EvolutionInferenceBuilder<M> {
-    fn clone(&self) -> Self {
-        Self {
-            connection: self.connection.clone(),
-            options: self.options.clone(),
-            max_concurrency: self.max_concurrency,
             flavor: PhantomData,
         }
     }
