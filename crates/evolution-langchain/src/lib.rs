@@ -17,7 +17,7 @@
 //! let llm = EvolutionInference::builder()
 //!     .key_id(key_id)                    // or EvolutionInference::from_env()
 //!     .secret(secret)
-//!     .base_url(base_url)                // e.g. https://foundation-models.api.cloud.ru/api/gigacube/openai/v1
+//!     .base_url(base_url)                // default: https://foundation-models.api.cloud.ru/v1
 //! #   .auth_url(emulator.auth_url())
 //!     .build()?;
 //!
