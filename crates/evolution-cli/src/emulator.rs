@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 
 use clap::Args;
-use evolution_emulator::{env_lines, EmulatorArgs, EmulatorHandle, FaultSpec};
+use evolution_emulator::{env_lines, env_lines_api_key, EmulatorArgs, EmulatorHandle, FaultSpec};
 
 use crate::exit::{CliError, Exit};
 
@@ -128,6 +128,11 @@ pub struct EmulatorCommand {
     /// Prefix each printed line with `export ` for `eval "$(…)"` in a shell.
     #[arg(long)]
     export: bool,
+
+    /// Print the API-key form (EVOLUTION_API_KEY and EVOLUTION_BASE_URL)
+    /// instead of the key id/secret one; needs --api-key.
+    #[arg(long, requires = "api_key")]
+    api_key_env: bool,
 }
 
 /// Starts an emulator and queues its faults.
@@ -149,8 +154,13 @@ async fn start(args: &EmulatorArgs) -> Result<EmulatorHandle, CliError> {
 pub async fn run(command: EmulatorCommand) -> Result<(), CliError> {
     let handle = start(&command.args).await?;
     let prefix = if command.export { "export " } else { "" };
+    let lines = if command.api_key_env {
+        env_lines_api_key(&handle).unwrap_or_default()
+    } else {
+        env_lines(&handle)
+    };
     let mut text = String::new();
-    for line in env_lines(&handle).lines() {
+    for line in lines.lines() {
         text.push_str(prefix);
         text.push_str(line);
         text.push('\n');

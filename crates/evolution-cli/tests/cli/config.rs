@@ -205,6 +205,44 @@ fn the_emulator_command_prints_what_a_client_needs() {
 }
 
 #[test]
+fn the_emulator_command_prints_the_api_key_form_when_asked() {
+    let mut child = evolution()
+        .args([
+            "emulator",
+            "--port",
+            "0",
+            "--api-key",
+            "emu-api-key-1",
+            "--api-key-env",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let lines = read_lines(child.stdout.take().unwrap(), 2, Duration::from_secs(20));
+    assert_eq!(lines[0], "EVOLUTION_API_KEY=emu-api-key-1");
+    assert!(
+        lines[1].starts_with("EVOLUTION_BASE_URL=http://127.0.0.1:"),
+        "{lines:?}"
+    );
+    let vars: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("NAME=value");
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    // A client given only those lines works in API-key mode.
+    let mut token = evolution();
+    token.arg("token");
+    token.envs(vars.iter().map(|(k, v)| (k, v)));
+    assert!(run(&mut token, None).ok().contains("API key"));
+
+    signal(child.id(), Signal::SIGINT);
+    assert!(wait(&mut child, Duration::from_secs(10)).success());
+}
+
+#[test]
 fn a_blank_upstream_is_no_upstream() {
     // `EVOLUTION_EMULATOR_UPSTREAM=` in a .env file: the real configuration
     // (here: an emulator of the test's own) stays in charge.
