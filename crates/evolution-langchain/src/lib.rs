@@ -78,6 +78,7 @@ pub mod inference;
 #[cfg(feature = "langchain")]
 pub mod langchain;
 mod rerank;
+pub mod telemetry;
 mod transport;
 
 /// Which client a builder's `build` returns; the setters are the same.

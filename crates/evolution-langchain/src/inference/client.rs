@@ -3,14 +3,17 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::Value;
+use tracing::{Instrument, Span};
 
 use super::options::ChatOptions;
 use super::stream::ChatStream;
 use super::wire::{ChatMessage, ChatRequest, ChatResponse, ModelInfo, ModelList};
 use crate::auth::TokenManager;
 use crate::error::{Error, Result};
+use crate::telemetry::{self, StreamTrace};
 use crate::transport::Transport;
 
 use super::builder::EvolutionInferenceBuilder;
@@ -194,9 +197,24 @@ impl EvolutionInference {
     /// [`build_request`](Self::build_request) for that) and returns the
     /// whole reply, reading the stream when `request.stream` is true.
     pub async fn send_request(&self, request: ChatRequest) -> Result<ChatResponse> {
+        let started = Instant::now();
+        let span = self.chat_span(&request);
+        let outcome = self
+            .send_request_in(request, StreamTrace::new(span.clone(), started))
+            .instrument(span.clone())
+            .await;
+        telemetry::record_outcome(&span, &outcome, telemetry::record_chat_response);
+        outcome
+    }
+
+    async fn send_request_in(
+        &self,
+        request: ChatRequest,
+        trace: StreamTrace,
+    ) -> Result<ChatResponse> {
         check(&request)?;
         if request.stream == Some(true) {
-            let stream = self.open_stream(&request).await?;
+            let stream = self.open_stream(&request, trace).await?;
             let id = stream.request_id().cloned();
             let response = stream.collect_response().await?;
             match (self.check_answers(&response), id) {
@@ -214,9 +232,29 @@ impl EvolutionInference {
 
     /// Sends `request` as it is, streamed (whatever its `stream` says).
     pub async fn stream_request(&self, mut request: ChatRequest) -> Result<ChatStream> {
-        check(&request)?;
-        request.stream = Some(true);
-        self.open_stream(&request).await
+        let started = Instant::now();
+        let span = self.chat_span(&request);
+        let trace = StreamTrace::new(span.clone(), started);
+        let outcome = async {
+            check(&request)?;
+            request.stream = Some(true);
+            self.open_stream(&request, trace).await
+        }
+        .instrument(span.clone())
+        .await;
+        telemetry::record_outcome(&span, &outcome, |_, _| {});
+        outcome
+    }
+
+    /// The GenAI span of one chat call, with the parameters it sends.
+    fn chat_span(&self, request: &ChatRequest) -> Span {
+        let span = telemetry::span(
+            telemetry::OPERATION_CHAT,
+            request.options.model_name(),
+            &self.transport.base_url,
+        );
+        telemetry::record_chat_request(&span, request);
+        span
     }
 
     /// The models the endpoint serves.
@@ -225,9 +263,9 @@ impl EvolutionInference {
         Ok(list.data)
     }
 
-    async fn open_stream(&self, request: &ChatRequest) -> Result<ChatStream> {
+    async fn open_stream(&self, request: &ChatRequest, trace: StreamTrace) -> Result<ChatStream> {
         let open = self.transport.post_stream(CHAT_PATH, request).await?;
-        Ok(ChatStream::from_open(open))
+        Ok(ChatStream::from_open(open).traced(trace))
     }
 
     /// The one answer rule ([`Choice::answer`](crate::inference::wire::Choice::answer))

@@ -12,6 +12,7 @@ use futures::{Stream, StreamExt};
 use super::sse::{SseDecoder, SseEvent};
 use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ToolCall, Usage};
 use crate::error::{Error, RequestId, Result};
+use crate::telemetry::StreamTrace;
 use crate::transport::connection::DEFAULT_MAX_EVENT_SIZE;
 use crate::transport::http::describe_transport_error;
 use crate::transport::server_error::ServerError;
@@ -26,6 +27,9 @@ use crate::transport::OpenStream;
 pub struct ChatStream {
     inner: Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>,
     request_id: Option<RequestId>,
+    /// The call's GenAI span, entered on every poll; `None` for a stream
+    /// from [`from_byte_stream`](Self::from_byte_stream).
+    trace: Option<StreamTrace>,
 }
 
 /// How a byte stream is read: the bounds that keep a hostile server from
@@ -139,7 +143,17 @@ impl ChatStream {
             Some(id) => Box::pin(inner.map(move |item| item.map_err(|e| e.with_request_id(&id)))),
             None => Box::pin(inner),
         };
-        Self { inner, request_id }
+        Self {
+            inner,
+            request_id,
+            trace: None,
+        }
+    }
+
+    /// Runs the stream in the call's span, recording what its chunks say.
+    pub(crate) fn traced(mut self, trace: StreamTrace) -> Self {
+        self.trace = Some(trace);
+        self
     }
 
     /// Reads the whole stream and assembles the complete response (text,
@@ -179,7 +193,15 @@ impl Stream for ChatStream {
     type Item = Result<ChatChunk>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
+        let this = &mut *self;
+        let Some(trace) = this.trace.as_mut() else {
+            return this.inner.as_mut().poll_next(cx);
+        };
+        let polled = trace.span().in_scope(|| this.inner.as_mut().poll_next(cx));
+        if let Poll::Ready(Some(item)) = &polled {
+            trace.observe(item);
+        }
+        polled
     }
 }
 
