@@ -135,8 +135,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
 
 /// Logs go to stderr, so stdout carries only answers. Silent by default;
 /// `-v` levels cover this workspace's crates; HTTP internals stay at debug
-/// even with `-vvv`, as their trace output is noise.
+/// even with `-vvv`, as their trace output is noise. From `-vv` on, each
+/// model call's GenAI span (see `evolution_langchain::telemetry`) is also
+/// printed as one line when it closes: its operation, model, parameters,
+/// usage, finish reasons and timings; never content, tokens or secrets.
 fn init_logging(verbose: u8) {
+    use tracing_subscriber::field::MakeExt;
+    use tracing_subscriber::filter::{filter_fn, Targets};
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
         // Targets match by prefix: `evolution` covers this binary and the
@@ -152,10 +162,35 @@ fn init_logging(verbose: u8) {
             _ => "trace,hyper=debug,hyper_util=debug,h2=debug,reqwest=debug",
         }),
     };
-    // Fails only if a subscriber is already set, which cannot happen here.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let events = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    // The spans' close lines, from a layer of their own that sees the GenAI
+    // spans and nothing else (the events inside them are the other layer's).
+    // Its own field formatter (a type of its own) keeps its copy of a span's
+    // fields apart from the other layer's, which would otherwise be shared
+    // and show each field twice.
+    let spans = (verbose >= 2).then(|| {
+        let fields =
+            tracing_subscriber::fmt::format::debug_fn(|writer, field, value| match field.name() {
+                "message" => write!(writer, "{value:?}"),
+                name => write!(writer, "{name}={value:?}"),
+            })
+            .delimited(" ");
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(fields)
+            .with_writer(std::io::stderr)
+            .with_span_events(FmtSpan::CLOSE)
+            .with_filter(
+                Targets::new()
+                    .with_target(evolution_langchain::telemetry::TARGET, tracing::Level::INFO),
+            )
+            .with_filter(filter_fn(|metadata| metadata.is_span()))
+    });
+    // Fails only if a subscriber is already set, which cannot happen here.
+    let _ = tracing_subscriber::registry()
+        .with(events)
+        .with(spans)
         .try_init();
 }
 

@@ -191,3 +191,37 @@ fn chat_timeouts_exit_with_the_network_code() {
     assert!(line.contains("did not answer within 500ms"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(3), "{slow_iam:?}");
 }
+
+#[test]
+fn very_verbose_output_shows_the_call_span_in_one_line() {
+    let out = run(
+        crate::common::evolution().args(["--emulator", "-vv", "chat", "zebra quokka"]),
+        None,
+    );
+    assert_eq!(out.ok(), "zebra quokka\n");
+    let closes: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|line| line.contains("evolution_langchain::gen_ai") && line.contains("close"))
+        .collect();
+    assert_eq!(closes.len(), 1, "{}", out.stderr);
+    let line = closes[0];
+    for part in [
+        "otel.name=\"chat emulator/echo-1\"",
+        "gen_ai.provider.name=\"cloud.ru\"",
+        "gen_ai.usage.input_tokens=2",
+        "gen_ai.usage.output_tokens=2",
+        "gen_ai.response.finish_reasons=[\"stop\"]",
+        "server.address=\"127.0.0.1\"",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    // No message text or token in the span line (tokens are JWTs: "eyJ…");
+    // no secret or bearer header anywhere.
+    for content in ["zebra", "quokka", "eyJ"] {
+        assert!(!line.contains(content), "{content} in {line}");
+    }
+    for secret in ["emulator-secret", "Bearer"] {
+        assert!(!out.stderr.contains(secret), "{secret} in {}", out.stderr);
+    }
+}
