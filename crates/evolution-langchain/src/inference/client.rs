@@ -265,7 +265,13 @@ impl EvolutionInference {
 
     async fn open_stream(&self, request: &ChatRequest, trace: StreamTrace) -> Result<ChatStream> {
         let open = self.transport.post_stream(CHAT_PATH, request).await?;
-        Ok(ChatStream::from_open(open).traced(trace))
+        let stream = ChatStream::from_open(open);
+        // A disabled span stays disabled: its stream skips the bookkeeping.
+        Ok(if trace.span().is_disabled() {
+            stream
+        } else {
+            stream.traced(trace)
+        })
     }
 
     /// The one answer rule ([`Choice::answer`](crate::inference::wire::Choice::answer))
