@@ -69,7 +69,7 @@
 pub mod auth;
 #[cfg(feature = "blocking")]
 pub mod blocking;
-#[cfg(feature = "async-openai")]
+#[cfg(any(feature = "async-openai", feature = "rig"))]
 pub mod bridges;
 pub mod config;
 mod embeddings;
