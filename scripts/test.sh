@@ -3,7 +3,7 @@
 #   1. unit, integration and doc tests of every crate (emulator on loopback);
 #   2. the end-to-end suite against a real model: llama.cpp serving SmolLM2
 #      behind the emulator (built into ~/.cache/evolution-langchain on first use).
-# Set EVOLUTION_SKIP_E2E=1 to run only step 1 (it says so loudly).
+# Set EVOLUTION_SKIP_E2E=1 to run only steps 1 and 2 (it says so loudly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo test --workspace (unit, integration, doc tests)"
 cargo test --workspace
+
+step "the bridges (features async-openai and rig)"
+cargo test -p evolution-langchain --features async-openai --test async_openai
+cargo test -p evolution-langchain --features rig --test rig
 
 if [ "${EVOLUTION_SKIP_E2E:-0}" = "1" ]; then
   echo "!!! EVOLUTION_SKIP_E2E=1: the end-to-end suite against a real model was NOT run"
