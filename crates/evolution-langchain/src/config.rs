@@ -107,6 +107,56 @@ impl EnvSettings {
     }
 }
 
+/// How the environment says to authenticate.
+pub enum EnvAuth {
+    /// A Foundation Models API key.
+    ApiKey(secrecy::SecretString),
+    /// A key id and/or secret (either may be missing; the builder says so).
+    KeyPair {
+        /// `EVOLUTION_KEY_ID`.
+        key_id: Option<String>,
+        /// `EVOLUTION_SECRET`.
+        secret: Option<secrecy::SecretString>,
+    },
+}
+
+impl EnvSettings {
+    /// Which way of authenticating the environment configures: `None` when
+    /// none; an error naming the variables when both an API key and a key
+    /// id/secret are set, as nobody can tell which one was meant.
+    pub fn auth(&self) -> Result<Option<EnvAuth>> {
+        let pair_set = self.key_id.is_some() || self.secret.is_some();
+        match (&self.api_key, pair_set) {
+            (Some((name, _)), true) => Err(Error::config(
+                *name,
+                format!(
+                    "is set together with {ENV_KEY_ID}/{ENV_SECRET}: configure either an \
+                     API key ({ENV_API_KEY}) or a key id and secret, not both"
+                ),
+            )),
+            (Some((_, key)), false) => Ok(Some(EnvAuth::ApiKey(key.clone()))),
+            (None, true) => Ok(Some(EnvAuth::KeyPair {
+                key_id: self.key_id.clone(),
+                secret: self.secret.clone(),
+            })),
+            (None, false) => Ok(None),
+        }
+    }
+}
+
+impl std::fmt::Debug for EnvAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EnvAuth::ApiKey(_) => f.write_str("ApiKey(<redacted>)"),
+            EnvAuth::KeyPair { key_id, .. } => f
+                .debug_struct("KeyPair")
+                .field("key_id", key_id)
+                .field("secret", &"<redacted>")
+                .finish(),
+        }
+    }
+}
+
 impl std::fmt::Debug for EnvSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvSettings")

@@ -11,3 +11,40 @@
 pub mod async_openai;
 #[cfg(feature = "rig")]
 pub mod rig;
+
+use crate::auth::TokenManager;
+use crate::config::{EnvAuth, EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
+use crate::error::{Error, Result};
+
+/// Where a bridge built from the environment gets its bearer.
+pub(crate) enum EnvSource {
+    /// An API key, sent as it is.
+    ApiKey(secrecy::SecretString),
+    /// A token manager for the key id and secret (and `EVOLUTION_TOKEN_URL`).
+    Manager(TokenManager),
+}
+
+/// The bridges' reading of the environment: an API key or a key id +
+/// secret, never both (the same rule as the clients' `from_env`).
+pub(crate) fn env_source(env: &EnvSettings) -> Result<EnvSource> {
+    match env.auth()? {
+        Some(EnvAuth::ApiKey(key)) => Ok(EnvSource::ApiKey(key)),
+        Some(EnvAuth::KeyPair { key_id, secret }) => {
+            let mut manager = TokenManager::builder().key_id(key_id.unwrap_or_default());
+            if let Some(secret) = secret {
+                manager = manager.secret(secrecy::ExposeSecret::expose_secret(&secret));
+            }
+            if let Some(auth_url) = &env.auth_url {
+                manager = manager.auth_url(auth_url);
+            }
+            Ok(EnvSource::Manager(manager.build()?))
+        }
+        None => Err(Error::Config {
+            field: ENV_API_KEY.to_string(),
+            message: format!(
+                "is not set, nor are {ENV_KEY_ID} and {ENV_SECRET}: set an API key or \
+                 a key id and secret (in the environment or .env)"
+            ),
+        }),
+    }
+}

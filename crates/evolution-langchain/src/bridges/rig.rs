@@ -63,7 +63,7 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
-use crate::config::{EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
+use crate::config::{EnvSettings, ENV_API_KEY};
 use crate::error::{Error, Result};
 use crate::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES};
 
@@ -127,41 +127,9 @@ impl EvolutionRig {
     /// token URL and project id.
     pub fn from_env() -> Result<Self> {
         let env = EnvSettings::read()?;
-        let pair_set = env.key_id.is_some() || env.secret.is_some();
-        let mut rig = match (&env.api_key, pair_set) {
-            (Some((name, _)), true) => {
-                return Err(Error::Config {
-                    field: (*name).to_string(),
-                    message: format!(
-                        "is set together with {ENV_KEY_ID}/{ENV_SECRET}: configure either an \
-                         API key ({ENV_API_KEY}) or a key id and secret, not both"
-                    ),
-                })
-            }
-            (Some((_, key)), false) => Self::from_api_key(key.expose_secret()),
-            (None, true) => {
-                let mut manager = TokenManager::builder()
-                    .key_id(env.key_id.clone().unwrap_or_default())
-                    .secret(
-                        env.secret
-                            .as_ref()
-                            .map(|s| s.expose_secret().to_string())
-                            .unwrap_or_default(),
-                    );
-                if let Some(auth_url) = &env.auth_url {
-                    manager = manager.auth_url(auth_url);
-                }
-                Self::from_token_manager(manager.build()?)
-            }
-            (None, false) => {
-                return Err(Error::Config {
-                    field: ENV_API_KEY.to_string(),
-                    message: format!(
-                        "is not set, nor are {ENV_KEY_ID} and {ENV_SECRET}: set an API key or \
-                         a key id and secret (in the environment or .env)"
-                    ),
-                })
-            }
+        let mut rig = match super::env_source(&env)? {
+            super::EnvSource::ApiKey(key) => Self::from_api_key(key.expose_secret()),
+            super::EnvSource::Manager(manager) => Self::from_token_manager(manager),
         };
         if let Some(base_url) = &env.base_url {
             rig = rig.with_base_url(base_url);

@@ -13,7 +13,7 @@ use super::http::{default_client, validate_http_url};
 use super::retry::RetryPolicy;
 use super::Transport;
 use crate::auth::{AccessToken, Credentials, StaticToken, TokenManager, TokenSource};
-use crate::config::{EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
+use crate::config::{EnvAuth, EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
 use crate::error::{Error, Result};
 
 /// Cloud.ru's public Foundation Models endpoint, used unless `base_url` says
@@ -112,25 +112,17 @@ impl Connection {
             || !self.credentials.key_id().is_empty()
             || !self.credentials.expose_secret().is_empty();
         if !chosen_in_code {
-            match (&env.api_key, env.key_id.is_some() || env.secret.is_some()) {
-                (Some((name, _)), true) => {
-                    return Err(Error::config(
-                        *name,
-                        format!(
-                            "is set together with {ENV_KEY_ID}/{ENV_SECRET}: configure either \
-                             an API key ({ENV_API_KEY}) or a key id and secret, not both"
-                        ),
-                    ))
-                }
-                (Some((_, key)), false) => self.set_api_key(key.clone()),
-                (None, _) => {
-                    if let Some(key_id) = &env.key_id {
-                        self.credentials.set_key_id(key_id.clone());
+            match env.auth()? {
+                Some(EnvAuth::ApiKey(key)) => self.set_api_key(key),
+                Some(EnvAuth::KeyPair { key_id, secret }) => {
+                    if let Some(key_id) = key_id {
+                        self.credentials.set_key_id(key_id);
                     }
-                    if let Some(secret) = &env.secret {
-                        self.credentials.set_secret(secret.clone());
+                    if let Some(secret) = secret {
+                        self.credentials.set_secret(secret);
                     }
                 }
+                None => {}
             }
         }
         fill(&mut self.base_url, &env.base_url);
