@@ -2,7 +2,8 @@
 //! the emulator on loopback. (The environment and `.env` are tested in
 //! `environment.rs`, a binary of their own, as the environment is global.)
 
-use std::sync::{Arc, Mutex};
+mod common;
+use common::captured_logs;
 
 use evolution_emulator::{Emulator, Fault, Target};
 use evolution_langchain::{
@@ -153,39 +154,6 @@ async fn a_model_run_with_auth_off_gets_no_authorization_header() {
         .is_err());
 }
 
-/// Collects everything tracing writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A global TRACE subscriber for this binary (see tests/token_manager.rs
-/// for why global).
-fn captured_logs() -> Captured {
-    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    CAPTURED
-        .get_or_init(|| {
-            let captured = Captured::default();
-            let writer = captured.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-            captured
-        })
-        .clone()
-}
-
 #[tokio::test]
 async fn the_key_is_in_no_debug_output_error_or_log_line() {
     let captured = captured_logs();
@@ -220,7 +188,7 @@ async fn the_key_is_in_no_debug_output_error_or_log_line() {
     shown.push(format!("{embeddings:?}"));
     shown.push(format!("{:?}", embeddings.build().unwrap()));
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(!logs.is_empty(), "TRACE logging captured nothing");
     for text in shown.iter().chain([&logs]) {
         assert!(!text.contains(KEY), "the API key leaked: {text}");

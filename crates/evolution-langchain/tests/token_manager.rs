@@ -1,6 +1,6 @@
 //! TokenManager against the emulator's IAM endpoint over real loopback HTTP.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 mod common;
-use common::manager_for;
+use common::{captured_logs, manager_for};
 
 async fn emulator(ttl: Duration) -> EmulatorHandle {
     Emulator::builder()
@@ -449,41 +449,6 @@ async fn a_cancelled_caller_does_not_wedge_the_others() {
     );
 }
 
-/// Collects everything tracing writes, at every level.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs (once per test binary) a global TRACE subscriber writing into a
-/// buffer. Global rather than scoped: tracing caches per-callsite interest
-/// across threads, so a scoped subscriber can miss events that another test
-/// thread hit first.
-fn captured_logs() -> Captured {
-    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
-    CAPTURED
-        .get_or_init(|| {
-            let captured = Captured::default();
-            let writer = captured.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::TRACE)
-                .with_writer(move || writer.clone())
-                .with_ansi(false)
-                .finish();
-            tracing::subscriber::set_global_default(subscriber).expect("first subscriber");
-            captured
-        })
-        .clone()
-}
-
 #[tokio::test]
 async fn secrets_never_appear_in_debug_errors_or_logs() {
     let captured = captured_logs();
@@ -534,7 +499,7 @@ async fn secrets_never_appear_in_debug_errors_or_logs() {
         "{:?}",
         evolution_langchain::StaticToken::new(token_text.clone())
     ));
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(
         logs.contains("obtained an access token"),
         "logs captured: {logs}"
