@@ -171,13 +171,9 @@ impl EvolutionConfig {
     /// Sends `x-project-id: {project_id}` with every request. An id that
     /// cannot be an HTTP header value is an [`Error::Config`].
     pub fn with_project_id(mut self, project_id: impl AsRef<str>) -> Result<Self> {
-        let value =
-            HeaderValue::from_str(project_id.as_ref().trim()).map_err(|_| Error::Config {
-                field: "project_id".into(),
-                message: "must be printable ASCII without line breaks (an HTTP header value)"
-                    .into(),
-            })?;
-        self.project_id = Some(value);
+        self.project_id = Some(crate::transport::http::project_id_header(
+            project_id.as_ref(),
+        )?);
         Ok(self)
     }
 

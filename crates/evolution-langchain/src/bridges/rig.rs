@@ -64,7 +64,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
 use crate::config::{EnvSettings, ENV_API_KEY};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES};
 
 pub use ::rig_agent;
@@ -148,13 +148,9 @@ impl EvolutionRig {
 
     /// Sends `x-project-id: <project_id>` with every request.
     pub fn with_project_id(mut self, project_id: impl AsRef<str>) -> Result<Self> {
-        let value =
-            HeaderValue::from_str(project_id.as_ref().trim()).map_err(|_| Error::Config {
-                field: "project_id".into(),
-                message: "must be printable ASCII without line breaks (an HTTP header value)"
-                    .into(),
-            })?;
-        self.project_id = Some(value);
+        self.project_id = Some(crate::transport::http::project_id_header(
+            project_id.as_ref(),
+        )?);
         Ok(self)
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 
-use super::http::{default_client, validate_http_url};
+use super::http::{default_client, project_id_header, validate_http_url};
 use super::retry::RetryPolicy;
 use super::Transport;
 use crate::auth::{AccessToken, Credentials, StaticToken, TokenManager, TokenSource};
@@ -226,13 +226,7 @@ impl Connection {
 
         let mut headers = self.headers;
         if let Some(project_id) = self.project_id.filter(|p| !p.trim().is_empty()) {
-            let value = HeaderValue::from_str(project_id.trim()).map_err(|_| {
-                Error::config(
-                    "project_id",
-                    "contains characters not allowed in an HTTP header",
-                )
-            })?;
-            headers.insert("x-project-id", value);
+            headers.insert("x-project-id", project_id_header(&project_id)?);
         }
         Ok(Transport {
             client,

@@ -112,6 +112,18 @@ pub(crate) fn is_loopback(url: &str) -> bool {
     }
 }
 
+/// The `x-project-id` header value for `project_id`; an id that cannot be
+/// a header value is a configuration error. Shared by the clients and the
+/// bridges.
+pub(crate) fn project_id_header(project_id: &str) -> Result<reqwest::header::HeaderValue> {
+    reqwest::header::HeaderValue::from_str(project_id.trim()).map_err(|_| {
+        Error::config(
+            "project_id",
+            "contains characters not allowed in an HTTP header",
+        )
+    })
+}
+
 /// Checks that `value` is an absolute http(s) URL with a host.
 pub(crate) fn validate_http_url(field: &str, value: &str) -> Result<url::Url> {
     let parsed = url::Url::parse(value.trim()).map_err(|e| {
