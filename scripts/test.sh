@@ -12,9 +12,29 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo test --workspace (unit, integration, doc tests)"
 cargo test --workspace
 
-step "the bridges (features async-openai and rig)"
+step "the bridges and OpenTelemetry (features async-openai, rig, otel)"
 cargo test -p evolution-langchain --features async-openai --test async_openai
 cargo test -p evolution-langchain --features rig --test rig
+cargo test -p evolution-langchain --features otel --test otel --test telemetry
+cargo test -p evolution-langchain --features otel --doc otel
+
+step "the feature examples, against the embedded emulator"
+run_example() { # FEATURE EXAMPLE TEXT-EXPECTED-ON-STDOUT
+  local out
+  out=$(env -u EVOLUTION_KEY_ID -u EVOLUTION_API_KEY -u CLOUD_RU_FOUNDATION_MODELS_API_KEY \
+    cargo run -q -p evolution-langchain --features "$1" --example "$2") || {
+    echo "error: example $2 failed" >&2
+    exit 1
+  }
+  if ! grep -qF -- "$3" <<<"$out"; then
+    printf 'error: example %s did not print %q:\n%s\n' "$2" "$3" "$out" >&2
+    exit 1
+  fi
+  echo "example $2: ok"
+}
+run_example async-openai async_openai_chat "capital of France"
+run_example rig rig_agent "HELLO"
+run_example otel otel_traces "gen_ai.client.operation.duration"
 
 if [ "${EVOLUTION_SKIP_E2E:-0}" = "1" ]; then
   echo "!!! EVOLUTION_SKIP_E2E=1: the end-to-end suite against a real model was NOT run"

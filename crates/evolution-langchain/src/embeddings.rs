@@ -10,7 +10,7 @@ use tracing::Instrument;
 use crate::config::{env_var, EnvSettings};
 use crate::error::{Error, Result};
 use crate::flavor::Async;
-use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse};
+use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse, Usage};
 use crate::inference::EvolutionInference;
 use crate::telemetry;
 use crate::transport::connection::{connection_setters, Connection};
@@ -87,20 +87,31 @@ impl EvolutionEmbeddings {
             span.record(telemetry::EMBEDDINGS_DIMENSION_COUNT, i64::from(dimensions));
         }
         let outcome = self.embed_all(texts).instrument(span.clone()).await;
-        telemetry::record_outcome(&span, &outcome, |_, _| {});
-        outcome
+        telemetry::record_outcome(&span, &outcome, |span, (_, input_tokens)| {
+            if let Some(tokens) = input_tokens {
+                span.record(telemetry::USAGE_INPUT_TOKENS, *tokens);
+            }
+        });
+        outcome.map(|(vectors, _)| vectors)
     }
 
-    async fn embed_all<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+    /// The vectors, and the input tokens the server reported (summed over
+    /// the requests; `None` when a reply had no usage).
+    async fn embed_all<S: AsRef<str>>(&self, texts: &[S]) -> Result<(Vec<Vec<f32>>, Option<i64>)> {
         let mut vectors = Vec::with_capacity(texts.len());
+        let mut input_tokens = Some(0i64);
         for batch in texts.chunks(MAX_INPUTS_PER_REQUEST) {
             let input: Vec<String> = batch.iter().map(|t| t.as_ref().to_string()).collect();
-            vectors.extend(self.request(&input).await?);
+            let (batch_vectors, usage) = self.request(&input).await?;
+            vectors.extend(batch_vectors);
+            input_tokens = input_tokens
+                .zip(usage)
+                .map(|(sum, usage)| sum + i64::from(usage.prompt_tokens));
         }
-        Ok(vectors)
+        Ok((vectors, input_tokens))
     }
 
-    async fn request(&self, input: &[String]) -> Result<Vec<Vec<f32>>> {
+    async fn request(&self, input: &[String]) -> Result<(Vec<Vec<f32>>, Option<Usage>)> {
         let request = EmbeddingRequest {
             model: &self.model,
             input,
@@ -127,7 +138,8 @@ impl EvolutionEmbeddings {
                 return Err(invalid(format!("vector index {index} appears twice")));
             }
         }
-        Ok(slots.into_iter().map(|s| s.expect("all filled")).collect())
+        let vectors = slots.into_iter().map(|s| s.expect("all filled")).collect();
+        Ok((vectors, reply.usage))
     }
 }
 

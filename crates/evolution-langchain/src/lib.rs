@@ -60,6 +60,7 @@
 //! | `fernet` | yes | [`Credentials::from_fernet`]: Fernet-encrypted credentials |
 //! | `async-openai` | no | `bridges::async_openai`: async-openai's client on Cloud.ru with managed tokens |
 //! | `rig` | no | `bridges::rig`: rig 0.44's completion and embedding models and agents on Cloud.ru, with managed tokens |
+//! | `otel` | no | `telemetry::otel`: the GenAI spans through an OpenTelemetry tracer (tracing-opentelemetry 0.34), and the GenAI client metrics |
 //!
 //! ## Secrets
 //!

@@ -41,15 +41,12 @@
 //! | `gen_ai.response.id` | the reply's `id` (chat, rerank) |
 //! | `gen_ai.response.model` | the reply's `model` (chat, rerank) |
 //! | `gen_ai.response.finish_reasons` | one per choice, as a debug list (`["stop"]`) |
-//! | `gen_ai.usage.input_tokens` | `usage.prompt_tokens` (chat, rerank) |
+//! | `gen_ai.usage.input_tokens` | `usage.prompt_tokens` (chat, rerank; embeddings: summed over the call's requests) |
 //! | `gen_ai.usage.output_tokens` | `usage.completion_tokens` (chat) |
 //! | `gen_ai.response.time_to_first_chunk` | streams: seconds from the call's start to its first chunk (ours; not in the conventions) |
 //! | `error.type` | on failure, a short stable class (see [`error_type`]) |
 //! | `server.address` | the base URL's host |
 //! | `server.port` | the base URL's port (or its scheme's default) |
-//!
-//! The embeddings endpoint's usage is not parsed, so embeddings spans carry
-//! no usage.
 //!
 //! # Events inside the span
 //!
@@ -59,11 +56,30 @@
 //! token refresh after a `401`/`403` (an `INFO` "the model API rejected the
 //! access token; …").
 //!
-//! # What is never recorded
+//! # Message content: off unless asked for
 //!
-//! Message content (prompts, answers, tool arguments, documents, embedded
-//! texts), tokens, keys, secrets and headers. Opting in to recording content
-//! is not offered.
+//! By default no message content is recorded (prompts, answers, reasoning,
+//! tool arguments, documents, embedded texts), and never tokens, keys,
+//! secrets or headers. A chat client built with
+//! [`record_content(true)`](crate::EvolutionInferenceBuilder::record_content)
+//! also records, as the conventions' JSON text:
+//!
+//! | field | value |
+//! |---|---|
+//! | `gen_ai.input.messages` | the messages sent: `[{"role":"user","parts":[{"type":"text","content":"…"}]}, …]`, tool calls as `tool_call` parts (arguments as an object), tool answers as `tool_call_response` parts, images as `uri` parts (an inline `data:` image keeps only its media type) |
+//! | `gen_ai.output.messages` | the answers: `[{"role":"assistant","parts":[…],"finish_reason":"stop"}]`, with `reasoning`, `text` and `tool_call` parts; for a stream, recorded when it ends |
+//!
+//! Embeddings and rerank spans never carry content.
+//!
+//! # Exporting
+//!
+//! Any `tracing-opentelemetry` layer the program already has exports these
+//! spans. The `otel` feature adds [`otel`]: a ready layer for an
+//! OpenTelemetry tracer, and the two GenAI client metrics computed from the
+//! spans (`gen_ai.client.operation.duration`, `gen_ai.client.token.usage`).
+//!
+//! A span ends when its call does: for a stream, when the stream yields its
+//! end or its error (or is dropped before).
 //!
 //! # Cost
 //!
@@ -79,6 +95,11 @@ use tracing::Span;
 
 use crate::error::Error;
 use crate::inference::wire::{ChatChunk, ChatRequest, ChatResponse, Usage};
+use crate::inference::StreamAccumulator;
+
+pub(crate) mod content;
+#[cfg(feature = "otel")]
+pub mod otel;
 
 /// The target of the spans.
 pub const TARGET: &str = "evolution_langchain::gen_ai";
@@ -136,6 +157,10 @@ pub const USAGE_INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
 pub const USAGE_OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
 /// Streams: seconds from the call's start to the first chunk (ours).
 pub const RESPONSE_TIME_TO_FIRST_CHUNK: &str = "gen_ai.response.time_to_first_chunk";
+/// `gen_ai.input.messages` (only with `record_content`).
+pub const INPUT_MESSAGES: &str = "gen_ai.input.messages";
+/// `gen_ai.output.messages` (only with `record_content`).
+pub const OUTPUT_MESSAGES: &str = "gen_ai.output.messages";
 /// `error.type`.
 pub const ERROR_TYPE: &str = "error.type";
 /// `server.address`.
@@ -144,7 +169,7 @@ pub const SERVER_ADDRESS: &str = "server.address";
 pub const SERVER_PORT: &str = "server.port";
 
 /// Every field a span declares, in declaration order.
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 26] = [
     OTEL_NAME,
     OTEL_KIND,
     OTEL_STATUS_CODE,
@@ -166,6 +191,8 @@ pub const FIELDS: [&str; 24] = [
     USAGE_INPUT_TOKENS,
     USAGE_OUTPUT_TOKENS,
     RESPONSE_TIME_TO_FIRST_CHUNK,
+    INPUT_MESSAGES,
+    OUTPUT_MESSAGES,
     ERROR_TYPE,
     SERVER_ADDRESS,
     SERVER_PORT,
@@ -224,6 +251,8 @@ pub(crate) fn span(operation: &'static str, model: &str, base_url: &str) -> Span
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
         gen_ai.response.time_to_first_chunk = Empty,
+        gen_ai.input.messages = Empty,
+        gen_ai.output.messages = Empty,
         error.type = Empty,
         server.address = Empty,
         server.port = Empty,
@@ -350,6 +379,8 @@ pub(crate) struct StreamTrace {
     ids_seen: bool,
     /// Finish reasons by choice index.
     finish_reasons: Vec<(u32, String)>,
+    /// With `record_content`: the answer so far, recorded when the stream ends.
+    content: Option<Box<StreamAccumulator>>,
 }
 
 impl StreamTrace {
@@ -361,6 +392,24 @@ impl StreamTrace {
             first_seen: false,
             ids_seen: false,
             finish_reasons: Vec::new(),
+            content: None,
+        }
+    }
+
+    /// Also records the streamed answer (`gen_ai.output.messages`) when the
+    /// stream ends, if `record` is true.
+    pub(crate) fn recording_content(mut self, record: bool) -> Self {
+        if record && !self.span.is_disabled() {
+            self.content = Some(Box::default());
+        }
+        self
+    }
+
+    /// The stream has ended (normally or with an error): records the
+    /// streamed answer when asked to.
+    pub(crate) fn finish(&mut self) {
+        if let Some(accumulator) = self.content.take() {
+            content::record_output(&self.span, &accumulator.finish());
         }
     }
 
@@ -378,6 +427,9 @@ impl StreamTrace {
             Ok(chunk) => chunk,
             Err(error) => return record_error(&self.span, error),
         };
+        if let Some(accumulator) = self.content.as_mut() {
+            accumulator.push(chunk);
+        }
         if !self.first_seen {
             self.first_seen = true;
             self.span.record(

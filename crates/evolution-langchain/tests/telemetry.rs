@@ -32,6 +32,8 @@ struct Captured {
     fields: BTreeMap<String, String>,
     /// Targets and messages of the events inside it.
     events: Vec<(String, String)>,
+    /// Whether the span has ended.
+    closed: bool,
 }
 
 #[derive(Clone, Default)]
@@ -65,6 +67,13 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         let mut spans = self.0.lock().unwrap();
         if let Some(span) = spans.iter_mut().rev().find(|s| s.id == id.into_u64()) {
             values.record(&mut Fields(&mut span.fields));
+        }
+    }
+
+    fn on_close(&self, id: Id, _: Context<'_, S>) {
+        let mut spans = self.0.lock().unwrap();
+        if let Some(span) = spans.iter_mut().rev().find(|s| s.id == id.into_u64()) {
+            span.closed = true;
         }
     }
 
@@ -263,9 +272,12 @@ async fn a_stream_records_its_first_chunk_time_and_usage() {
         .unwrap();
     let mut id = None;
     while let Some(chunk) = stream.next().await {
+        assert!(!capture.one().closed, "the span ended before the stream");
         let chunk = chunk.unwrap();
         id = id.or(chunk.id);
     }
+    // The call is over when the stream ends, not when it is dropped.
+    assert!(capture.one().closed, "the span outlived its stream");
     drop(stream);
     let span = capture.one();
     let first: f64 = span
@@ -310,6 +322,11 @@ async fn embeddings_and_rerank_have_their_spans() {
     let llm = common::llm(&emu);
     let embeddings = EvolutionEmbeddings::from_inference(&llm, "emulator/embed-1");
     embeddings.embed_many(&[PROMPT, "second"]).await.unwrap();
+    // Two inputs, four words: the emulator's usage, summed on the span.
+    assert_eq!(
+        capture.spans()[0].get("gen_ai.usage.input_tokens"),
+        Some("4")
+    );
     let reranker = EvolutionRerank::from_inference(&llm, "emulator/rerank-1");
     let reply = reranker.rerank("zebra", &[PROMPT, "other"]).await.unwrap();
     let spans = capture.spans();
@@ -334,4 +351,64 @@ async fn embeddings_and_rerank_have_their_spans() {
     }
     // The rerank query word "zebra" is content too: not in any field.
     assert_no_secrets(&emu, &spans, None).await;
+}
+
+/// The JSON text of a content field, parsed.
+fn json_field(span: &Captured, name: &str) -> serde_json::Value {
+    let text = span
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {span:#?}"));
+    serde_json::from_str(text).unwrap()
+}
+
+#[tokio::test]
+async fn content_is_recorded_only_when_asked_for() {
+    let capture = Capture::default();
+    let _guard = capture.install();
+    let emu = common::emulator().await;
+    let messages = [ChatMessage::system("be brief"), ChatMessage::user(PROMPT)];
+
+    // Off by default: no content fields (and no prompt words, checked above).
+    common::llm(&emu)
+        .chat(&messages, ChatOptions::new())
+        .await
+        .unwrap();
+    let spans = capture.spans();
+    assert_eq!(spans[0].get("gen_ai.input.messages"), None);
+    assert_eq!(spans[0].get("gen_ai.output.messages"), None);
+
+    let llm = common::client(&emu).record_content(true).build().unwrap();
+    let reply = llm.chat(&messages, ChatOptions::new()).await.unwrap();
+    let span = &capture.spans()[1];
+    assert_eq!(
+        json_field(span, "gen_ai.input.messages"),
+        serde_json::json!([
+            {"role": "system", "parts": [{"type": "text", "content": "be brief"}]},
+            {"role": "user", "parts": [{"type": "text", "content": PROMPT}]},
+        ])
+    );
+    assert_eq!(
+        json_field(span, "gen_ai.output.messages"),
+        serde_json::json!([{
+            "role": "assistant",
+            "parts": [{"type": "text", "content": reply.answer().unwrap()}],
+            "finish_reason": "stop",
+        }])
+    );
+
+    // A stream records its whole answer when it ends.
+    let mut stream = llm
+        .stream_chat(&messages, ChatOptions::new())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(chunk.unwrap().content().unwrap_or_default());
+    }
+    let span = &capture.spans()[2];
+    assert!(span.closed);
+    let output = json_field(span, "gen_ai.output.messages");
+    assert_eq!(output[0]["parts"][0]["content"], text.as_str(), "{output}");
+    assert_eq!(output[0]["finish_reason"], "stop");
+    assert!(!text.is_empty());
 }

@@ -39,6 +39,7 @@ pub struct EvolutionInferenceBuilder<M = Async> {
     pub(crate) connection: Connection,
     pub(crate) options: ChatOptions,
     pub(crate) max_concurrency: Option<usize>,
+    pub(crate) record_content: bool,
     flavor: PhantomData<M>,
 }
 
@@ -48,6 +49,7 @@ impl<M> Default for EvolutionInferenceBuilder<M> {
             connection: Connection::default(),
             options: ChatOptions::client_defaults(),
             max_concurrency: None,
+            record_content: false,
             flavor: PhantomData,
         }
     }
@@ -67,6 +69,17 @@ impl<M> EvolutionInferenceBuilder<M> {
     /// Most requests in flight at once in batches (default 8).
     pub fn max_concurrency(mut self, max_concurrency: usize) -> Self {
         self.max_concurrency = Some(max_concurrency);
+        self
+    }
+
+    /// Records message content on the calls' GenAI spans (default `false`):
+    /// the messages sent as `gen_ai.input.messages`, the answers as
+    /// `gen_ai.output.messages` (see [`telemetry`](crate::telemetry)).
+    ///
+    /// Prompts and answers may hold personal or secret data; turn this on
+    /// only where the trace backend may keep them.
+    pub fn record_content(mut self, record: bool) -> Self {
+        self.record_content = record;
         self
     }
 
@@ -91,6 +104,7 @@ impl<M> EvolutionInferenceBuilder<M> {
             connection: self.connection,
             options: self.options,
             max_concurrency: self.max_concurrency,
+            record_content: self.record_content,
             flavor: PhantomData,
         }
     }
@@ -106,6 +120,7 @@ impl<M> EvolutionInferenceBuilder<M> {
             self.connection.into_transport()?,
             self.options,
             max_concurrency,
+            self.record_content,
         ))
     }
 }
@@ -123,6 +138,7 @@ impl<M> fmt::Debug for EvolutionInferenceBuilder<M> {
             .field("connection", &self.connection)
             .field("options", &self.options)
             .field("max_concurrency", &self.max_concurrency)
+            .field("record_content", &self.record_content)
             .finish()
     }
 }

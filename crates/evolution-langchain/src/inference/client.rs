@@ -53,6 +53,8 @@ pub struct EvolutionInference {
     pub(crate) transport: Arc<Transport>,
     pub(crate) options: ChatOptions,
     pub(crate) max_concurrency: usize,
+    /// Whether spans record message content (`record_content`).
+    pub(crate) record_content: bool,
     /// langchain-rust's `streaming_func`, set through `LLM::add_options`:
     /// `LLM::generate` then streams and hands it each piece of text.
     #[cfg(feature = "langchain")]
@@ -78,11 +80,13 @@ impl EvolutionInference {
         transport: Transport,
         options: ChatOptions,
         max_concurrency: usize,
+        record_content: bool,
     ) -> Self {
         Self {
             transport: Arc::new(transport),
             options,
             max_concurrency,
+            record_content,
             #[cfg(feature = "langchain")]
             streaming_func: None,
         }
@@ -203,7 +207,12 @@ impl EvolutionInference {
             .send_request_in(request, StreamTrace::new(span.clone(), started))
             .instrument(span.clone())
             .await;
-        telemetry::record_outcome(&span, &outcome, telemetry::record_chat_response);
+        telemetry::record_outcome(&span, &outcome, |span, response| {
+            telemetry::record_chat_response(span, response);
+            if self.record_content {
+                telemetry::content::record_output(span, response);
+            }
+        });
         outcome
     }
 
@@ -234,7 +243,7 @@ impl EvolutionInference {
     pub async fn stream_request(&self, mut request: ChatRequest) -> Result<ChatStream> {
         let started = Instant::now();
         let span = self.chat_span(&request);
-        let trace = StreamTrace::new(span.clone(), started);
+        let trace = StreamTrace::new(span.clone(), started).recording_content(self.record_content);
         let outcome = async {
             check(&request)?;
             request.stream = Some(true);
@@ -254,6 +263,9 @@ impl EvolutionInference {
             &self.transport.base_url,
         );
         telemetry::record_chat_request(&span, request);
+        if self.record_content {
+            telemetry::content::record_input(&span, &request.messages);
+        }
         span
     }
 
@@ -310,6 +322,7 @@ impl fmt::Debug for EvolutionInference {
             .field("options", &self.options)
             .field("transport", &self.transport)
             .field("max_concurrency", &self.max_concurrency)
+            .field("record_content", &self.record_content)
             .finish()
     }
 }

@@ -198,8 +198,22 @@ impl Stream for ChatStream {
             return this.inner.as_mut().poll_next(cx);
         };
         let polled = trace.span().in_scope(|| this.inner.as_mut().poll_next(cx));
-        if let Poll::Ready(Some(item)) = &polled {
-            trace.observe(item);
+        match &polled {
+            Poll::Ready(Some(item)) => {
+                trace.observe(item);
+                if item.is_err() {
+                    // An error is the stream's last item: the call is over.
+                    trace.finish();
+                    this.trace = None;
+                }
+            }
+            Poll::Ready(None) => {
+                // The call is over: ending its span now gives it its true
+                // duration, however long the stream itself is kept.
+                trace.finish();
+                this.trace = None;
+            }
+            Poll::Pending => {}
         }
         polled
     }

@@ -80,6 +80,8 @@ pub(crate) struct EmbeddingData {
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbeddingResponse {
     pub(crate) data: Vec<EmbeddingData>,
+    #[serde(default)]
+    pub(crate) usage: Option<Usage>,
 }
 
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
