@@ -1,0 +1,674 @@
+//! Our client against the best Rust peer, async-openai 0.43 (issue 13): the
+//! same calls, in the same process, against one canned local HTTP/1.1 server.
+//!
+//! ```text
+//! cargo bench -p evolution-langchain --bench peers
+//! cargo bench -p evolution-langchain --bench peers -- --seconds 3
+//! cargo bench -p evolution-langchain --bench peers -- --only seq   # or conc, stream, build
+//! ```
+//!
+//! `--seconds S` is how long each client runs in each measurement (default
+//! 2.5), split into rounds that alternate between the two clients (and
+//! which goes first), so a noisy neighbour hurts both alike; the figure is
+//! the median round. `--only` picks one measurement; other arguments (cargo
+//! passes `--bench`) are ignored.
+//!
+//! The server runs hyper directly on a current-thread runtime of its own
+//! thread and answers from memory: `POST …/chat/completions` gets the body
+//! of `tests/fixtures/llama-server.chat.json`, or with `"stream":true` in
+//! the request the 1,003-chunk `tests/fixtures/llama-server.stream-long.sse`.
+//! It reads each request body fully before answering and keeps connections
+//! alive. Both clients are reqwest underneath with native TLS (unused over
+//! plain HTTP, but paid at construction), so the figures compare what each
+//! crate does around reqwest: building and serializing the request,
+//! checking and decoding the reply, and the stream's SSE parsing.
+//!
+//! The measurements: sequential non-streamed calls (one client, a
+//! current-thread runtime); 16 calls in flight through one client (a
+//! multi-thread runtime with 2 workers); streams read one after another,
+//! counted in chunks (current-thread); and building a client, alone and
+//! with its first call (medians of 50 and 30). Building is almost all
+//! native TLS loading the system's CA bundle, in both crates.
+//!
+//! Every call's answer is checked against the fixture (the text, and for
+//! streams the chunk count and the concatenated text), so a client that
+//! skips work cannot post a good figure.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+};
+use bytes::Bytes;
+use evolution_langchain::{ChatMessage, ChatOptions, EvolutionInference};
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+/// The non-streamed answer the server sends.
+const CHAT_JSON: &[u8] = include_bytes!("../tests/fixtures/llama-server.chat.json");
+/// The streamed answer the server sends: 1,003 chunks, then `[DONE]`.
+const STREAM_SSE: &[u8] = include_bytes!("../tests/fixtures/llama-server.stream-long.sse");
+/// The model named in every request (the fixture's).
+const MODEL: &str = "smollm2-135m-instruct";
+/// The prompt of every request.
+const PROMPT: &str = "What is the capital of France?";
+/// The API key both clients send.
+const API_KEY: &str = "sk-peers-bench";
+/// Rounds per client in each timed measurement.
+const ROUNDS: u32 = 5;
+/// Tasks in flight in the concurrent measurement.
+const CONCURRENCY: usize = 16;
+/// Clients built for each construction figure.
+const BUILDS: usize = 50;
+/// Clients built and used once for each "build + first call" figure.
+const FIRST_CALLS: usize = 30;
+
+/// What the clients must get back, read from the fixtures.
+#[derive(Clone)]
+struct Expected {
+    /// The non-streamed answer's text.
+    answer: String,
+    /// Chunks in the stream (`[DONE]` excluded).
+    chunks: usize,
+    /// The streamed text, all deltas joined.
+    streamed_text: String,
+}
+
+impl Expected {
+    /// Reads the fixtures the server serves.
+    fn from_fixtures() -> Self {
+        let chat: Value = serde_json::from_slice(CHAT_JSON).expect("chat fixture is JSON");
+        let answer = chat["choices"][0]["message"]["content"]
+            .as_str()
+            .expect("chat fixture has an answer")
+            .to_string();
+        let text = std::str::from_utf8(STREAM_SSE).expect("stream fixture is UTF-8");
+        let mut chunks = 0;
+        let mut streamed_text = String::new();
+        for data in text.lines().filter_map(|line| line.strip_prefix("data: ")) {
+            if data == "[DONE]" {
+                break;
+            }
+            chunks += 1;
+            let chunk: Value = serde_json::from_str(data).expect("stream chunk is JSON");
+            if let Some(content) = chunk["choices"][0]["delta"]["content"].as_str() {
+                streamed_text.push_str(content);
+            }
+        }
+        Self {
+            answer,
+            chunks,
+            streamed_text,
+        }
+    }
+}
+
+/// The command line: `--seconds S`, `--only NAME`; anything else is ignored.
+struct Args {
+    /// Seconds each client runs in each timed measurement.
+    seconds: f64,
+    /// The one measurement to run, if chosen.
+    only: Option<String>,
+}
+
+impl Args {
+    /// Reads the process arguments.
+    fn parse() -> Self {
+        let mut args = Self {
+            seconds: 2.5,
+            only: None,
+        };
+        let mut argv = std::env::args().skip(1);
+        while let Some(arg) = argv.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                None => (arg, None),
+            };
+            match name.as_str() {
+                "--seconds" => {
+                    let value = inline.or_else(|| argv.next()).unwrap_or_default();
+                    args.seconds = value
+                        .parse()
+                        .ok()
+                        .filter(|s: &f64| *s > 0.0)
+                        .unwrap_or_else(|| {
+                            panic!("--seconds wants a positive number, not {value:?}")
+                        });
+                }
+                "--only" => {
+                    let value = inline.or_else(|| argv.next()).unwrap_or_default();
+                    assert!(
+                        ["seq", "conc", "stream", "build"].contains(&value.as_str()),
+                        "--only wants seq, conc, stream or build, not {value:?}"
+                    );
+                    args.only = Some(value);
+                }
+                _ => {} // `--bench` from cargo, filters and the like
+            }
+        }
+        args
+    }
+
+    /// Whether measurement `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == name)
+    }
+
+    /// How long each round lasts.
+    fn round(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds / f64::from(ROUNDS))
+    }
+}
+
+/// Starts the canned server on a thread of its own; returns its base URL.
+fn start_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr: SocketAddr = listener.local_addr().expect("local address");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    std::thread::Builder::new()
+        .name("canned-server".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("server runtime");
+            runtime.block_on(serve(listener));
+        })
+        .expect("server thread");
+    format!("http://{addr}/v1")
+}
+
+/// Accepts connections forever, each served with keep-alive.
+async fn serve(listener: std::net::TcpListener) {
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+                .await;
+        });
+    }
+}
+
+/// One canned reply, after reading the whole request body.
+async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    let is_chat =
+        request.method() == Method::POST && request.uri().path().ends_with("/chat/completions");
+    let body = request.into_body().collect().await?.to_bytes();
+    let reply = |status, content_type, body: &'static [u8]| {
+        Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("a valid response")
+    };
+    Ok(if !is_chat {
+        reply(StatusCode::NOT_FOUND, "text/plain", b"not found")
+    } else if memchr::memmem::find(&body, b"\"stream\":true").is_some() {
+        reply(StatusCode::OK, "text/event-stream", STREAM_SSE)
+    } else {
+        reply(StatusCode::OK, "application/json", CHAT_JSON)
+    })
+}
+
+/// Which client.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// `evolution_langchain::EvolutionInference`.
+    Ours,
+    /// `async_openai::Client<OpenAIConfig>`.
+    Theirs,
+}
+
+impl Kind {
+    /// Both, in the order a round runs them: alternating who goes first.
+    fn order(round: u32) -> [Kind; 2] {
+        if round % 2 == 0 {
+            [Kind::Ours, Kind::Theirs]
+        } else {
+            [Kind::Theirs, Kind::Ours]
+        }
+    }
+}
+
+/// A client with its prepared request.
+#[allow(clippy::large_enum_variant)] // two of them live for the whole run
+enum Peer {
+    /// Ours, with the conversation it sends.
+    Ours {
+        /// The client.
+        client: EvolutionInference,
+        /// The one user message.
+        messages: Vec<ChatMessage>,
+        /// No per-call options.
+        options: ChatOptions,
+    },
+    /// async-openai's, with the request it sends (cloned for each call, as
+    /// `create` takes it by value).
+    Theirs {
+        /// The client.
+        client: async_openai::Client<OpenAIConfig>,
+        /// The request.
+        request: CreateChatCompletionRequest,
+    },
+}
+
+impl Peer {
+    /// Builds a client of `kind` for `base_url`.
+    fn build(kind: Kind, base_url: &str) -> Peer {
+        match kind {
+            Kind::Ours => Peer::Ours {
+                client: EvolutionInference::builder()
+                    .base_url(base_url)
+                    .api_key(API_KEY)
+                    .model(MODEL)
+                    .build()
+                    .expect("our client builds"),
+                messages: vec![ChatMessage::user(PROMPT)],
+                options: ChatOptions::default(),
+            },
+            Kind::Theirs => Peer::Theirs {
+                client: async_openai::Client::with_config(
+                    OpenAIConfig::new()
+                        .with_api_base(base_url)
+                        .with_api_key(API_KEY),
+                ),
+                request: CreateChatCompletionRequestArgs::default()
+                    .model(MODEL)
+                    .messages([ChatCompletionRequestUserMessage::from(PROMPT).into()])
+                    .build()
+                    .expect("a valid async-openai request"),
+            },
+        }
+    }
+
+    /// One non-streamed call; panics unless the answer is the fixture's.
+    async fn call(&self, expected: &Expected) {
+        match self {
+            Peer::Ours {
+                client,
+                messages,
+                options,
+            } => {
+                let response = client.chat(messages, options).await.expect("our call");
+                assert_eq!(response.answer(), Some(expected.answer.as_str()));
+            }
+            Peer::Theirs { client, request } => {
+                let response = client
+                    .chat()
+                    .create(request.clone())
+                    .await
+                    .expect("async-openai call");
+                assert_eq!(
+                    response.choices[0].message.content.as_deref(),
+                    Some(expected.answer.as_str())
+                );
+            }
+        }
+    }
+
+    /// One stream read to its end; panics unless every chunk came and the
+    /// text is the fixture's. Returns the chunks received.
+    async fn stream(&self, expected: &Expected) -> usize {
+        let mut chunks = 0;
+        let mut text = String::with_capacity(expected.streamed_text.len());
+        match self {
+            Peer::Ours {
+                client,
+                messages,
+                options,
+            } => {
+                let mut stream = client
+                    .stream_chat(messages, options)
+                    .await
+                    .expect("our stream opens");
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.expect("our stream chunk");
+                    chunks += 1;
+                    text.push_str(chunk.content().unwrap_or_default());
+                }
+            }
+            Peer::Theirs { client, request } => {
+                let mut stream = client
+                    .chat()
+                    .create_stream(request.clone())
+                    .await
+                    .expect("async-openai stream opens");
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.expect("async-openai stream chunk");
+                    chunks += 1;
+                    if let Some(content) = chunk
+                        .choices
+                        .first()
+                        .and_then(|c| c.delta.content.as_deref())
+                    {
+                        text.push_str(content);
+                    }
+                }
+            }
+        }
+        assert_eq!(chunks, expected.chunks, "chunks received");
+        assert!(text == expected.streamed_text, "streamed text differs");
+        chunks
+    }
+}
+
+/// Runs `work` (which returns how many units it did) over and over for
+/// `duration`; returns units per second.
+async fn rate<F, Fut>(duration: Duration, mut work: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = usize>,
+{
+    let started = Instant::now();
+    let mut units = 0;
+    while started.elapsed() < duration {
+        units += work().await;
+    }
+    units as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The middle value (the upper one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// A figure for both clients.
+struct Row {
+    /// What was measured, with its unit.
+    name: &'static str,
+    /// Ours.
+    ours: f64,
+    /// async-openai's.
+    theirs: f64,
+    /// Whether higher is better (a rate) or lower (a time).
+    higher_is_better: bool,
+}
+
+impl Row {
+    /// Ours / theirs.
+    fn ratio(&self) -> f64 {
+        self.ours / self.theirs
+    }
+
+    /// Prints the row as a table line.
+    fn print(&self) {
+        let figure = |v: f64| {
+            if self.higher_is_better {
+                format!("{v:.0}")
+            } else {
+                format!("{:.1} µs", v * 1e6)
+            }
+        };
+        println!(
+            "{:<28} ours {:>11}  async-openai {:>11}  ratio {:.2}× ({} is better)",
+            self.name,
+            figure(self.ours),
+            figure(self.theirs),
+            self.ratio(),
+            if self.higher_is_better {
+                "higher"
+            } else {
+                "lower"
+            },
+        );
+    }
+}
+
+/// Timed rounds of `work` for both clients (0 ours, 1 theirs),
+/// alternating; the medians.
+async fn rounds<F, Fut>(args: &Args, what: &str, mut work: F) -> (f64, f64)
+where
+    F: FnMut(usize, Duration) -> Fut,
+    Fut: Future<Output = f64>,
+{
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 0..ROUNDS {
+        for kind in Kind::order(round) {
+            let (index, figures) = match kind {
+                Kind::Ours => (0, &mut ours),
+                Kind::Theirs => (1, &mut theirs),
+            };
+            figures.push(work(index, args.round()).await);
+        }
+    }
+    println!(
+        "  {what} rounds: ours [{}]  async-openai [{}]",
+        join(&ours),
+        join(&theirs)
+    );
+    (median(&mut ours), median(&mut theirs))
+}
+
+/// Both clients, built in the current runtime and warmed up (connection
+/// open, first reply decoded).
+async fn warm_peers(base_url: &str, expected: &Expected) -> [Peer; 2] {
+    let peers = [
+        Peer::build(Kind::Ours, base_url),
+        Peer::build(Kind::Theirs, base_url),
+    ];
+    for peer in &peers {
+        for _ in 0..200 {
+            peer.call(expected).await;
+        }
+        peer.stream(expected).await;
+    }
+    peers
+}
+
+/// (a) One client, one call at a time, on a current-thread runtime.
+fn sequential(args: &Args, base_url: &str, expected: &Expected) -> Row {
+    let runtime = current_thread();
+    let (ours, theirs) = runtime.block_on(async {
+        let peers = warm_peers(base_url, expected).await;
+        let peers = &peers;
+        rounds(args, "sequential calls/s", |index, duration| {
+            let peer = &peers[index];
+            rate(duration, move || async move {
+                peer.call(expected).await;
+                1
+            })
+        })
+        .await
+    });
+    Row {
+        name: "sequential calls/s",
+        ours,
+        theirs,
+        higher_is_better: true,
+    }
+}
+
+/// (b) One client shared by 16 tasks, each calling in a loop, on a
+/// multi-thread runtime with 2 workers (the machine's cores; the server
+/// thread competes with them).
+fn concurrent(args: &Args, base_url: &str, expected: &Expected) -> Row {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("multi-thread runtime");
+    let expected = std::sync::Arc::new(expected.clone());
+    let (ours, theirs) = runtime.block_on(async {
+        let peers = std::sync::Arc::new(warm_peers(base_url, &expected).await);
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for round in 0..ROUNDS {
+            for kind in Kind::order(round) {
+                let index = usize::from(kind == Kind::Theirs);
+                let duration = args.round();
+                let started = Instant::now();
+                let tasks: Vec<_> = (0..CONCURRENCY)
+                    .map(|_| {
+                        let peers = std::sync::Arc::clone(&peers);
+                        let expected = std::sync::Arc::clone(&expected);
+                        tokio::spawn(async move {
+                            let mut calls = 0usize;
+                            while started.elapsed() < duration {
+                                peers[index].call(&expected).await;
+                                calls += 1;
+                            }
+                            calls
+                        })
+                    })
+                    .collect();
+                let mut calls = 0;
+                for task in tasks {
+                    calls += task.await.expect("a concurrent task");
+                }
+                let figure = calls as f64 / started.elapsed().as_secs_f64();
+                match kind {
+                    Kind::Ours => ours.push(figure),
+                    Kind::Theirs => theirs.push(figure),
+                }
+            }
+        }
+        println!(
+            "  {CONCURRENCY} concurrent calls/s rounds: ours [{}]  async-openai [{}]",
+            join(&ours),
+            join(&theirs)
+        );
+        (median(&mut ours), median(&mut theirs))
+    });
+    Row {
+        name: "16 concurrent calls/s",
+        ours,
+        theirs,
+        higher_is_better: true,
+    }
+}
+
+/// Rates as a space-separated list.
+fn join(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|f| format!("{f:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// (c) Streams read one after another on a current-thread runtime; chunks
+/// per second.
+fn streaming(args: &Args, base_url: &str, expected: &Expected) -> Row {
+    let runtime = current_thread();
+    let (ours, theirs) = runtime.block_on(async {
+        let peers = warm_peers(base_url, expected).await;
+        let peers = &peers;
+        rounds(args, "stream chunks/s", |index, duration| {
+            let peer = &peers[index];
+            rate(duration, move || peer.stream(expected))
+        })
+        .await
+    });
+    Row {
+        name: "stream chunks/s",
+        ours,
+        theirs,
+        higher_is_better: true,
+    }
+}
+
+/// (d) Building a client, and building one and making its first call (a
+/// fresh connection): medians, in seconds, on a current-thread runtime.
+fn construction(base_url: &str, expected: &Expected) -> [Row; 2] {
+    let runtime = current_thread();
+    runtime.block_on(async {
+        // Warm the process (TLS library initialisation, lazy statics) first.
+        for kind in [Kind::Ours, Kind::Theirs] {
+            Peer::build(kind, base_url).call(expected).await;
+        }
+        let mut build = [Vec::new(), Vec::new()];
+        for i in 0..BUILDS {
+            for kind in Kind::order(i as u32) {
+                let started = Instant::now();
+                let peer = Peer::build(kind, base_url);
+                build[usize::from(kind == Kind::Theirs)].push(started.elapsed().as_secs_f64());
+                drop(peer);
+            }
+        }
+        let mut first = [Vec::new(), Vec::new()];
+        for i in 0..FIRST_CALLS {
+            for kind in Kind::order(i as u32) {
+                let started = Instant::now();
+                let peer = Peer::build(kind, base_url);
+                peer.call(expected).await;
+                first[usize::from(kind == Kind::Theirs)].push(started.elapsed().as_secs_f64());
+                drop(peer);
+            }
+        }
+        let [build_ours, build_theirs] = &mut build;
+        let [first_ours, first_theirs] = &mut first;
+        [
+            Row {
+                name: "client build (median)",
+                ours: median(build_ours),
+                theirs: median(build_theirs),
+                higher_is_better: false,
+            },
+            Row {
+                name: "build + first call (median)",
+                ours: median(first_ours),
+                theirs: median(first_theirs),
+                higher_is_better: false,
+            },
+        ]
+    })
+}
+
+/// A current-thread runtime with time and I/O.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("current-thread runtime")
+}
+
+fn main() {
+    let args = Args::parse();
+    let expected = Expected::from_fixtures();
+    let base_url = start_server();
+    println!(
+        "peers: evolution-langchain vs async-openai 0.43 against {base_url} \
+         ({:.1} s per client per measurement, {ROUNDS} alternating rounds, medians)",
+        args.seconds
+    );
+    let mut rows = Vec::new();
+    if args.runs("seq") {
+        rows.push(sequential(&args, &base_url, &expected));
+        rows.last().unwrap().print();
+    }
+    if args.runs("conc") {
+        rows.push(concurrent(&args, &base_url, &expected));
+        rows.last().unwrap().print();
+    }
+    if args.runs("stream") {
+        rows.push(streaming(&args, &base_url, &expected));
+        rows.last().unwrap().print();
+    }
+    if args.runs("build") {
+        for row in construction(&base_url, &expected) {
+            row.print();
+            rows.push(row);
+        }
+    }
+    println!();
+    for row in &rows {
+        row.print();
+    }
+}
