@@ -16,9 +16,12 @@
 //! The server runs hyper directly on a current-thread runtime of its own
 //! thread and answers from memory: `POST …/chat/completions` gets the body
 //! of `tests/fixtures/llama-server.chat.json`, or with `"stream":true` in
-//! the request the 1,003-chunk `tests/fixtures/llama-server.stream-long.sse`.
-//! It reads each request body fully before answering and keeps connections
-//! alive. Both clients are reqwest underneath with native TLS (unused over
+//! the request the 1,003-chunk `tests/fixtures/llama-server.stream-long.sse`:
+//! once as one body written at once (a client then reads many events per
+//! read, which punishes a decoder that copies its buffer per event), once
+//! one event per write (as a server generating tokens sends them; the
+//! `/trickle/v1` base URL). It reads each request body fully before
+//! answering and keeps connections alive. Both clients are reqwest underneath with native TLS (unused over
 //! plain HTTP, but paid at construction), so the figures compare what each
 //! crate does around reqwest: building and serializing the request,
 //! checking and decoding the reply, and the stream's SSE parsing.
@@ -26,7 +29,7 @@
 //! The measurements: sequential non-streamed calls (one client, a
 //! current-thread runtime); 16 calls in flight through one client (a
 //! multi-thread runtime with 2 workers); streams read one after another,
-//! counted in chunks (current-thread); and building a client, alone and
+//! counted in chunks (current-thread), both ways the server sends them; and building a client, alone and
 //! with its first call (medians of 50 and 30). Building is almost all
 //! native TLS loading the system's CA bundle, in both crates.
 //!
@@ -34,8 +37,10 @@
 //! streams the chunk count and the concatenated text), so a client that
 //! skips work cannot post a good figure.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
@@ -45,8 +50,9 @@ use async_openai::types::chat::{
 use bytes::Bytes;
 use evolution_langchain::{ChatMessage, ChatOptions, EvolutionInference};
 use futures::StreamExt;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -204,24 +210,62 @@ async fn serve(listener: std::net::TcpListener) {
     }
 }
 
-/// One canned reply, after reading the whole request body.
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let is_chat =
-        request.method() == Method::POST && request.uri().path().ends_with("/chat/completions");
+/// A reply body: all at once, or one SSE event per write.
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The path prefix under which streams come one event per write.
+const TRICKLE: &str = "/trickle";
+
+/// The stream fixture cut into its events (each with its blank line).
+fn sse_events() -> &'static [Bytes] {
+    static EVENTS: OnceLock<Vec<Bytes>> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        let mut events = Vec::new();
+        let mut start = 0;
+        for end in memchr::memmem::find_iter(STREAM_SSE, b"\n\n") {
+            events.push(Bytes::from_static(&STREAM_SSE[start..end + 2]));
+            start = end + 2;
+        }
+        if start < STREAM_SSE.len() {
+            events.push(Bytes::from_static(&STREAM_SSE[start..]));
+        }
+        events
+    })
+}
+
+/// One canned reply, after reading the whole request body. Under
+/// [`TRICKLE`] a stream is written one event at a time, each after a
+/// yield, so that hyper flushes it on its own, as a server generating
+/// tokens does; elsewhere the whole body goes out at once.
+async fn answer(request: Request<Incoming>) -> Result<Response<Body>, hyper::Error> {
+    let path = request.uri().path();
+    let is_chat = request.method() == Method::POST && path.ends_with("/chat/completions");
+    let trickle = path.starts_with(TRICKLE);
     let body = request.into_body().collect().await?.to_bytes();
-    let reply = |status, content_type, body: &'static [u8]| {
+    let reply = |status, content_type, body: Body| {
         Response::builder()
             .status(status)
             .header("content-type", content_type)
-            .body(Full::new(Bytes::from_static(body)))
+            .body(body)
             .expect("a valid response")
     };
+    let whole = |bytes: &'static [u8]| Full::new(Bytes::from_static(bytes)).boxed();
     Ok(if !is_chat {
-        reply(StatusCode::NOT_FOUND, "text/plain", b"not found")
-    } else if memchr::memmem::find(&body, b"\"stream\":true").is_some() {
-        reply(StatusCode::OK, "text/event-stream", STREAM_SSE)
+        reply(StatusCode::NOT_FOUND, "text/plain", whole(b"not found"))
+    } else if memchr::memmem::find(&body, b"\"stream\":true").is_none() {
+        reply(StatusCode::OK, "application/json", whole(CHAT_JSON))
+    } else if trickle {
+        let frames = futures::stream::iter(sse_events().iter().cloned()).then(|event| async {
+            tokio::task::yield_now().await;
+            Ok::<_, Infallible>(Frame::data(event))
+        });
+        reply(
+            StatusCode::OK,
+            "text/event-stream",
+            BodyExt::boxed(StreamBody::new(frames)),
+        )
     } else {
-        reply(StatusCode::OK, "application/json", CHAT_JSON)
+        reply(StatusCode::OK, "text/event-stream", whole(STREAM_SSE))
     })
 }
 
@@ -416,7 +460,7 @@ impl Row {
             }
         };
         println!(
-            "{:<28} ours {:>11}  async-openai {:>11}  ratio {:.2}× ({} is better)",
+            "{:<31} ours {:>11}  async-openai {:>11}  ratio {:.2}× ({} is better)",
             self.name,
             figure(self.ours),
             figure(self.theirs),
@@ -564,20 +608,31 @@ fn join(values: &[f64]) -> String {
 }
 
 /// (c) Streams read one after another on a current-thread runtime; chunks
-/// per second.
-fn streaming(args: &Args, base_url: &str, expected: &Expected) -> Row {
+/// per second. `trickle`: the server writes one event at a time (else the
+/// whole body at once, so the client gets many events per read).
+fn streaming(args: &Args, base_url: &str, expected: &Expected, trickle: bool) -> Row {
+    let (name, base_url) = if trickle {
+        let (origin, path) =
+            base_url.split_at(base_url.find("/v1").expect("the base URL ends in /v1"));
+        (
+            "stream chunks/s, 1 event/write",
+            format!("{origin}{TRICKLE}{path}"),
+        )
+    } else {
+        ("stream chunks/s, whole body", base_url.to_string())
+    };
     let runtime = current_thread();
     let (ours, theirs) = runtime.block_on(async {
-        let peers = warm_peers(base_url, expected).await;
+        let peers = warm_peers(&base_url, expected).await;
         let peers = &peers;
-        rounds(args, "stream chunks/s", |index, duration| {
+        rounds(args, name, |index, duration| {
             let peer = &peers[index];
             rate(duration, move || peer.stream(expected))
         })
         .await
     });
     Row {
-        name: "stream chunks/s",
+        name,
         ours,
         theirs,
         higher_is_better: true,
@@ -658,8 +713,10 @@ fn main() {
         rows.last().unwrap().print();
     }
     if args.runs("stream") {
-        rows.push(streaming(&args, &base_url, &expected));
-        rows.last().unwrap().print();
+        for trickle in [false, true] {
+            rows.push(streaming(&args, &base_url, &expected, trickle));
+            rows.last().unwrap().print();
+        }
     }
     if args.runs("build") {
         for row in construction(&base_url, &expected) {
