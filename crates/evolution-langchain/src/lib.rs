@@ -55,7 +55,7 @@
 //! |---|---|---|
 //! | `langchain` | yes | langchain-rust `LLM` and `Embedder` implementations |
 //! | `native-tls` | yes | TLS through the platform library |
-//! | `rustls` | no | TLS through rustls |
+//! | `rustls` | no | TLS through rustls (platform roots, read on the first handshake); chosen over `native-tls` when both are on |
 //! | `blocking` | yes | [`blocking`]: a synchronous facade for plain threads |
 //! | `fernet` | yes | [`Credentials::from_fernet`]: Fernet-encrypted credentials |
 //! | `async-openai` | no | `bridges::async_openai`: async-openai's client on Cloud.ru with managed tokens |

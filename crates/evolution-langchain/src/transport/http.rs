@@ -14,7 +14,8 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const USER_AGENT: &str = concat!("evolution-langchain-rs/", env!("CARGO_PKG_VERSION"));
 
 /// The client used when the caller does not bring one: pooled, HTTP/1.1 and
-/// HTTP/2, with a connect timeout and the crate's user agent. When every
+/// HTTP/2, with a connect timeout, the crate's user agent and the process's
+/// shared TLS setup ([`tls`](super::tls)). When every
 /// target is on this machine (an emulator, a local gateway), system proxy
 /// settings are ignored: a proxy could not reach them anyway.
 pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
@@ -25,7 +26,7 @@ pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
     if !targets.is_empty() && targets.iter().all(|target| is_loopback(target)) {
         builder = builder.no_proxy();
     }
-    builder.build().map_err(|e| {
+    super::tls::configure(builder)?.build().map_err(|e| {
         Error::config(
             "http_client",
             format!("could not be built: {}", describe_transport_error(&e)),

@@ -12,6 +12,7 @@ pub(crate) mod connection;
 pub(crate) mod http;
 pub(crate) mod retry;
 pub(crate) mod server_error;
+pub(crate) mod tls;
 
 use std::fmt;
 use std::sync::Arc;
