@@ -97,7 +97,11 @@ async fn exchange(
         .await
         .map_err(|e| transport_error(e, auth_url, timeout))?;
 
-    if let Some((status, location)) = redirect_of(auth_url, &response) {
+    // auth_url was checked when the manager was built: it parses.
+    let redirect = url::Url::parse(auth_url)
+        .ok()
+        .and_then(|requested| redirect_of(&requested, &response));
+    if let Some((status, location)) = redirect {
         tracing::warn!(
             auth_url,
             ?status,

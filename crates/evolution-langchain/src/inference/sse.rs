@@ -37,8 +37,9 @@ pub struct SseDecoder {
     line: Vec<u8>,
     /// The previous read ended in `\r`: a leading `\n` now is part of that line end.
     after_cr: bool,
-    /// Fields of the event being assembled.
-    data: String,
+    /// Fields of the event being assembled; the data stays bytes until the
+    /// event is complete and is checked to be UTF-8 once, then.
+    data: Vec<u8>,
     has_data: bool,
     event: Option<String>,
     id: Option<String>,
@@ -65,7 +66,7 @@ impl SseDecoder {
             over_limit: false,
             line: Vec::new(),
             after_cr: false,
-            data: String::new(),
+            data: Vec::new(),
             has_data: false,
             event: None,
             id: None,
@@ -82,7 +83,7 @@ impl SseDecoder {
     fn exceed(&mut self) {
         self.over_limit = true;
         self.line = Vec::new();
-        self.data = String::new();
+        self.data = Vec::new();
         self.has_data = false;
     }
 
@@ -182,9 +183,9 @@ impl SseDecoder {
                     return self.exceed();
                 }
                 if self.has_data {
-                    self.data.push('\n');
+                    self.data.push(b'\n');
                 }
-                self.data.push_str(&String::from_utf8_lossy(value));
+                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
             b"event" => self.event = Some(String::from_utf8_lossy(value).into_owned()),
@@ -202,10 +203,17 @@ impl SseDecoder {
         self.has_data = false;
         self.ready.push_back(SseEvent {
             event: self.event.take(),
-            data: std::mem::take(&mut self.data),
+            data: into_text(std::mem::take(&mut self.data)),
             id: self.id.clone(),
         });
     }
+}
+
+/// The bytes as text: no copy when they are UTF-8 (nearly always), with
+/// replacement characters where they are not.
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|invalid| String::from_utf8_lossy(invalid.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use memchr::memmem::Finder;
 
 use super::sse::{SseDecoder, SseEvent};
 use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ToolCall, Usage};
@@ -236,12 +238,16 @@ enum Step {
     Fail(Error),
 }
 
+/// Searchers for the two keys `interpret` looks for, built once.
+static CHOICES_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"choices\""));
+static ERROR_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"error\""));
+
 /// Every field of a chunk has a default, so any JSON object parses as one;
 /// a real chunk names `choices` (possibly empty) or carries usage.
 fn is_chunk(chunk: &ChatChunk, data: &str) -> bool {
     !chunk.choices.is_empty()
         || chunk.usage.is_some()
-        || memchr::memmem::find(data.as_bytes(), b"\"choices\"").is_some()
+        || CHOICES_KEY.find(data.as_bytes()).is_some()
 }
 
 fn interpret(event: SseEvent) -> Step {
@@ -254,9 +260,7 @@ fn interpret(event: SseEvent) -> Step {
     }
     // Fast path: a chunk parses straight into its type. Only events that
     // mention an "error" key (rare) take the slower look at the raw JSON.
-    if event.event.as_deref() != Some("error")
-        && memchr::memmem::find(data.as_bytes(), b"\"error\"").is_none()
-    {
+    if event.event.as_deref() != Some("error") && ERROR_KEY.find(data.as_bytes()).is_none() {
         if let Ok(chunk) = serde_json::from_str::<ChatChunk>(data) {
             if is_chunk(&chunk, data) {
                 return Step::Chunk(Box::new(chunk));

@@ -11,7 +11,7 @@ use secrecy::SecretString;
 
 use super::http::{default_client, project_id_header, validate_http_url};
 use super::retry::RetryPolicy;
-use super::Transport;
+use super::{Endpoints, Transport};
 use crate::auth::{AccessToken, Credentials, StaticToken, TokenManager, TokenSource};
 use crate::config::{EnvAuth, EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
 use crate::error::{Error, Result};
@@ -228,11 +228,13 @@ impl Connection {
         if let Some(project_id) = self.project_id.filter(|p| !p.trim().is_empty()) {
             headers.insert("x-project-id", project_id_header(&project_id)?);
         }
+        let endpoints = Endpoints::parse(&base_url);
         Ok(Transport {
             client,
             tokens,
             token_manager,
             base_url,
+            endpoints,
             headers,
             request_timeout,
             retry: RetryPolicy::with_max_retries(self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES)),

@@ -69,7 +69,7 @@ pub(crate) fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 /// from another origin (a caller's own client followed a redirect). The
 /// returned status is `None` in the second case.
 pub(crate) fn redirect_of(
-    requested: &str,
+    requested: &url::Url,
     response: &reqwest::Response,
 ) -> Option<(Option<u16>, String)> {
     let status = response.status();
@@ -91,13 +91,14 @@ pub(crate) fn redirect_of(
             crate::error::truncate_message(&location),
         ));
     }
-    let requested = url::Url::parse(requested).ok()?;
-    (!same_origin(&requested, response.url())).then(|| {
-        (
-            None,
-            crate::error::truncate_message(response.url().as_str()),
-        )
-    })
+    // Nearly always the reply comes from where the request went.
+    if response.url() == requested || same_origin(requested, response.url()) {
+        return None;
+    }
+    Some((
+        None,
+        crate::error::truncate_message(response.url().as_str()),
+    ))
 }
 
 /// Whether `url` points at this machine (an unparsable URL does not).

@@ -51,6 +51,8 @@ pub(crate) struct Transport {
     pub(crate) token_manager: Option<TokenManager>,
     /// Without a trailing slash.
     pub(crate) base_url: String,
+    /// The endpoints' URLs, parsed once.
+    pub(crate) endpoints: Endpoints,
     pub(crate) headers: HeaderMap,
     pub(crate) request_timeout: Duration,
     pub(crate) retry: RetryPolicy,
@@ -81,7 +83,40 @@ fn retryable(error: &Error) -> bool {
 
 /// A fresh id for one logical call: 32 hex digits.
 fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bits = fastrand::u128(..);
+    (0..32)
+        .rev()
+        .map(|digit| char::from(HEX[((bits >> (digit * 4)) & 0xf) as usize]))
+        .collect()
+}
+
+/// The URLs of the endpoints this crate calls, parsed once when the client
+/// is built instead of on every request (any other path is parsed when
+/// used).
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints(Vec<(&'static str, url::Url)>);
+
+/// The paths [`Endpoints`] holds ready.
+const KNOWN_PATHS: [&str; 4] = ["chat/completions", "embeddings", "models", "rerank"];
+
+impl Endpoints {
+    /// Parses the known endpoints under `base_url` (already checked to be
+    /// an http(s) URL, without a trailing slash).
+    pub(crate) fn parse(base_url: &str) -> Self {
+        Self(
+            KNOWN_PATHS
+                .iter()
+                .filter_map(|path| {
+                    Some((*path, url::Url::parse(&format!("{base_url}/{path}")).ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, path: &str) -> Option<&url::Url> {
+        self.0.iter().find(|(p, _)| *p == path).map(|(_, url)| url)
+    }
 }
 
 /// The server's own request id header, if it sent one.
@@ -95,6 +130,17 @@ fn server_request_id(headers: &HeaderMap) -> Option<String> {
 impl Transport {
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base_url, path.trim_start_matches('/'))
+    }
+
+    /// The parsed URL of `path` under the base URL.
+    fn endpoint(&self, path: &str) -> Result<url::Url> {
+        let path = path.trim_start_matches('/');
+        if let Some(url) = self.endpoints.get(path) {
+            return Ok(url.clone());
+        }
+        let url = self.url(path);
+        url::Url::parse(&url)
+            .map_err(|e| Error::invalid_request("path", format!("{url:?} is not a valid URL: {e}")))
     }
 
     /// POSTs `body` and parses the JSON reply, with retries.
@@ -130,25 +176,22 @@ impl Transport {
         body: Option<Bytes>,
         check: impl Fn(&T) -> Result<()>,
     ) -> Result<T> {
-        let url = self.url(path);
+        let endpoint = self.endpoint(path)?;
+        let url = endpoint.as_str();
         let sent = new_request_id();
         let check = &check;
         self.retry
-            .run_if(&url, retryable, || async {
+            .run_if(url, retryable, || async {
                 let mut id = RequestId::new(sent.clone(), None);
                 let outcome = async {
                     let response = self
-                        .attempt(&method, &url, body.clone(), false, &mut id)
+                        .attempt(&method, &endpoint, body.clone(), false, &mut id)
                         .await?;
-                    // reqwest's per-request timeout bounds the body too; this
-                    // one holds whatever client the caller brought.
-                    let read = read_limited(response, self.max_response_size);
-                    let bytes = match tokio::time::timeout(self.request_timeout, read).await {
-                        Err(_) => return Err(self.timeout_error(&url)),
-                        Ok(Err(BodyError::Transport(e))) => {
-                            return Err(self.transport_error(e, &url))
-                        }
-                        Ok(Err(BodyError::TooLarge)) => {
+                    // The request's own timeout (set on every request, so on
+                    // a client the caller brought too) bounds the body.
+                    let bytes = match read_limited(response, self.max_response_size).await {
+                        Err(BodyError::Transport(e)) => return Err(self.transport_error(e, url)),
+                        Err(BodyError::TooLarge) => {
                             return Err(Error::TooLarge {
                                 what: format!("the reply from {url}"),
                                 limit: self.max_response_size,
@@ -156,11 +199,11 @@ impl Transport {
                                 request_id: None,
                             })
                         }
-                        Ok(Ok(bytes)) => bytes,
+                        Ok(bytes) => bytes,
                     };
-                    let value: T = serde_json::from_slice(&bytes).map_err(|e| {
+                    let value: T = parse_json(&bytes).map_err(|e| {
                         Error::invalid_response(
-                            url.clone(),
+                            url,
                             format!(
                                 "{e}; the body starts with {:?}",
                                 String::from_utf8_lossy(&bytes[..bytes.len().min(60)])
@@ -185,13 +228,13 @@ impl Transport {
         body: &impl Serialize,
     ) -> Result<OpenStream> {
         let body = encode(body)?;
-        let url = self.url(path);
+        let endpoint = self.endpoint(path)?;
         let sent = new_request_id();
         self.retry
-            .run_if(&url, retryable, || async {
+            .run_if(endpoint.as_str(), retryable, || async {
                 let mut id = RequestId::new(sent.clone(), None);
                 match self
-                    .attempt(&Method::POST, &url, Some(body.clone()), true, &mut id)
+                    .attempt(&Method::POST, &endpoint, Some(body.clone()), true, &mut id)
                     .await
                 {
                     Ok(response) => Ok(OpenStream {
@@ -214,16 +257,17 @@ impl Transport {
     async fn attempt(
         &self,
         method: &Method,
-        url: &str,
+        endpoint: &url::Url,
         body: Option<Bytes>,
         streaming: bool,
         id: &mut RequestId,
     ) -> Result<Response> {
+        let url = endpoint.as_str();
         // Head and error body share one deadline per request sent.
         let mut deadline = Instant::now() + self.request_timeout;
         let Some(tokens) = &self.tokens else {
             let response = self
-                .send(method, url, None, body, streaming, id, deadline)
+                .send(method, endpoint, None, body, streaming, id, deadline)
                 .await?;
             return self.check_status(url, response, deadline).await;
         };
@@ -231,7 +275,7 @@ impl Transport {
         let mut response = self
             .send(
                 method,
-                url,
+                endpoint,
                 Some(&token),
                 body.clone(),
                 streaming,
@@ -253,7 +297,15 @@ impl Transport {
             let token = tokens.token().await?;
             deadline = Instant::now() + self.request_timeout;
             response = self
-                .send(method, url, Some(&token), body, streaming, id, deadline)
+                .send(
+                    method,
+                    endpoint,
+                    Some(&token),
+                    body,
+                    streaming,
+                    id,
+                    deadline,
+                )
                 .await?;
         }
         if response.status() == StatusCode::UNAUTHORIZED {
@@ -286,17 +338,18 @@ impl Transport {
     async fn send(
         &self,
         method: &Method,
-        url: &str,
+        endpoint: &url::Url,
         token: Option<&AccessToken>,
         body: Option<Bytes>,
         streaming: bool,
         id: &mut RequestId,
         deadline: Instant,
     ) -> Result<Response> {
-        let mut request = self
-            .client
-            .request(method.clone(), url)
-            .headers(self.headers.clone());
+        let url = endpoint.as_str();
+        let mut request = self.client.request(method.clone(), endpoint.clone());
+        if !self.headers.is_empty() {
+            request = request.headers(self.headers.clone());
+        }
         if let Ok(value) = HeaderValue::from_str(id.sent()) {
             request = request.header(REQUEST_ID_HEADER, value);
         }
@@ -304,7 +357,9 @@ impl Transport {
             request = request.bearer_auth(token.expose_secret());
         }
         if let Some(body) = body {
-            request = request.header(CONTENT_TYPE, "application/json").body(body);
+            request = request
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body);
         }
         let response = if streaming {
             // A whole-request timeout would cut long answers; bound the wait
@@ -323,7 +378,7 @@ impl Transport {
                 .map_err(|e| self.transport_error(e, url))?
         };
         id.set_server(server_request_id(response.headers()));
-        if let Some((status, location)) = redirect_of(url, &response) {
+        if let Some((status, location)) = redirect_of(endpoint, &response) {
             tracing::warn!(
                 url,
                 ?status,
@@ -382,6 +437,17 @@ impl Transport {
             attempts: 1,
             request_id: None,
         }
+    }
+}
+
+/// Parses a JSON reply. The whole body is checked to be UTF-8 once (fast
+/// for the mostly-ASCII text of replies), so the parser need not check each
+/// string again; a body that is not UTF-8 is parsed as bytes, for the
+/// parser's own precise error.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
     }
 }
 

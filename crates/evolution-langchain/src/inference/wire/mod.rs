@@ -5,6 +5,7 @@
 //! kept in `extra` maps, `content` may be null) and strictly where a reply would be
 //! meaningless without a field (`choices`, `message`, `data`).
 
+mod extra;
 mod request;
 mod response;
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::extra::deserialize_with_extra;
 use super::{null_as_empty, ToolCall};
 
 /// Fields a server sent that the type does not name, kept as they came so
@@ -128,7 +129,7 @@ impl std::ops::AddAssign for Usage {
 }
 
 /// The assistant's message in a reply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ResponseMessage {
     /// Normally `assistant`.
     #[serde(default)]
@@ -173,7 +174,7 @@ fn either_reasoning<'a>(content: &'a Option<String>, newer: &'a Option<String>) 
 }
 
 /// One of the `n` answers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Choice {
     /// Position among the choices.
     #[serde(default)]
@@ -207,7 +208,7 @@ impl Choice {
 }
 
 /// A complete chat reply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatResponse {
     /// The server's id for the reply.
     #[serde(default)]
@@ -375,57 +376,35 @@ pub struct ChatChunk {
     pub extra: Extra,
 }
 
-impl<'de> Deserialize<'de> for ChatChunk {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = ChatChunk;
+deserialize_with_extra!(ResponseMessage, "a chat message object", required = [], {
+    "role" => role: Option<String>,
+    "content" => content: Option<String>,
+    "tool_calls" => tool_calls: Option<Vec<ToolCall>> => Option::unwrap_or_default,
+    "reasoning_content" => reasoning_content: Option<String>,
+    "reasoning" => reasoning: Option<String>,
+});
 
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a chat.completion.chunk object")
-            }
+deserialize_with_extra!(Choice, "a choice object", required = ["message"], {
+    "index" => index: u32,
+    "message" => message: ResponseMessage,
+    "finish_reason" => finish_reason: Option<String>,
+});
 
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<ChatChunk, A::Error> {
-                use serde::de::Error;
-                let mut chunk = ChatChunk::default();
-                let mut seen = [false; 5];
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    let slot = match key.as_ref() {
-                        "id" => 0,
-                        "model" => 1,
-                        "created" => 2,
-                        "choices" => 3,
-                        "usage" => 4,
-                        _ => {
-                            let value: Value = map.next_value()?;
-                            chunk.extra.insert(key.into_owned(), value);
-                            continue;
-                        }
-                    };
-                    if std::mem::replace(&mut seen[slot], true) {
-                        return Err(A::Error::custom(format_args!("duplicate field `{key}`")));
-                    }
-                    match slot {
-                        0 => chunk.id = map.next_value()?,
-                        1 => chunk.model = map.next_value()?,
-                        2 => chunk.created = map.next_value()?,
-                        3 => {
-                            chunk.choices = map
-                                .next_value::<Option<Vec<ChunkChoice>>>()?
-                                .unwrap_or_default()
-                        }
-                        _ => chunk.usage = map.next_value()?,
-                    }
-                }
-                Ok(chunk)
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
-}
+deserialize_with_extra!(ChatResponse, "a chat.completion object", required = ["choices"], {
+    "id" => id: Option<String>,
+    "model" => model: Option<String>,
+    "created" => created: Option<u64>,
+    "choices" => choices: Vec<Choice>,
+    "usage" => usage: Option<Usage>,
+});
+
+deserialize_with_extra!(ChatChunk, "a chat.completion.chunk object", required = [], {
+    "id" => id: Option<String>,
+    "model" => model: Option<String>,
+    "created" => created: Option<u64>,
+    "choices" => choices: Option<Vec<ChunkChoice>> => Option::unwrap_or_default,
+    "usage" => usage: Option<Usage>,
+});
 
 impl ChatChunk {
     /// New reasoning text for the first choice (models that stream their
