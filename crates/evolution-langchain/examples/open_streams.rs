@@ -268,7 +268,10 @@ async fn hold_streams(args: &Args, emulator: &EmulatorProcess) -> Result<(), Str
             // Reports whether its stream opened; returns why it failed
             // afterwards, if it did.
             tokio::spawn(async move {
-                let open = async {
+                // Boxed: opening takes a much larger future than holding
+                // does, and only the box (freed once open) should pay for it,
+                // not every held stream's task.
+                let open = Box::pin(async {
                     let _permit = opening.acquire_owned().await.expect("never closed");
                     let mut stream = llm.stream(&prompt).await.map_err(|e| e.to_string())?;
                     match stream.next().await {
@@ -276,7 +279,7 @@ async fn hold_streams(args: &Args, emulator: &EmulatorProcess) -> Result<(), Str
                         Some(Err(e)) => Err(e.to_string()),
                         None => Err("the stream ended before its first chunk".to_string()),
                     }
-                };
+                });
                 let opened = tokio::select! {
                     // Given up on (the time ran out): counted as not open.
                     _ = closed.wait_for(|closed| *closed) => return None,
