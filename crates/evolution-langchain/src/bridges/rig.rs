@@ -104,7 +104,8 @@ impl EvolutionRig {
             base_url: DEFAULT_BASE_URL.to_string(),
             project_id: None,
             source,
-            http: reqwest::Client::new(),
+            // The process's shared TLS setup, same-origin redirects only.
+            http: crate::transport::http::default_client(&[]).unwrap_or_default(),
             max_retries: DEFAULT_MAX_RETRIES,
         }
     }
