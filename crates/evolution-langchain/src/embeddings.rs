@@ -14,7 +14,7 @@ use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse, Usage};
 use crate::inference::EvolutionInference;
 use crate::telemetry;
 use crate::transport::connection::{connection_setters, Connection};
-use crate::transport::Transport;
+use crate::transport::{Endpoint, Transport};
 
 /// Environment variable naming the embedding model (else `EVOLUTION_MODEL`).
 pub const ENV_EMBEDDINGS_MODEL: &str = "EVOLUTION_EMBEDDINGS_MODEL";
@@ -117,9 +117,13 @@ impl EvolutionEmbeddings {
             input,
             dimensions: self.dimensions,
         };
-        let reply: EmbeddingResponse = self.transport.post_json("embeddings", &request).await?;
-        let invalid =
-            |message: String| Error::invalid_response(self.transport.url("embeddings"), message);
+        let reply: EmbeddingResponse = self
+            .transport
+            .post_json(Endpoint::Embeddings, &request)
+            .await?;
+        let invalid = |message: String| {
+            Error::invalid_response(self.transport.url(Endpoint::Embeddings), message)
+        };
         if reply.data.len() != input.len() {
             return Err(invalid(format!(
                 "{} vectors for {} inputs",

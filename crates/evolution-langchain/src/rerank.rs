@@ -17,14 +17,11 @@ use crate::inference::wire::Usage;
 use crate::inference::EvolutionInference;
 use crate::telemetry;
 use crate::transport::connection::{connection_setters, Connection};
-use crate::transport::Transport;
+use crate::transport::{Endpoint, Transport};
 
 /// Environment variable naming the reranker model. (`EVOLUTION_MODEL` is
 /// not used: it names a chat model, which cannot rerank.)
 pub const ENV_RERANK_MODEL: &str = "EVOLUTION_RERANK_MODEL";
-
-/// The path of reranking under the base URL.
-const RERANK_PATH: &str = "rerank";
 
 /// A client for `POST {base_url}/rerank`.
 ///
@@ -256,7 +253,8 @@ impl EvolutionRerank {
             top_n: options.top_n,
             return_documents: options.return_documents,
         };
-        let mut reply: RerankResponse = self.transport.post_json(RERANK_PATH, &request).await?;
+        let mut reply: RerankResponse =
+            self.transport.post_json(Endpoint::Rerank, &request).await?;
         let mut seen = vec![false; documents.len()];
         for result in &reply.results {
             match seen.get_mut(result.index) {
@@ -285,7 +283,7 @@ impl EvolutionRerank {
     }
 
     fn invalid(&self, message: String) -> Error {
-        Error::invalid_response(self.transport.url(RERANK_PATH), message)
+        Error::invalid_response(self.transport.url(Endpoint::Rerank), message)
     }
 }
 

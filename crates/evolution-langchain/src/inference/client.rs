@@ -14,7 +14,7 @@ use super::wire::{ChatMessage, ChatRequest, ChatResponse, ModelInfo, ModelList};
 use crate::auth::TokenManager;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, StreamTrace};
-use crate::transport::Transport;
+use crate::transport::{Endpoint, Transport};
 
 use super::builder::EvolutionInferenceBuilder;
 
@@ -23,9 +23,6 @@ pub const LLM_TYPE: &str = "cloud-ru-tech";
 
 /// Default bound on concurrent requests in batches.
 pub const DEFAULT_MAX_CONCURRENCY: usize = 8;
-
-/// The path of chat completions under the base URL.
-const CHAT_PATH: &str = "chat/completions";
 
 /// A client for an OpenAI-compatible Cloud.ru Foundation Models endpoint.
 ///
@@ -232,7 +229,7 @@ impl EvolutionInference {
             }
         } else {
             self.transport
-                .post_json_checked(CHAT_PATH, &request, |response: &ChatResponse| {
+                .post_json_checked(Endpoint::Chat, &request, |response: &ChatResponse| {
                     self.check_answers(response)
                 })
                 .await
@@ -271,12 +268,12 @@ impl EvolutionInference {
 
     /// The models the endpoint serves.
     pub async fn list_models(&self) -> Result<Vec<ModelInfo>> {
-        let list: ModelList = self.transport.get_json("models").await?;
+        let list: ModelList = self.transport.get_json(Endpoint::Models).await?;
         Ok(list.data)
     }
 
     async fn open_stream(&self, request: &ChatRequest, trace: StreamTrace) -> Result<ChatStream> {
-        let open = self.transport.post_stream(CHAT_PATH, request).await?;
+        let open = self.transport.post_stream(Endpoint::Chat, request).await?;
         let stream = ChatStream::from_open(open);
         // A disabled span stays disabled: its stream skips the bookkeeping.
         Ok(if trace.span().is_disabled() {
@@ -290,7 +287,7 @@ impl EvolutionInference {
     /// applied to a whole reply: at least one choice, each with an answer.
     pub(crate) fn check_answers(&self, response: &ChatResponse) -> Result<()> {
         let invalid =
-            |message: String| Error::invalid_response(self.transport.url(CHAT_PATH), message);
+            |message: String| Error::invalid_response(self.transport.url(Endpoint::Chat), message);
         if response.choices.is_empty() {
             return Err(invalid("the reply has no choices".into()));
         }

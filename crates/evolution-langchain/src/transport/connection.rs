@@ -228,7 +228,7 @@ impl Connection {
         if let Some(project_id) = self.project_id.filter(|p| !p.trim().is_empty()) {
             headers.insert("x-project-id", project_id_header(&project_id)?);
         }
-        let endpoints = Endpoints::parse(&base_url);
+        let endpoints = Endpoints::parse(&base_url)?;
         Ok(Transport {
             client,
             tokens,

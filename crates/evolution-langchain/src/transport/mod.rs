@@ -91,31 +91,59 @@ fn new_request_id() -> String {
         .collect()
 }
 
-/// The URLs of the endpoints this crate calls, parsed once when the client
-/// is built instead of on every request (any other path is parsed when
-/// used).
-#[derive(Debug, Clone)]
-pub(crate) struct Endpoints(Vec<(&'static str, url::Url)>);
+/// An endpoint of the model API this crate calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `chat/completions`.
+    Chat,
+    /// `embeddings`.
+    Embeddings,
+    /// `models`.
+    Models,
+    /// `rerank`.
+    Rerank,
+}
 
-/// The paths [`Endpoints`] holds ready.
-const KNOWN_PATHS: [&str; 4] = ["chat/completions", "embeddings", "models", "rerank"];
+impl Endpoint {
+    const ALL: [Endpoint; 4] = [
+        Endpoint::Chat,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+        Endpoint::Rerank,
+    ];
+
+    /// The path under the base URL.
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chat/completions",
+            Endpoint::Embeddings => "embeddings",
+            Endpoint::Models => "models",
+            Endpoint::Rerank => "rerank",
+        }
+    }
+}
+
+/// The URLs of the [`Endpoint`]s, parsed once when the client is built
+/// instead of on every request.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints([url::Url; 4]);
 
 impl Endpoints {
-    /// Parses the known endpoints under `base_url` (already checked to be
-    /// an http(s) URL, without a trailing slash).
-    pub(crate) fn parse(base_url: &str) -> Self {
-        Self(
-            KNOWN_PATHS
-                .iter()
-                .filter_map(|path| {
-                    Some((*path, url::Url::parse(&format!("{base_url}/{path}")).ok()?))
-                })
-                .collect(),
-        )
+    /// The endpoints under `base_url` (already checked to be an http(s) URL
+    /// with a host, without a trailing slash, so each joins into a URL).
+    pub(crate) fn parse(base_url: &str) -> Result<Self> {
+        let mut urls = Vec::with_capacity(Endpoint::ALL.len());
+        for endpoint in Endpoint::ALL {
+            let url = format!("{base_url}/{}", endpoint.path());
+            urls.push(url::Url::parse(&url).map_err(|e| {
+                Error::config("base_url", format!("gives no valid URL for {url:?}: {e}"))
+            })?);
+        }
+        Ok(Self(urls.try_into().expect("one URL per endpoint")))
     }
 
-    fn get(&self, path: &str) -> Option<&url::Url> {
-        self.0.iter().find(|(p, _)| *p == path).map(|(_, url)| url)
+    fn get(&self, endpoint: Endpoint) -> &url::Url {
+        &self.0[endpoint as usize]
     }
 }
 
@@ -128,55 +156,45 @@ fn server_request_id(headers: &HeaderMap) -> Option<String> {
 }
 
 impl Transport {
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.base_url, path.trim_start_matches('/'))
-    }
-
-    /// The parsed URL of `path` under the base URL.
-    fn endpoint(&self, path: &str) -> Result<url::Url> {
-        let path = path.trim_start_matches('/');
-        if let Some(url) = self.endpoints.get(path) {
-            return Ok(url.clone());
-        }
-        let url = self.url(path);
-        url::Url::parse(&url)
-            .map_err(|e| Error::invalid_request("path", format!("{url:?} is not a valid URL: {e}")))
+    /// The URL of `endpoint`, e.g. for an error message.
+    pub(crate) fn url(&self, endpoint: Endpoint) -> &str {
+        self.endpoints.get(endpoint).as_str()
     }
 
     /// POSTs `body` and parses the JSON reply, with retries.
     pub(crate) async fn post_json<T: DeserializeOwned>(
         &self,
-        path: &str,
+        endpoint: Endpoint,
         body: &impl Serialize,
     ) -> Result<T> {
-        self.post_json_checked(path, body, |_| Ok(())).await
+        self.post_json_checked(endpoint, body, |_| Ok(())).await
     }
 
     /// Like [`post_json`](Self::post_json); `check` looks at the parsed
     /// reply, and its error carries the call's request id like any other.
     pub(crate) async fn post_json_checked<T: DeserializeOwned>(
         &self,
-        path: &str,
+        endpoint: Endpoint,
         body: &impl Serialize,
         check: impl Fn(&T) -> Result<()>,
     ) -> Result<T> {
         let body = encode(body)?;
-        self.json(Method::POST, path, Some(body), check).await
+        self.json(Method::POST, endpoint, Some(body), check).await
     }
 
     /// GETs `path` and parses the JSON reply, with retries.
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        self.json(Method::GET, path, None, |_| Ok(())).await
+    pub(crate) async fn get_json<T: DeserializeOwned>(&self, endpoint: Endpoint) -> Result<T> {
+        self.json(Method::GET, endpoint, None, |_| Ok(())).await
     }
 
     async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
-        path: &str,
+        endpoint: Endpoint,
         body: Option<Bytes>,
         check: impl Fn(&T) -> Result<()>,
     ) -> Result<T> {
-        let endpoint = self.endpoint(path)?;
+        let endpoint = self.endpoints.get(endpoint);
         let url = endpoint.as_str();
         let sent = new_request_id();
         let check = &check;
@@ -185,7 +203,7 @@ impl Transport {
                 let mut id = RequestId::new(sent.clone(), None);
                 let outcome = async {
                     let response = self
-                        .attempt(&method, &endpoint, body.clone(), false, &mut id)
+                        .attempt(&method, endpoint, body.clone(), false, &mut id)
                         .await?;
                     // The request's own timeout (set on every request, so on
                     // a client the caller brought too) bounds the body.
@@ -224,17 +242,17 @@ impl Transport {
     /// chunks flow, a failure is the stream's to report.
     pub(crate) async fn post_stream(
         &self,
-        path: &str,
+        endpoint: Endpoint,
         body: &impl Serialize,
     ) -> Result<OpenStream> {
         let body = encode(body)?;
-        let endpoint = self.endpoint(path)?;
+        let endpoint = self.endpoints.get(endpoint);
         let sent = new_request_id();
         self.retry
             .run_if(endpoint.as_str(), retryable, || async {
                 let mut id = RequestId::new(sent.clone(), None);
                 match self
-                    .attempt(&Method::POST, &endpoint, Some(body.clone()), true, &mut id)
+                    .attempt(&Method::POST, endpoint, Some(body.clone()), true, &mut id)
                     .await
                 {
                     Ok(response) => Ok(OpenStream {
