@@ -397,9 +397,7 @@ pub fn client(manager: TokenManager) -> Client<EvolutionConfig> {
 /// tokens from [`EvolutionConfig::token_source`]) inside async-openai's
 /// retry layer, over one pooled `reqwest::Client`.
 pub fn client_with_config(config: EvolutionConfig) -> Client<EvolutionConfig> {
-    // Our default client: the process's shared TLS setup (no CA bundle
-    // parsed per client), same-origin redirects only, a connect timeout.
-    let http = crate::transport::http::default_client(&[]).unwrap_or_default();
+    let http = super::default_http_client();
     let service = tower::ServiceBuilder::new()
         .layer(OpenAIRetryLayer::default())
         .layer(EvolutionAuthLayer::new(config.token_source()))

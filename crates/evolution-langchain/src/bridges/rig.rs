@@ -104,8 +104,7 @@ impl EvolutionRig {
             base_url: DEFAULT_BASE_URL.to_string(),
             project_id: None,
             source,
-            // The process's shared TLS setup, same-origin redirects only.
-            http: crate::transport::http::default_client(&[]).unwrap_or_default(),
+            http: super::default_http_client(),
             max_retries: DEFAULT_MAX_RETRIES,
         }
     }

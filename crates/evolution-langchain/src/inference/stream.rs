@@ -200,22 +200,15 @@ impl Stream for ChatStream {
             return this.inner.as_mut().poll_next(cx);
         };
         let polled = trace.span().in_scope(|| this.inner.as_mut().poll_next(cx));
-        match &polled {
-            Poll::Ready(Some(item)) => {
-                trace.observe(item);
-                if item.is_err() {
-                    // An error is the stream's last item: the call is over.
-                    trace.finish();
-                    this.trace = None;
-                }
-            }
-            Poll::Ready(None) => {
-                // The call is over: ending its span now gives it its true
-                // duration, however long the stream itself is kept.
-                trace.finish();
-                this.trace = None;
-            }
-            Poll::Pending => {}
+        if let Poll::Ready(Some(item)) = &polled {
+            trace.observe(item);
+        }
+        // The end, or an error (always the last item): the call is over.
+        // Ending its span now gives it its true duration, however long the
+        // stream itself is kept.
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            trace.finish();
+            this.trace = None;
         }
         polled
     }
