@@ -35,7 +35,10 @@
 //!
 //! Every call's answer is checked against the fixture (the text, and for
 //! streams the chunk count and the concatenated text), so a client that
-//! skips work cannot post a good figure.
+//! skips work cannot post a good figure. Both send the same request body:
+//! async-openai's request carries the sampling defaults ours sends
+//! (`max_tokens` 512, `temperature` and `top_p` 1, both penalties 0, `n` 1),
+//! and the warm-up asserts that the server read equal JSON from both.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,7 +48,8 @@ use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
-    ChatCompletionRequestUserMessage, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+    ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
+    CreateChatCompletionRequestArgs,
 };
 use bytes::Bytes;
 use evolution_langchain::{ChatMessage, ChatOptions, EvolutionInference};
@@ -122,6 +126,10 @@ struct Args {
     seconds: f64,
     /// The one measurement to run, if chosen.
     only: Option<String>,
+    /// `--calls ours|theirs N`: only N sequential calls of one client, for
+    /// a profiler (e.g. callgrind, where two runs with different N give the
+    /// instructions per call, server included).
+    calls: Option<(Kind, u64)>,
 }
 
 impl Args {
@@ -130,6 +138,7 @@ impl Args {
         let mut args = Self {
             seconds: 2.5,
             only: None,
+            calls: None,
         };
         let mut argv = std::env::args().skip(1);
         while let Some(arg) = argv.next() {
@@ -155,6 +164,19 @@ impl Args {
                         "--only wants seq, conc, stream or build, not {value:?}"
                     );
                     args.only = Some(value);
+                }
+                "--calls" => {
+                    let kind = inline.or_else(|| argv.next()).unwrap_or_default();
+                    let kind = match kind.as_str() {
+                        "ours" => Kind::Ours,
+                        "theirs" => Kind::Theirs,
+                        _ => panic!("--calls wants ours or theirs, not {kind:?}"),
+                    };
+                    let count = argv.next().unwrap_or_default();
+                    let count = count
+                        .parse()
+                        .unwrap_or_else(|_| panic!("--calls wants a count, not {count:?}"));
+                    args.calls = Some((kind, count));
                 }
                 _ => {} // `--bench` from cargo, filters and the like
             }
@@ -210,6 +232,9 @@ async fn serve(listener: std::net::TcpListener) {
     }
 }
 
+/// The body of the last non-streamed chat request the server read.
+static LAST_REQUEST: std::sync::Mutex<Option<Bytes>> = std::sync::Mutex::new(None);
+
 /// A reply body: all at once, or one SSE event per write.
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -242,6 +267,9 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Body>, hyper::Err
     let is_chat = request.method() == Method::POST && path.ends_with("/chat/completions");
     let trickle = path.starts_with(TRICKLE);
     let body = request.into_body().collect().await?.to_bytes();
+    if is_chat && memchr::memmem::find(&body, b"\"stream\":true").is_none() {
+        *LAST_REQUEST.lock().expect("request lock") = Some(body.clone());
+    }
     let reply = |status, content_type, body: Body| {
         Response::builder()
             .status(status)
@@ -331,13 +359,21 @@ impl Peer {
                         .with_api_base(base_url)
                         .with_api_key(API_KEY),
                 ),
-                request: CreateChatCompletionRequestArgs::default()
-                    .model(MODEL)
-                    .messages([ChatCompletionRequestUserMessage::from(PROMPT).into()])
-                    .build()
-                    .expect("a valid async-openai request"),
+                request: their_request(),
             },
         }
+    }
+
+    /// The last non-streamed request body the server got from this peer's
+    /// calls, as JSON.
+    async fn request_body(&self, expected: &Expected) -> Value {
+        self.call(expected).await;
+        let body = LAST_REQUEST
+            .lock()
+            .expect("request lock")
+            .clone()
+            .expect("the server saw a request");
+        serde_json::from_slice(&body).expect("the request body is JSON")
     }
 
     /// One non-streamed call; panics unless the answer is the fixture's.
@@ -387,9 +423,16 @@ impl Peer {
                 }
             }
             Peer::Theirs { client, request } => {
+                // Streamed as ours streams: usage asked for in the last chunk.
+                let mut request = request.clone();
+                request.stream = Some(true);
+                request.stream_options = Some(ChatCompletionStreamOptions {
+                    include_usage: Some(true),
+                    ..Default::default()
+                });
                 let mut stream = client
                     .chat()
-                    .create_stream(request.clone())
+                    .create_stream(request)
                     .await
                     .expect("async-openai stream opens");
                 while let Some(chunk) = stream.next().await {
@@ -409,6 +452,25 @@ impl Peer {
         assert!(text == expected.streamed_text, "streamed text differs");
         chunks
     }
+}
+
+/// async-openai's request: the one our client sends by default, field for
+/// field (the sampling defaults of the original Python client included), so
+/// that the server reads the same bytes from both; [`warm_peers`] checks it.
+fn their_request() -> CreateChatCompletionRequest {
+    #[allow(deprecated)] // `max_tokens` is what our client sends
+    CreateChatCompletionRequestArgs::default()
+        .model(MODEL)
+        .messages([ChatCompletionRequestUserMessage::from(PROMPT).into()])
+        .max_tokens(512u32)
+        .temperature(1.0)
+        .top_p(1.0)
+        .frequency_penalty(0.0)
+        .presence_penalty(0.0)
+        .n(1)
+        .stream(false)
+        .build()
+        .expect("a valid async-openai request")
 }
 
 /// Runs `work` (which returns how many units it did) over and over for
@@ -507,6 +569,11 @@ async fn warm_peers(base_url: &str, expected: &Expected) -> [Peer; 2] {
         Peer::build(Kind::Ours, base_url),
         Peer::build(Kind::Theirs, base_url),
     ];
+    assert_eq!(
+        peers[0].request_body(expected).await,
+        peers[1].request_body(expected).await,
+        "both clients send the same request"
+    );
     for peer in &peers {
         for _ in 0..200 {
             peer.call(expected).await;
@@ -698,6 +765,16 @@ fn main() {
     let args = Args::parse();
     let expected = Expected::from_fixtures();
     let base_url = start_server();
+    if let Some((kind, count)) = args.calls {
+        current_thread().block_on(async {
+            let peer = Peer::build(kind, &base_url);
+            for _ in 0..count {
+                peer.call(&expected).await;
+            }
+        });
+        println!("{count} calls made");
+        return;
+    }
     println!(
         "peers: evolution-langchain vs async-openai 0.43 against {base_url} \
          ({:.1} s per client per measurement, {ROUNDS} alternating rounds, medians)",

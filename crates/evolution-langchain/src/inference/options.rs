@@ -111,8 +111,21 @@ macro_rules! define_chat_options {
         impl Serialize for ChatOptions {
             fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
                 let mut map = serializer.serialize_map(None)?;
-                $($wire(&self.$name, stringify!($name), &mut map)?;)*
+                self.serialize_entries(&mut map)?;
                 map.end()
+            }
+        }
+
+        impl ChatOptions {
+            /// Writes the parameters that go on the wire into `map`: the
+            /// request body's own serializer uses it instead of serde's
+            /// buffering `flatten`.
+            pub(crate) fn serialize_entries<M: SerializeMap>(
+                &self,
+                map: &mut M,
+            ) -> std::result::Result<(), M::Error> {
+                $($wire(&self.$name, stringify!($name), map)?;)*
+                Ok(())
             }
         }
 

@@ -39,7 +39,11 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Where servers put their own request id, in the order looked at.
-const SERVER_REQUEST_ID_HEADERS: [&str; 3] = ["x-request-id", "request-id", "x-correlation-id"];
+const SERVER_REQUEST_ID_HEADERS: [HeaderName; 3] = [
+    REQUEST_ID_HEADER,
+    HeaderName::from_static("request-id"),
+    HeaderName::from_static("x-correlation-id"),
+];
 
 /// Everything a request needs; shared (behind an `Arc`) by clones of a client.
 pub(crate) struct Transport {
@@ -84,11 +88,13 @@ fn retryable(error: &Error) -> bool {
 /// A fresh id for one logical call: 32 hex digits.
 fn new_request_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bits = fastrand::u128(..);
-    (0..32)
-        .rev()
-        .map(|digit| char::from(HEX[((bits >> (digit * 4)) & 0xf) as usize]))
-        .collect()
+    let mut bits = fastrand::u128(..);
+    let mut digits = [0u8; 32];
+    for digit in digits.iter_mut().rev() {
+        *digit = HEX[(bits & 0xf) as usize];
+        bits >>= 4;
+    }
+    digits.iter().map(|&d| char::from(d)).collect()
 }
 
 /// An endpoint of the model API this crate calls.
@@ -150,7 +156,7 @@ impl Endpoints {
 /// The server's own request id header, if it sent one.
 fn server_request_id(headers: &HeaderMap) -> Option<String> {
     SERVER_REQUEST_ID_HEADERS.iter().find_map(|name| {
-        let value = headers.get(*name)?.to_str().ok()?.trim();
+        let value = headers.get(name)?.to_str().ok()?.trim();
         (!value.is_empty()).then(|| crate::error::truncate_message(value))
     })
 }
@@ -460,11 +466,12 @@ impl Transport {
 
 /// Parses a JSON reply. The whole body is checked to be UTF-8 once (fast
 /// for the mostly-ASCII text of replies), so the parser need not check each
-/// string again; a body that is not UTF-8 is parsed as bytes, for the
-/// parser's own precise error.
+/// string again, and unknown fields are kept as text
+/// ([`from_json_text`](crate::inference::wire::from_json_text)); a body that
+/// is not UTF-8 is parsed as bytes, for the parser's own precise error.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => crate::inference::wire::from_json_text(text),
         Err(_) => serde_json::from_slice(bytes),
     }
 }

@@ -11,6 +11,7 @@ mod response;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub(crate) use extra::from_json_text;
 pub use request::{
     ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
     MessageContent, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice,
@@ -143,6 +144,18 @@ mod tests {
                 "tool_choice": {"type": "function", "function": {"name": "f"}},
                 "response_format": {"type": "json_object"}
             })
+        );
+        // Streamed, with an extra body field: the exact text, in order.
+        let streamed = ChatRequest::with_stream(
+            vec![ChatMessage::user("hi")],
+            crate::inference::ChatOptions::new()
+                .model("m")
+                .extra("top_k", 3),
+            true,
+        );
+        assert_eq!(
+            serde_json::to_string(&streamed).unwrap(),
+            r#"{"messages":[{"role":"user","content":"hi"}],"model":"m","top_k":3,"stream":true,"stream_options":{"include_usage":true}}"#
         );
     }
 

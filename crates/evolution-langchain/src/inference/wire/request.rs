@@ -1,5 +1,6 @@
 //! What is sent: messages, tools, and the chat request body.
 
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
@@ -319,20 +320,34 @@ pub struct StreamOptions {
 /// makes the one a call would send;
 /// [`send_request`](crate::EvolutionInference::send_request) and
 /// [`stream_request`](crate::EvolutionInference::stream_request) send one as it is.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ChatRequest {
     /// The conversation.
     pub messages: Vec<ChatMessage>,
     /// Model, sampling and tool parameters; unset ones are omitted.
-    #[serde(flatten)]
     pub options: ChatOptions,
     /// Stream the answer as server-sent events.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Streaming options.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
+}
+
+/// The body as the API takes it: `messages`, then the options' parameters
+/// at the top level, then `stream` and `stream_options` when set.
+impl Serialize for ChatRequest {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("messages", &self.messages)?;
+        self.options.serialize_entries(&mut map)?;
+        if let Some(stream) = &self.stream {
+            map.serialize_entry("stream", stream)?;
+        }
+        if let Some(options) = &self.stream_options {
+            map.serialize_entry("stream_options", options)?;
+        }
+        map.end()
+    }
 }
 
 impl ChatRequest {

@@ -1,14 +1,9 @@
 //! What comes back: complete replies, stream chunks and token usage.
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-
 use super::extra::deserialize_with_extra;
+pub use super::extra::Extra;
 use super::{null_as_empty, ToolCall};
-
-/// Fields a server sent that the type does not name, kept as they came so
-/// that nothing the server says is lost (and serializing gives them back).
-pub type Extra = Map<String, Value>;
+use serde::{Deserialize, Serialize};
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
