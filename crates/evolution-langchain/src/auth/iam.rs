@@ -15,6 +15,7 @@ use super::token::AccessToken;
 use crate::error::{truncate_message, AuthError, Error};
 use crate::transport::body::{read_limited, read_prefix, BodyError};
 use crate::transport::http::{describe_transport_error, redirect_of};
+use crate::transport::reply::{ReadError, Reply};
 
 /// How much of an IAM error body is read: enough for its message.
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
@@ -98,9 +99,14 @@ async fn exchange(
         .map_err(|e| transport_error(e, auth_url, timeout))?;
 
     // auth_url was checked when the manager was built: it parses.
-    let redirect = url::Url::parse(auth_url)
-        .ok()
-        .and_then(|requested| redirect_of(&requested, &response));
+    let Ok(requested) = url::Url::parse(auth_url) else {
+        return Err(Error::config(
+            "auth_url",
+            format!("is not a URL: {auth_url:?}"),
+        ));
+    };
+    let response = Reply::from_reqwest(response, &requested);
+    let redirect = redirect_of(&requested, &response);
     if let Some((status, location)) = redirect {
         tracing::warn!(
             auth_url,
@@ -115,13 +121,13 @@ async fn exchange(
         }
         .into());
     }
-    let status = response.status();
-    let retry_after = crate::transport::retry::parse_retry_after(response.headers());
+    let status = response.status;
+    let retry_after = crate::transport::retry::parse_retry_after(&response.headers);
     if status.is_success() {
         let body = read_limited(response, max_size)
             .await
             .map_err(|e| match e {
-                BodyError::Transport(e) => transport_error(e, auth_url, timeout),
+                BodyError::Transport(e) => read_error(e, auth_url, timeout),
                 BodyError::TooLarge => AuthError::TooLarge {
                     auth_url: auth_url.to_string(),
                     limit: max_size,
@@ -132,7 +138,7 @@ async fn exchange(
     }
     let body = read_prefix(response, max_size.min(ERROR_BODY_LIMIT))
         .await
-        .map_err(|e| transport_error(e, auth_url, timeout))?;
+        .map_err(|e| read_error(e, auth_url, timeout))?;
 
     let error = match status.as_u16() {
         401 => AuthError::InvalidCredentials {
@@ -159,7 +165,21 @@ async fn exchange(
 }
 
 fn transport_error(error: reqwest::Error, auth_url: &str, timeout: Duration) -> Error {
-    let error = if error.is_timeout() {
+    connection_error(
+        error.is_timeout(),
+        describe_transport_error(&error),
+        auth_url,
+        timeout,
+    )
+}
+
+fn read_error(error: ReadError, auth_url: &str, timeout: Duration) -> Error {
+    connection_error(error.is_timeout(), error.describe(), auth_url, timeout)
+}
+
+/// A timeout, or a connection failure saying `message`.
+fn connection_error(timed_out: bool, message: String, auth_url: &str, timeout: Duration) -> Error {
+    let error = if timed_out {
         AuthError::Timeout {
             auth_url: auth_url.to_string(),
             timeout,
@@ -168,7 +188,7 @@ fn transport_error(error: reqwest::Error, auth_url: &str, timeout: Duration) -> 
     } else {
         AuthError::Connection {
             auth_url: auth_url.to_string(),
-            message: describe_transport_error(&error),
+            message,
             attempts: 1,
         }
     };

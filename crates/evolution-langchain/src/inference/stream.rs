@@ -52,7 +52,10 @@ impl ChatStream {
             deadline: open.deadline,
             request_id: Some(open.request_id),
         };
-        Self::decode(open.response.bytes_stream(), limits)
+        let body = futures::TryStreamExt::map_err(open.response.into_data_stream(), |e| {
+            StreamReadError(e.describe())
+        });
+        Self::decode(body, limits)
     }
 
     /// Decodes an SSE byte stream, e.g. one recorded earlier;

@@ -163,6 +163,11 @@ impl Connection {
         }
         let has_credentials = !self.credentials.key_id().trim().is_empty()
             || !self.credentials.expose_secret().trim().is_empty();
+        let parsed_base_url = validate_http_url("base_url", &base_url)?;
+        // Plain HTTP to a server no proxy stands in front of goes straight
+        // through hyper; a caller's own client is always used as it is.
+        let direct = (self.http_client.is_none() && super::direct::eligible(&parsed_base_url))
+            .then(super::direct::DirectClient::new);
         let client = match self.http_client {
             Some(client) => client,
             None => {
@@ -231,6 +236,7 @@ impl Connection {
         let endpoints = Endpoints::parse(&base_url)?;
         Ok(Transport {
             client,
+            direct,
             tokens,
             token_manager,
             base_url,

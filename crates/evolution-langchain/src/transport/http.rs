@@ -1,6 +1,5 @@
 //! The HTTP client, URL checks, and turning reqwest's errors into text.
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -35,7 +34,7 @@ pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
 }
 
 /// Most redirects followed within one origin.
-const MAX_REDIRECTS: usize = 5;
+pub(crate) const MAX_REDIRECTS: usize = 5;
 
 /// The redirect policy of the clients this crate builds: a redirect within
 /// the same origin (scheme, host and port) is followed, up to
@@ -65,47 +64,44 @@ pub(crate) fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 }
 
 /// Where a reply says to go instead of `requested`: a 3xx status (with its
-/// `Location`, resolved against the request's URL), or a reply that came
-/// from another origin (a caller's own client followed a redirect). The
-/// returned status is `None` in the second case.
+/// `Location`, resolved against the URL the reply came from), or a reply
+/// that came from another origin (a caller's own client followed a
+/// redirect). The returned status is `None` in the second case.
 pub(crate) fn redirect_of(
     requested: &url::Url,
-    response: &reqwest::Response,
+    reply: &super::reply::Reply,
 ) -> Option<(Option<u16>, String)> {
-    let status = response.status();
-    if status.is_redirection() {
-        let location = response
-            .headers()
-            .get(reqwest::header::LOCATION)
-            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-            .map(|location| {
-                response
-                    .url()
-                    .join(&location)
-                    .map(String::from)
-                    .unwrap_or(location)
-            })
-            .unwrap_or_else(|| "(no Location header)".to_string());
-        return Some((
-            Some(status.as_u16()),
-            crate::error::truncate_message(&location),
-        ));
+    if !reply.status.is_redirection() {
+        // Nearly always the reply comes from where the request went.
+        let came_from = reply.came_from.as_ref()?;
+        return (!same_origin(requested, came_from))
+            .then(|| (None, crate::error::truncate_message(came_from.as_str())));
     }
-    // Nearly always the reply comes from where the request went.
-    if response.url() == requested || same_origin(requested, response.url()) {
-        return None;
-    }
+    let came_from = reply.came_from.as_ref().unwrap_or(requested);
+    let location = reply
+        .headers
+        .get(reqwest::header::LOCATION)
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .map(|location| {
+            came_from
+                .join(&location)
+                .map(String::from)
+                .unwrap_or(location)
+        })
+        .unwrap_or_else(|| "(no Location header)".to_string());
     Some((
-        None,
-        crate::error::truncate_message(response.url().as_str()),
+        Some(reply.status.as_u16()),
+        crate::error::truncate_message(&location),
     ))
 }
 
 /// Whether `url` points at this machine (an unparsable URL does not).
 pub(crate) fn is_loopback(url: &str) -> bool {
-    let Ok(url) = url::Url::parse(url.trim()) else {
-        return false;
-    };
+    url::Url::parse(url.trim()).is_ok_and(|url| is_loopback_url(&url))
+}
+
+/// Whether `url` points at this machine.
+pub(crate) fn is_loopback_url(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(host)) => host.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -143,21 +139,9 @@ pub(crate) fn validate_http_url(field: &str, value: &str) -> Result<url::Url> {
     Ok(parsed)
 }
 
-/// A transport error with its causes, e.g. "error sending request: connection
-/// closed before message completed". reqwest's own `Display` stops at the
-/// first level, which rarely says what actually happened.
+/// A reqwest error with its causes ([`describe_error`](super::reply::describe_error)).
 pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    super::reply::describe_error(error)
 }
 
 #[cfg(test)]

@@ -4,12 +4,16 @@
 //!
 //! - [`connection`]: the builder settings and how they become a [`Transport`];
 //! - [`http`]: the HTTP client and URL checks;
+//! - [`direct`]: plain-HTTP requests straight through hyper;
+//! - [`reply`]: a reply from either client;
 //! - [`retry`]: backoff and `Retry-After`;
 //! - [`server_error`]: what an error body says and what its status means.
 
 pub(crate) mod body;
 pub(crate) mod connection;
+pub(crate) mod direct;
 pub(crate) mod http;
+pub(crate) mod reply;
 pub(crate) mod retry;
 pub(crate) mod server_error;
 pub(crate) mod tls;
@@ -19,8 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
+};
+use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -28,7 +34,9 @@ use tokio::time::Instant;
 use crate::auth::{AccessToken, TokenManager, TokenSource};
 use crate::error::{AuthError, Error, RequestId, Result};
 use body::{read_limited, read_prefix, BodyError};
+use direct::{DirectClient, DirectRequest};
 use http::{describe_transport_error, redirect_of};
+use reply::{ReadError, Reply};
 use retry::{parse_retry_after, RetryPolicy};
 use server_error::{status_error, ServerError};
 
@@ -48,6 +56,9 @@ const SERVER_REQUEST_ID_HEADERS: [HeaderName; 3] = [
 /// Everything a request needs; shared (behind an `Arc`) by clones of a client.
 pub(crate) struct Transport {
     pub(crate) client: reqwest::Client,
+    /// The plain-HTTP client model requests go through instead of
+    /// `client`, when [`direct::eligible`].
+    pub(crate) direct: Option<DirectClient>,
     /// `None`: no `Authorization` header (a model run with auth off).
     pub(crate) tokens: Option<Arc<dyn TokenSource>>,
     /// The manager behind `tokens` when the builder made one from a key id
@@ -70,7 +81,7 @@ pub(crate) struct Transport {
 
 /// A stream the server accepted, with what its reader needs to know.
 pub(crate) struct OpenStream {
-    pub(crate) response: Response,
+    pub(crate) response: Reply,
     pub(crate) request_id: RequestId,
     /// Bound on each wait for more of the body.
     pub(crate) idle_timeout: Duration,
@@ -130,26 +141,40 @@ impl Endpoint {
 }
 
 /// The URLs of the [`Endpoint`]s, parsed once when the client is built
-/// instead of on every request.
+/// instead of on every request, also as the URIs hyper takes.
 #[derive(Debug, Clone)]
-pub(crate) struct Endpoints([url::Url; 4]);
+pub(crate) struct Endpoints {
+    urls: [url::Url; 4],
+    uris: [hyper::Uri; 4],
+}
 
 impl Endpoints {
     /// The endpoints under `base_url` (already checked to be an http(s) URL
     /// with a host, without a trailing slash, so each joins into a URL).
     pub(crate) fn parse(base_url: &str) -> Result<Self> {
         let mut urls = Vec::with_capacity(Endpoint::ALL.len());
+        let mut uris = Vec::with_capacity(Endpoint::ALL.len());
         for endpoint in Endpoint::ALL {
-            let url = format!("{base_url}/{}", endpoint.path());
-            urls.push(url::Url::parse(&url).map_err(|e| {
-                Error::config("base_url", format!("gives no valid URL for {url:?}: {e}"))
-            })?);
+            let text = format!("{base_url}/{}", endpoint.path());
+            let invalid = |e: &dyn fmt::Display| {
+                Error::config("base_url", format!("gives no valid URL for {text:?}: {e}"))
+            };
+            let url = url::Url::parse(&text).map_err(|e| invalid(&e))?;
+            uris.push(url.as_str().parse().map_err(|e| invalid(&e))?);
+            urls.push(url);
         }
-        Ok(Self(urls.try_into().expect("one URL per endpoint")))
+        Ok(Self {
+            urls: urls.try_into().expect("one URL per endpoint"),
+            uris: uris.try_into().expect("one URI per endpoint"),
+        })
     }
 
     fn get(&self, endpoint: Endpoint) -> &url::Url {
-        &self.0[endpoint as usize]
+        &self.urls[endpoint as usize]
+    }
+
+    fn uri(&self, endpoint: Endpoint) -> &hyper::Uri {
+        &self.uris[endpoint as usize]
     }
 }
 
@@ -200,8 +225,7 @@ impl Transport {
         body: Option<Bytes>,
         check: impl Fn(&T) -> Result<()>,
     ) -> Result<T> {
-        let endpoint = self.endpoints.get(endpoint);
-        let url = endpoint.as_str();
+        let url = self.url(endpoint);
         let sent = new_request_id();
         let check = &check;
         self.retry
@@ -214,7 +238,7 @@ impl Transport {
                     // The request's own timeout (set on every request, so on
                     // a client the caller brought too) bounds the body.
                     let bytes = match read_limited(response, self.max_response_size).await {
-                        Err(BodyError::Transport(e)) => return Err(self.transport_error(e, url)),
+                        Err(BodyError::Transport(e)) => return Err(self.read_error(e, url)),
                         Err(BodyError::TooLarge) => {
                             return Err(Error::TooLarge {
                                 what: format!("the reply from {url}"),
@@ -252,10 +276,9 @@ impl Transport {
         body: &impl Serialize,
     ) -> Result<OpenStream> {
         let body = encode(body)?;
-        let endpoint = self.endpoints.get(endpoint);
         let sent = new_request_id();
         self.retry
-            .run_if(endpoint.as_str(), retryable, || async {
+            .run_if(self.url(endpoint), retryable, || async {
                 let mut id = RequestId::new(sent.clone(), None);
                 match self
                     .attempt(&Method::POST, endpoint, Some(body.clone()), true, &mut id)
@@ -281,12 +304,12 @@ impl Transport {
     async fn attempt(
         &self,
         method: &Method,
-        endpoint: &url::Url,
+        endpoint: Endpoint,
         body: Option<Bytes>,
         streaming: bool,
         id: &mut RequestId,
-    ) -> Result<Response> {
-        let url = endpoint.as_str();
+    ) -> Result<Reply> {
+        let url = self.url(endpoint);
         // Head and error body share one deadline per request sent.
         let mut deadline = Instant::now() + self.request_timeout;
         let Some(tokens) = &self.tokens else {
@@ -308,10 +331,10 @@ impl Transport {
             )
             .await?;
         let rejected = |status| matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
-        if rejected(response.status()) && tokens.refreshes() {
+        if rejected(response.status) && tokens.refreshes() {
             tracing::info!(
                 url,
-                status = response.status().as_u16(),
+                status = response.status.as_u16(),
                 request_id = id.sent(),
                 "the model API rejected the access token; refreshing it and trying once more"
             );
@@ -332,12 +355,12 @@ impl Transport {
                 )
                 .await?;
         }
-        if response.status() == StatusCode::UNAUTHORIZED {
+        if response.status == StatusCode::UNAUTHORIZED {
             // Final: a fixed key cannot be replaced, and a fresh token failed too.
             let body = tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
                 .await
                 .map_err(|_| self.timeout_error(url))?
-                .map_err(|e| self.transport_error(e, url))?;
+                .map_err(|e| self.read_error(e, url))?;
             let message = ServerError::parse(&body).message;
             return Err(if tokens.refreshes() {
                 AuthError::TokenRejected {
@@ -355,54 +378,69 @@ impl Transport {
         self.check_status(url, response, deadline).await
     }
 
-    /// Sends one request with the call's id. A reply that redirects to (or
-    /// came from) another origin is an [`Error::Redirected`], before its
-    /// status means anything else.
+    /// Sends one request with the call's id, through the direct client
+    /// when there is one. A reply that redirects to (or came from) another
+    /// origin is an [`Error::Redirected`], before its status means anything
+    /// else.
     #[allow(clippy::too_many_arguments)] // one request's parts, all distinct
     async fn send(
         &self,
         method: &Method,
-        endpoint: &url::Url,
+        endpoint: Endpoint,
         token: Option<&AccessToken>,
         body: Option<Bytes>,
         streaming: bool,
         id: &mut RequestId,
         deadline: Instant,
-    ) -> Result<Response> {
-        let url = endpoint.as_str();
-        let mut request = self.client.request(method.clone(), endpoint.clone());
-        if !self.headers.is_empty() {
-            request = request.headers(self.headers.clone());
-        }
-        if let Ok(value) = HeaderValue::from_str(id.sent()) {
-            request = request.header(REQUEST_ID_HEADER, value);
-        }
-        if let Some(token) = token {
-            request = request.bearer_auth(token.expose_secret());
-        }
-        if let Some(body) = body {
-            request = request
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body);
-        }
-        let response = if streaming {
-            // A whole-request timeout would cut long answers; bound the wait
-            // for the response head here, and the gaps between chunks in the
-            // stream reader.
-            request = request.header(ACCEPT, HeaderValue::from_static("text/event-stream"));
-            match tokio::time::timeout_at(deadline, request.send()).await {
-                Ok(sent) => sent.map_err(|e| self.transport_error(e, url))?,
-                Err(_) => return Err(self.timeout_error(url)),
+    ) -> Result<Reply> {
+        let requested = self.endpoints.get(endpoint);
+        let url = requested.as_str();
+        let headers = self.request_headers(id, token, body.is_some(), streaming)?;
+        let reply = match &self.direct {
+            Some(direct) => {
+                let request = DirectRequest {
+                    method,
+                    url: requested,
+                    uri: self.endpoints.uri(endpoint),
+                    headers,
+                    body,
+                };
+                // A stream's body is bounded by its reader, between chunks.
+                let body_deadline = (!streaming).then_some(deadline);
+                match tokio::time::timeout_at(deadline, direct.send(request, body_deadline)).await {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(message)) => return Err(self.connection_error(message, url)),
+                    Err(_) => return Err(self.timeout_error(url)),
+                }
             }
-        } else {
-            request
-                .timeout(self.request_timeout)
-                .send()
-                .await
-                .map_err(|e| self.transport_error(e, url))?
+            None => {
+                let mut request = self
+                    .client
+                    .request(method.clone(), requested.clone())
+                    .headers(headers);
+                if let Some(body) = body {
+                    request = request.body(body);
+                }
+                let response = if streaming {
+                    // A whole-request timeout would cut long answers; bound
+                    // the wait for the response head here, and the gaps
+                    // between chunks in the stream reader.
+                    match tokio::time::timeout_at(deadline, request.send()).await {
+                        Ok(sent) => sent.map_err(|e| self.transport_error(e, url))?,
+                        Err(_) => return Err(self.timeout_error(url)),
+                    }
+                } else {
+                    request
+                        .timeout(self.request_timeout)
+                        .send()
+                        .await
+                        .map_err(|e| self.transport_error(e, url))?
+                };
+                Reply::from_reqwest(response, requested)
+            }
         };
-        id.set_server(server_request_id(response.headers()));
-        if let Some((status, location)) = redirect_of(endpoint, &response) {
+        id.set_server(server_request_id(&reply.headers));
+        if let Some((status, location)) = redirect_of(requested, &reply) {
             tracing::warn!(
                 url,
                 ?status,
@@ -416,26 +454,55 @@ impl Transport {
                 request_id: None,
             });
         }
-        Ok(response)
+        Ok(reply)
+    }
+
+    /// The headers of one request: the client's own (user agent, default
+    /// headers, project id), the call's id, the bearer token, and the body's
+    /// and the answer's types. The same whichever client sends it.
+    fn request_headers(
+        &self,
+        id: &RequestId,
+        token: Option<&AccessToken>,
+        has_body: bool,
+        streaming: bool,
+    ) -> Result<HeaderMap> {
+        let mut headers = HeaderMap::with_capacity(self.headers.len() + 6);
+        headers.insert(USER_AGENT, direct::user_agent());
+        for (name, value) in &self.headers {
+            headers.append(name, value.clone());
+        }
+        if let Ok(value) = HeaderValue::from_str(id.sent()) {
+            headers.insert(REQUEST_ID_HEADER, value);
+        }
+        if let Some(token) = token {
+            headers.insert(AUTHORIZATION, bearer(token)?);
+        }
+        if has_body {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        // What reqwest sends unless told otherwise, and what a stream takes.
+        let accept = if streaming {
+            "text/event-stream"
+        } else {
+            "*/*"
+        };
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+        Ok(headers)
     }
 
     /// Passes a 2xx reply; otherwise reads (a bounded prefix of) the error
     /// body within the request timeout and classifies the status.
-    async fn check_status(
-        &self,
-        url: &str,
-        response: Response,
-        deadline: Instant,
-    ) -> Result<Response> {
-        let status = response.status();
+    async fn check_status(&self, url: &str, response: Reply, deadline: Instant) -> Result<Reply> {
+        let status = response.status;
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = parse_retry_after(response.headers());
+        let retry_after = parse_retry_after(&response.headers);
         let body = tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
             .await
             .map_err(|_| self.timeout_error(url))?
-            .map_err(|e| self.transport_error(e, url))?;
+            .map_err(|e| self.read_error(e, url))?;
         let error = status_error(status.as_u16(), ServerError::parse(&body), retry_after);
         tracing::debug!(url, status = status.as_u16(), %error, "the model API answered with an error");
         Err(error)
@@ -445,12 +512,24 @@ impl Transport {
         if error.is_timeout() {
             self.timeout_error(url)
         } else {
-            Error::Connection {
-                url: url.to_string(),
-                message: describe_transport_error(&error),
-                attempts: 1,
-                request_id: None,
-            }
+            self.connection_error(describe_transport_error(&error), url)
+        }
+    }
+
+    fn read_error(&self, error: ReadError, url: &str) -> Error {
+        if error.is_timeout() {
+            self.timeout_error(url)
+        } else {
+            self.connection_error(error.describe(), url)
+        }
+    }
+
+    fn connection_error(&self, message: String, url: &str) -> Error {
+        Error::Connection {
+            url: url.to_string(),
+            message,
+            attempts: 1,
+            request_id: None,
         }
     }
 
@@ -476,6 +555,22 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
     }
 }
 
+/// `Bearer <token>`, marked sensitive so that nothing prints it.
+fn bearer(token: &AccessToken) -> Result<HeaderValue> {
+    let secret = token.expose_secret();
+    let mut text = Vec::with_capacity("Bearer ".len() + secret.len());
+    text.extend_from_slice(b"Bearer ");
+    text.extend_from_slice(secret.as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from(text)).map_err(|_| {
+        Error::config(
+            "api_key",
+            "the access token contains characters not allowed in an HTTP header",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 fn encode(body: &impl Serialize) -> Result<Bytes> {
     serde_json::to_vec(body).map(Bytes::from).map_err(|e| {
         Error::invalid_request("request", format!("could not be encoded as JSON: {e}"))
@@ -488,6 +583,7 @@ impl fmt::Debug for Transport {
         let header_names: Vec<&str> = self.headers.keys().map(|k| k.as_str()).collect();
         f.debug_struct("Transport")
             .field("base_url", &self.base_url)
+            .field("direct", &self.direct.is_some())
             .field("tokens", &self.tokens)
             .field("headers", &header_names)
             .field("request_timeout", &self.request_timeout)

@@ -1,0 +1,184 @@
+//! `Reply`: a response head and its body, from reqwest or from the direct
+//! hyper client alike, so that reading bodies, redirects and streams is
+//! written once.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use reqwest::header::{HeaderMap, CONTENT_LENGTH};
+use reqwest::StatusCode;
+use tokio::time::Instant;
+
+/// A reply whose head has arrived.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    /// Where the reply came from when that is not where the request went
+    /// (a redirect was followed).
+    pub(crate) came_from: Option<url::Url>,
+    body: ReplyBody,
+    /// When reading the body must have ended, if the backend does not
+    /// bound it itself (the direct client; reqwest applies the request's
+    /// own timeout).
+    deadline: Option<Instant>,
+}
+
+/// The body of a [`Reply`].
+enum ReplyBody {
+    Reqwest(reqwest::Body),
+    Direct(Incoming),
+}
+
+/// Why reading a body failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    Reqwest(reqwest::Error),
+    Direct(hyper::Error),
+    /// The reply's deadline passed.
+    Timeout,
+}
+
+impl ReadError {
+    /// Whether the read ran out of time.
+    pub(crate) fn is_timeout(&self) -> bool {
+        match self {
+            ReadError::Reqwest(e) => e.is_timeout(),
+            ReadError::Direct(e) => e.is_timeout(),
+            ReadError::Timeout => true,
+        }
+    }
+
+    /// What happened, with its causes.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            ReadError::Reqwest(e) => describe_error(e),
+            ReadError::Direct(e) => describe_error(e),
+            ReadError::Timeout => "the reply did not arrive in time".to_string(),
+        }
+    }
+}
+
+/// An error with its causes, e.g. "error sending request: connection closed
+/// before message completed". Most HTTP errors' own `Display` stops at the
+/// first level, which rarely says what actually happened.
+pub(crate) fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl Reply {
+    /// A reply reqwest received for a request to `requested`.
+    pub(crate) fn from_reqwest(response: reqwest::Response, requested: &url::Url) -> Self {
+        let came_from = (response.url() != requested).then(|| response.url().clone());
+        let response: hyper::Response<reqwest::Body> = response.into();
+        let (head, body) = response.into_parts();
+        Self {
+            status: head.status,
+            headers: head.headers,
+            came_from,
+            body: ReplyBody::Reqwest(body),
+            deadline: None,
+        }
+    }
+
+    /// A reply the direct client received; its body must be read by
+    /// `deadline` when one is given.
+    pub(crate) fn from_direct(
+        response: hyper::Response<Incoming>,
+        came_from: Option<url::Url>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        let (head, body) = response.into_parts();
+        Self {
+            status: head.status,
+            headers: head.headers,
+            came_from,
+            body: ReplyBody::Direct(body),
+            deadline,
+        }
+    }
+
+    /// The `Content-Length` the server announced.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The next piece of the body, `None` at its end.
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, ReadError> {
+        match self.deadline {
+            None => next_data(&mut self.body).await,
+            Some(deadline) => tokio::time::timeout_at(deadline, next_data(&mut self.body))
+                .await
+                .unwrap_or(Err(ReadError::Timeout)),
+        }
+    }
+
+    /// The body as a stream of pieces (for server-sent events, whose reader
+    /// bounds the waits itself).
+    pub(crate) fn into_data_stream(
+        self,
+    ) -> impl futures::Stream<Item = Result<Bytes, ReadError>> + Send + 'static {
+        self.body.into_data_stream()
+    }
+}
+
+/// The next data frame of `body` (trailers are skipped).
+async fn next_data(body: &mut ReplyBody) -> Result<Option<Bytes>, ReadError> {
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
+impl Body for ReplyBody {
+    type Data = Bytes;
+    type Error = ReadError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ReadError>>> {
+        match self.get_mut() {
+            ReplyBody::Reqwest(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(ReadError::Reqwest))),
+            ReplyBody::Direct(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(ReadError::Direct))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReplyBody::Reqwest(body) => body.is_end_stream(),
+            ReplyBody::Direct(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReplyBody::Reqwest(body) => body.size_hint(),
+            ReplyBody::Direct(body) => body.size_hint(),
+        }
+    }
+}
