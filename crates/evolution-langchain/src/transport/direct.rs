@@ -92,13 +92,12 @@ impl DirectClient {
     }
 
     /// Sends `request`, following redirects within its origin. The reply's
-    /// body must be read by `body_deadline` when one is given. The error is
-    /// the transport's, as text.
+    /// body must be read by `body_deadline` when one is given.
     pub(crate) async fn send(
         &self,
         request: DirectRequest<'_>,
         body_deadline: Option<Instant>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, SendError> {
         let DirectRequest {
             method,
             url,
@@ -118,12 +117,12 @@ impl DirectClient {
             }
             let request = builder
                 .body(Full::new(body.clone().unwrap_or_default()))
-                .map_err(|e| describe_error(&e))?;
+                .map_err(|e| SendError::from_error(&e))?;
             let response: hyper::Response<Incoming> = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| describe_error(&e))?;
+                .map_err(|e| SendError::from_error(&e))?;
             let from = current.as_ref().unwrap_or(url);
             let Some(next) = same_origin_redirect(from, &response) else {
                 return Ok(Reply::from_direct(response, current, body_deadline));
@@ -149,9 +148,40 @@ impl DirectClient {
             drop(response);
             uri = match next.as_str().parse() {
                 Ok(uri) => uri,
-                Err(e) => return Err(format!("the redirect to {next} is not a valid URI: {e}")),
+                Err(e) => {
+                    return Err(SendError {
+                        message: format!("the redirect to {next} is not a valid URI: {e}"),
+                        timed_out: false,
+                    })
+                }
             };
             current = Some(next);
+        }
+    }
+}
+
+/// Why a request got no reply.
+#[derive(Debug)]
+pub(crate) struct SendError {
+    /// What happened, with its causes.
+    pub(crate) message: String,
+    /// Whether it was the connect timeout (as reqwest reports it).
+    pub(crate) timed_out: bool,
+}
+
+impl SendError {
+    fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut timed_out = false;
+        let mut cause = Some(error);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+            }
+            cause = e.source();
+        }
+        Self {
+            message: describe_error(error),
+            timed_out,
         }
     }
 }

@@ -409,7 +409,8 @@ impl Transport {
                 let body_deadline = (!streaming).then_some(deadline);
                 match tokio::time::timeout_at(deadline, direct.send(request, body_deadline)).await {
                     Ok(Ok(reply)) => reply,
-                    Ok(Err(message)) => return Err(self.connection_error(message, url)),
+                    Ok(Err(e)) if e.timed_out => return Err(self.timeout_error(url)),
+                    Ok(Err(e)) => return Err(self.connection_error(e.message, url)),
                     Err(_) => return Err(self.timeout_error(url)),
                 }
             }
