@@ -38,7 +38,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const PROXY_VARIABLES: [&str; 4] = ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"];
 
 /// Whether requests to `base_url` may go through the direct client: plain
-/// HTTP, and no proxy that reqwest would use for it. A loopback server never
+/// HTTP without credentials in the URL, and no proxy that reqwest would use
+/// for it. A loopback server never
 /// goes through a proxy (this crate's clients turn proxies off for it); any
 /// other host does only when a proxy variable is set, which this checks on
 /// Linux and the BSDs. Elsewhere reqwest reads the system's proxy settings,
@@ -49,7 +50,11 @@ pub(crate) fn eligible(base_url: &url::Url) -> bool {
 
 /// [`eligible`], reading the environment through `var`.
 fn eligible_with(base_url: &url::Url, var: impl Fn(&str) -> Option<OsString>) -> bool {
-    if base_url.scheme() != "http" {
+    // Credentials in the URL become a Basic header in reqwest; keep that there.
+    if base_url.scheme() != "http"
+        || !base_url.username().is_empty()
+        || base_url.password().is_some()
+    {
         return false;
     }
     if is_loopback_url(base_url) {
