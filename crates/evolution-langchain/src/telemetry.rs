@@ -74,7 +74,7 @@
 //! # Exporting
 //!
 //! Any `tracing-opentelemetry` layer the program already has exports these
-//! spans. The `otel` feature adds [`otel`]: a ready layer for an
+//! spans. The `otel` feature adds `telemetry::otel`: a ready layer for an
 //! OpenTelemetry tracer, and the two GenAI client metrics computed from the
 //! spans (`gen_ai.client.operation.duration`, `gen_ai.client.token.usage`).
 //!
