@@ -94,7 +94,8 @@ use tracing::field::Empty;
 use tracing::Span;
 
 use crate::error::Error;
-use crate::inference::wire::{ChatChunk, ChatRequest, ChatResponse, Usage};
+use crate::inference::wire::{ChatChunk, ChatResponse, Usage};
+use crate::inference::ChatOptions;
 use crate::inference::StreamAccumulator;
 
 pub(crate) mod content;
@@ -278,11 +279,10 @@ pub(crate) fn span(operation: &'static str, model: &str, base_url: &str) -> Span
 }
 
 /// Records the parameters a chat request sends.
-pub(crate) fn record_chat_request(span: &Span, request: &ChatRequest) {
+pub(crate) fn record_chat_request(span: &Span, options: &ChatOptions) {
     if span.is_disabled() {
         return;
     }
-    let options = &request.options;
     if let Some(v) = options.max_tokens {
         span.record(REQUEST_MAX_TOKENS, i64::from(v));
     }

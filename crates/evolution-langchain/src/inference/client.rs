@@ -10,7 +10,7 @@ use tracing::{Instrument, Span};
 
 use super::options::ChatOptions;
 use super::stream::ChatStream;
-use super::wire::{ChatMessage, ChatRequest, ChatResponse, ModelInfo, ModelList};
+use super::wire::{ChatMessage, ChatRequest, ChatResponse, ModelInfo, ModelList, RequestBody};
 use crate::auth::TokenManager;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, StreamTrace};
@@ -153,9 +153,10 @@ impl EvolutionInference {
         options: impl Borrow<ChatOptions>,
     ) -> Result<ChatResponse> {
         let merged = self.options.overlay(options.borrow());
-        let streaming = merged.is_streaming();
-        let request = ChatRequest::with_stream(messages.as_ref().to_vec(), merged, streaming);
-        self.send_request(request).await
+        // The body is written from the caller's messages: no copy of the
+        // conversation per call.
+        let body = RequestBody::new(messages.as_ref(), &merged, merged.is_streaming());
+        self.send_body(body).await
     }
 
     /// Streams the answer to one user message.
@@ -172,12 +173,8 @@ impl EvolutionInference {
         options: impl Borrow<ChatOptions>,
     ) -> Result<ChatStream> {
         let merged = self.options.overlay(options.borrow());
-        self.stream_request(ChatRequest::with_stream(
-            messages.as_ref().to_vec(),
-            merged,
-            true,
-        ))
-        .await
+        self.stream_body(RequestBody::new(messages.as_ref(), &merged, true))
+            .await
     }
 
     /// The request body [`chat`](Self::chat) would send for `messages` and
@@ -190,7 +187,7 @@ impl EvolutionInference {
     ) -> Result<ChatRequest> {
         let request =
             ChatRequest::with_stream(messages.to_vec(), self.options.overlay(options), stream);
-        check(&request)?;
+        check(&request.body())?;
         Ok(request)
     }
 
@@ -198,10 +195,15 @@ impl EvolutionInference {
     /// [`build_request`](Self::build_request) for that) and returns the
     /// whole reply, reading the stream when `request.stream` is true.
     pub async fn send_request(&self, request: ChatRequest) -> Result<ChatResponse> {
+        self.send_body(request.body()).await
+    }
+
+    /// [`send_request`](Self::send_request) for a borrowed body.
+    async fn send_body(&self, body: RequestBody<'_>) -> Result<ChatResponse> {
         let started = Instant::now();
-        let span = self.chat_span(&request);
+        let span = self.chat_span(&body);
         let outcome = self
-            .send_request_in(request, StreamTrace::new(span.clone(), started))
+            .send_body_in(body, StreamTrace::new(span.clone(), started))
             .instrument(span.clone())
             .await;
         telemetry::record_outcome(&span, &outcome, |span, response| {
@@ -213,14 +215,14 @@ impl EvolutionInference {
         outcome
     }
 
-    async fn send_request_in(
+    async fn send_body_in(
         &self,
-        request: ChatRequest,
+        body: RequestBody<'_>,
         trace: StreamTrace,
     ) -> Result<ChatResponse> {
-        check(&request)?;
-        if request.stream == Some(true) {
-            let stream = self.open_stream(&request, trace).await?;
+        check(&body)?;
+        if body.stream == Some(true) {
+            let stream = self.open_stream(&body, trace).await?;
             let id = stream.request_id().cloned();
             let response = stream.collect_response().await?;
             match (self.check_answers(&response), id) {
@@ -229,7 +231,7 @@ impl EvolutionInference {
             }
         } else {
             self.transport
-                .post_json_checked(Endpoint::Chat, &request, |response: &ChatResponse| {
+                .post_json_checked(Endpoint::Chat, &body, |response: &ChatResponse| {
                     self.check_answers(response)
                 })
                 .await
@@ -237,14 +239,18 @@ impl EvolutionInference {
     }
 
     /// Sends `request` as it is, streamed (whatever its `stream` says).
-    pub async fn stream_request(&self, mut request: ChatRequest) -> Result<ChatStream> {
+    pub async fn stream_request(&self, request: ChatRequest) -> Result<ChatStream> {
+        self.stream_body(request.body()).await
+    }
+
+    /// [`stream_request`](Self::stream_request) for a borrowed body.
+    async fn stream_body(&self, body: RequestBody<'_>) -> Result<ChatStream> {
         let started = Instant::now();
-        let span = self.chat_span(&request);
+        let span = self.chat_span(&body);
         let trace = StreamTrace::new(span.clone(), started).recording_content(self.record_content);
         let outcome = async {
-            check(&request)?;
-            request.stream = Some(true);
-            self.open_stream(&request, trace).await
+            check(&body)?;
+            self.open_stream(&body.streamed(), trace).await
         }
         .instrument(span.clone())
         .await;
@@ -253,15 +259,15 @@ impl EvolutionInference {
     }
 
     /// The GenAI span of one chat call, with the parameters it sends.
-    fn chat_span(&self, request: &ChatRequest) -> Span {
+    fn chat_span(&self, body: &RequestBody<'_>) -> Span {
         let span = telemetry::span(
             telemetry::OPERATION_CHAT,
-            request.options.model_name(),
+            body.options.model_name(),
             &self.transport.base_url,
         );
-        telemetry::record_chat_request(&span, request);
+        telemetry::record_chat_request(&span, body.options);
         if self.record_content {
-            telemetry::content::record_input(&span, &request.messages);
+            telemetry::content::record_input(&span, body.messages);
         }
         span
     }
@@ -272,7 +278,11 @@ impl EvolutionInference {
         Ok(list.data)
     }
 
-    async fn open_stream(&self, request: &ChatRequest, trace: StreamTrace) -> Result<ChatStream> {
+    async fn open_stream(
+        &self,
+        request: &RequestBody<'_>,
+        trace: StreamTrace,
+    ) -> Result<ChatStream> {
         let open = self.transport.post_stream(Endpoint::Chat, request).await?;
         let stream = ChatStream::from_open(open);
         // A disabled span stays disabled: its stream skips the bookkeeping.
@@ -303,7 +313,7 @@ impl EvolutionInference {
 
 /// What is checked once per call before anything is sent: there are
 /// messages, and every parameter is in range.
-fn check(request: &ChatRequest) -> Result<()> {
+fn check(request: &RequestBody<'_>) -> Result<()> {
     if request.messages.is_empty() {
         return Err(Error::invalid_request(
             "messages",

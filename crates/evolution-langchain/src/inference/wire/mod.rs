@@ -12,6 +12,7 @@ mod response;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub(crate) use extra::from_json_text;
+pub(crate) use request::RequestBody;
 pub use request::{
     ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
     MessageContent, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice,
@@ -156,6 +157,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&streamed).unwrap(),
             r#"{"messages":[{"role":"user","content":"hi"}],"model":"m","top_k":3,"stream":true,"stream_options":{"include_usage":true}}"#
+        );
+        // A call writes the same body from borrowed parts.
+        let borrowed = RequestBody::new(&streamed.messages, &streamed.options, true);
+        assert_eq!(
+            serde_json::to_string(&borrowed).unwrap(),
+            serde_json::to_string(&streamed).unwrap()
+        );
+        let plain = crate::inference::ChatOptions::new().stream_usage(false);
+        let unstreamed = RequestBody::new(&streamed.messages, &plain, false);
+        assert_eq!(
+            serde_json::to_value(unstreamed.streamed()).unwrap(),
+            json!({"messages": [{"role": "user", "content": "hi"}], "stream": true})
         );
     }
 

@@ -337,8 +337,50 @@ pub struct ChatRequest {
 /// at the top level, then `stream` and `stream_options` when set.
 impl Serialize for ChatRequest {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.body().serialize(serializer)
+    }
+}
+
+/// A chat request body made of borrowed parts: what a call sends, written
+/// from the caller's conversation and the merged options as they are,
+/// without copying them into a [`ChatRequest`] first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestBody<'a> {
+    pub(crate) messages: &'a [ChatMessage],
+    pub(crate) options: &'a ChatOptions,
+    pub(crate) stream: Option<bool>,
+    pub(crate) stream_options: Option<StreamOptions>,
+}
+
+impl<'a> RequestBody<'a> {
+    /// The body a call sends: `stream` set either way, and a usage chunk
+    /// asked for in streams unless `options.stream_usage` is false.
+    pub(crate) fn new(messages: &'a [ChatMessage], options: &'a ChatOptions, stream: bool) -> Self {
+        Self {
+            messages,
+            options,
+            stream: Some(stream),
+            stream_options: (stream && options.stream_usage.unwrap_or(true)).then_some(
+                StreamOptions {
+                    include_usage: true,
+                },
+            ),
+        }
+    }
+
+    /// The same body, streamed.
+    pub(crate) fn streamed(self) -> Self {
+        Self {
+            stream: Some(true),
+            ..self
+        }
+    }
+}
+
+impl Serialize for RequestBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("messages", &self.messages)?;
+        map.serialize_entry("messages", self.messages)?;
         self.options.serialize_entries(&mut map)?;
         if let Some(stream) = &self.stream {
             map.serialize_entry("stream", stream)?;
@@ -359,15 +401,22 @@ impl ChatRequest {
     /// The request as a call sends it: `stream` set either way, and a usage
     /// chunk asked for in streams unless `options.stream_usage` is false.
     pub fn with_stream(messages: Vec<ChatMessage>, options: ChatOptions, stream: bool) -> Self {
-        let stream_options =
-            (stream && options.stream_usage.unwrap_or(true)).then_some(StreamOptions {
-                include_usage: true,
-            });
+        let stream_options = RequestBody::new(&messages, &options, stream).stream_options;
         Self {
             messages,
             options,
             stream: Some(stream),
             stream_options,
+        }
+    }
+
+    /// The body this request sends, borrowed.
+    pub(crate) fn body(&self) -> RequestBody<'_> {
+        RequestBody {
+            messages: &self.messages,
+            options: &self.options,
+            stream: self.stream,
+            stream_options: self.stream_options,
         }
     }
 }
