@@ -198,6 +198,18 @@ impl PartialEq for Extra {
     }
 }
 
+impl PartialEq<Map<String, Value>> for Extra {
+    fn eq(&self, other: &Map<String, Value>) -> bool {
+        self.fields() == other
+    }
+}
+
+impl PartialEq<Extra> for Map<String, Value> {
+    fn eq(&self, other: &Extra) -> bool {
+        self == other.fields()
+    }
+}
+
 impl Serialize for Extra {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.fields().serialize(serializer)
@@ -455,6 +467,8 @@ mod tests {
         let expected = expected.as_object().unwrap();
         assert!(!reply.extra.is_empty());
         assert_eq!(&*reply.extra, expected);
+        assert_eq!(reply.extra, *expected);
+        assert_eq!(*expected, reply.extra);
         assert_eq!(reply.extra.len(), 4);
         assert_eq!(reply.extra["timings"]["prompt_ms"], 159.395);
         // The same through serde_json's Value, and nested in an untagged
