@@ -128,18 +128,27 @@ fn clients(base_url: &str) -> [(&'static str, EvolutionInference); 2] {
     ]
 }
 
-#[tokio::test]
-async fn a_same_origin_307_is_followed_with_its_body() {
+/// Asks through each client of [`clients`] under `path` and checks the
+/// answer came; returns the requests the server saw for each.
+async fn answered_through_both(path: &str) -> Vec<(&'static str, Vec<(String, String, String)>)> {
     let seen = Seen::default();
     let url = server(seen.clone()).await;
-    for (which, llm) in clients(&format!("{url}/a/v1")) {
+    let mut requests = Vec::new();
+    for (which, llm) in clients(&format!("{url}{path}")) {
         seen.lock().unwrap().clear();
         let answer = llm
             .invoke("hi")
             .await
             .unwrap_or_else(|e| panic!("{which}: {e}"));
         assert_eq!(answer, "redirected fine", "{which}");
-        let seen = seen.lock().unwrap().clone();
+        requests.push((which, seen.lock().unwrap().clone()));
+    }
+    requests
+}
+
+#[tokio::test]
+async fn a_same_origin_307_is_followed_with_its_body() {
+    for (which, seen) in answered_through_both("/a/v1").await {
         assert_eq!(seen.len(), 2, "{which}: {seen:?}");
         assert_eq!(seen[1].0, "POST", "{which}");
         assert_eq!(seen[0].2, seen[1].2, "{which}: the body went again");
@@ -148,16 +157,7 @@ async fn a_same_origin_307_is_followed_with_its_body() {
 
 #[tokio::test]
 async fn a_303_goes_on_as_a_get_without_the_body() {
-    let seen = Seen::default();
-    let url = server(seen.clone()).await;
-    for (which, llm) in clients(&format!("{url}/see/v1")) {
-        seen.lock().unwrap().clear();
-        let answer = llm
-            .invoke("hi")
-            .await
-            .unwrap_or_else(|e| panic!("{which}: {e}"));
-        assert_eq!(answer, "redirected fine", "{which}");
-        let seen = seen.lock().unwrap().clone();
+    for (which, seen) in answered_through_both("/see/v1").await {
         assert_eq!(
             seen.iter()
                 .map(|(m, p, _)| (m.as_str(), p.as_str()))

@@ -14,8 +14,8 @@ use super::credentials::Credentials;
 use super::token::AccessToken;
 use crate::error::{truncate_message, AuthError, Error};
 use crate::transport::body::{read_limited, read_prefix, BodyError};
-use crate::transport::http::{describe_transport_error, redirect_of};
-use crate::transport::reply::{ReadError, Reply};
+use crate::transport::http::redirect_of;
+use crate::transport::reply::{HttpError, Reply};
 
 /// How much of an IAM error body is read: enough for its message.
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
@@ -96,7 +96,7 @@ async fn exchange(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| transport_error(e, auth_url, timeout))?;
+        .map_err(|e| http_error(e.into(), auth_url, timeout))?;
 
     // auth_url was checked when the manager was built: it parses.
     let Ok(requested) = url::Url::parse(auth_url) else {
@@ -127,7 +127,7 @@ async fn exchange(
         let body = read_limited(response, max_size)
             .await
             .map_err(|e| match e {
-                BodyError::Transport(e) => read_error(e, auth_url, timeout),
+                BodyError::Transport(e) => http_error(e, auth_url, timeout),
                 BodyError::TooLarge => AuthError::TooLarge {
                     auth_url: auth_url.to_string(),
                     limit: max_size,
@@ -138,7 +138,7 @@ async fn exchange(
     }
     let body = read_prefix(response, max_size.min(ERROR_BODY_LIMIT))
         .await
-        .map_err(|e| read_error(e, auth_url, timeout))?;
+        .map_err(|e| http_error(e, auth_url, timeout))?;
 
     let error = match status.as_u16() {
         401 => AuthError::InvalidCredentials {
@@ -164,22 +164,9 @@ async fn exchange(
     Err(error.into())
 }
 
-fn transport_error(error: reqwest::Error, auth_url: &str, timeout: Duration) -> Error {
-    connection_error(
-        error.is_timeout(),
-        describe_transport_error(&error),
-        auth_url,
-        timeout,
-    )
-}
-
-fn read_error(error: ReadError, auth_url: &str, timeout: Duration) -> Error {
-    connection_error(error.is_timeout(), error.describe(), auth_url, timeout)
-}
-
-/// A timeout, or a connection failure saying `message`.
-fn connection_error(timed_out: bool, message: String, auth_url: &str, timeout: Duration) -> Error {
-    let error = if timed_out {
+/// A timeout, or a connection failure saying what happened.
+fn http_error(error: HttpError, auth_url: &str, timeout: Duration) -> Error {
+    let error = if error.is_timeout() {
         AuthError::Timeout {
             auth_url: auth_url.to_string(),
             timeout,
@@ -188,7 +175,7 @@ fn connection_error(timed_out: bool, message: String, auth_url: &str, timeout: D
     } else {
         AuthError::Connection {
             auth_url: auth_url.to_string(),
-            message,
+            message: error.describe(),
             attempts: 1,
         }
     };

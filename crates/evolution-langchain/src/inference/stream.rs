@@ -16,7 +16,7 @@ use super::wire::{ChatChunk, ChatResponse, Choice, ResponseMessage, ToolCall, Us
 use crate::error::{Error, RequestId, Result};
 use crate::telemetry::StreamTrace;
 use crate::transport::connection::DEFAULT_MAX_EVENT_SIZE;
-use crate::transport::http::describe_transport_error;
+use crate::transport::http::describe_error;
 use crate::transport::server_error::ServerError;
 use crate::transport::OpenStream;
 
@@ -178,7 +178,7 @@ pub struct StreamReadError(String);
 
 impl From<reqwest::Error> for StreamReadError {
     fn from(error: reqwest::Error) -> Self {
-        Self(describe_transport_error(&error))
+        Self(describe_error(&error))
     }
 }
 

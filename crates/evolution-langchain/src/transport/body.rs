@@ -3,13 +3,13 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::reply::{ReadError, Reply};
+use super::reply::{HttpError, Reply};
 
 /// Why a body could not be read.
 #[derive(Debug)]
 pub(crate) enum BodyError {
     /// The connection failed or timed out while reading.
-    Transport(ReadError),
+    Transport(HttpError),
     /// More than the limit arrived (or was announced in `Content-Length`).
     TooLarge,
 }
@@ -35,7 +35,7 @@ pub(crate) async fn read_limited(mut response: Reply, limit: usize) -> Result<By
 /// At most the first `limit` bytes of the body; the rest is not read (for
 /// error bodies, of which only the message matters). A read error ends it:
 /// a timeout is returned as such, any other error keeps what has arrived.
-pub(crate) async fn read_prefix(mut response: Reply, limit: usize) -> Result<Bytes, ReadError> {
+pub(crate) async fn read_prefix(mut response: Reply, limit: usize) -> Result<Bytes, HttpError> {
     let mut buffer = BytesMut::new();
     loop {
         match response.chunk().await {

@@ -142,7 +142,7 @@ impl Connection {
             .map(str::trim)
             .filter(|url| !url.is_empty())
             .unwrap_or(DEFAULT_BASE_URL);
-        validate_http_url("base_url", base_url)?;
+        let parsed_base_url = validate_http_url("base_url", base_url)?;
         let base_url = base_url.trim_end_matches('/').to_string();
 
         let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
@@ -163,7 +163,6 @@ impl Connection {
         }
         let has_credentials = !self.credentials.key_id().trim().is_empty()
             || !self.credentials.expose_secret().trim().is_empty();
-        let parsed_base_url = validate_http_url("base_url", &base_url)?;
         // Plain HTTP to a server no proxy stands in front of goes straight
         // through hyper; a caller's own client is always used as it is.
         let direct = (self.http_client.is_none() && super::direct::eligible(&parsed_base_url))

@@ -23,12 +23,12 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use tokio::time::Instant;
 
-use super::http::{is_loopback_url, same_origin, CONNECT_TIMEOUT, MAX_REDIRECTS};
-use super::reply::{describe_error, Reply};
+use super::http::{describe_error, is_loopback_url, same_origin, CONNECT_TIMEOUT, MAX_REDIRECTS};
+use super::reply::{HttpError, Reply};
 
 /// How long an idle pooled connection is kept (reqwest's default).
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -74,12 +74,13 @@ pub(crate) struct DirectClient {
 }
 
 /// One request for the direct client. The URI is the endpoint's, parsed
-/// when the client was built.
+/// when the client was built; `headers` makes the request's headers, once
+/// per request sent (a redirect sends another).
 pub(crate) struct DirectRequest<'a> {
     pub(crate) method: &'a Method,
     pub(crate) url: &'a url::Url,
     pub(crate) uri: &'a hyper::Uri,
-    pub(crate) headers: HeaderMap,
+    pub(crate) headers: &'a (dyn Fn() -> HeaderMap + Sync),
     pub(crate) body: Option<Bytes>,
 }
 
@@ -102,12 +103,12 @@ impl DirectClient {
         &self,
         request: DirectRequest<'_>,
         body_deadline: Option<Instant>,
-    ) -> Result<Reply, SendError> {
+    ) -> Result<Reply, HttpError> {
         let DirectRequest {
             method,
             url,
             uri,
-            mut headers,
+            headers,
             mut body,
         } = request;
         let mut method = method.clone();
@@ -115,19 +116,25 @@ impl DirectClient {
         // Set only once a redirect was followed.
         let mut current: Option<url::Url> = None;
         let mut redirects = 0;
+        // Whether a redirect turned the request into a GET without its body.
+        let mut body_dropped = false;
         loop {
             let mut builder = hyper::Request::builder().method(method.clone()).uri(uri);
             if let Some(map) = builder.headers_mut() {
-                *map = headers.clone();
+                *map = headers();
+                if body_dropped {
+                    map.remove(CONTENT_TYPE);
+                    map.remove(CONTENT_LENGTH);
+                }
             }
             let request = builder
                 .body(Full::new(body.clone().unwrap_or_default()))
-                .map_err(|e| SendError::from_error(&e))?;
+                .map_err(|e| HttpError::Invalid(describe_error(&e)))?;
             let response: hyper::Response<Incoming> = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| SendError::from_error(&e))?;
+                .map_err(HttpError::Send)?;
             let from = current.as_ref().unwrap_or(url);
             let Some(next) = same_origin_redirect(from, &response) else {
                 return Ok(Reply::from_direct(response, current, body_deadline));
@@ -147,46 +154,18 @@ impl DirectClient {
                     method = Method::GET;
                 }
                 body = None;
-                headers.remove(CONTENT_TYPE);
-                headers.remove(CONTENT_LENGTH);
+                body_dropped = true;
             }
             drop(response);
             uri = match next.as_str().parse() {
                 Ok(uri) => uri,
                 Err(e) => {
-                    return Err(SendError {
-                        message: format!("the redirect to {next} is not a valid URI: {e}"),
-                        timed_out: false,
-                    })
+                    return Err(HttpError::Invalid(format!(
+                        "the redirect to {next} is not a valid URI: {e}"
+                    )))
                 }
             };
             current = Some(next);
-        }
-    }
-}
-
-/// Why a request got no reply.
-#[derive(Debug)]
-pub(crate) struct SendError {
-    /// What happened, with its causes.
-    pub(crate) message: String,
-    /// Whether it was the connect timeout (as reqwest reports it).
-    pub(crate) timed_out: bool,
-}
-
-impl SendError {
-    fn from_error(error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut timed_out = false;
-        let mut cause = Some(error);
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-            }
-            cause = e.source();
-        }
-        Self {
-            message: describe_error(error),
-            timed_out,
         }
     }
 }
@@ -207,12 +186,6 @@ fn same_origin_redirect(from: &url::Url, response: &hyper::Response<Incoming>) -
     let location = response.headers().get(LOCATION)?.to_str().ok()?;
     let next = from.join(location).ok()?;
     same_origin(from, &next).then_some(next)
-}
-
-/// The user agent header of every request (reqwest adds it as a default
-/// header on the clients this crate builds).
-pub(crate) fn user_agent() -> HeaderValue {
-    HeaderValue::from_static(super::http::USER_AGENT)
 }
 
 impl std::fmt::Debug for DirectClient {

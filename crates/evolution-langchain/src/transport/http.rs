@@ -28,7 +28,7 @@ pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
     super::tls::configure(builder)?.build().map_err(|e| {
         Error::config(
             "http_client",
-            format!("could not be built: {}", describe_transport_error(&e)),
+            format!("could not be built: {}", describe_error(&e)),
         )
     })
 }
@@ -139,9 +139,21 @@ pub(crate) fn validate_http_url(field: &str, value: &str) -> Result<url::Url> {
     Ok(parsed)
 }
 
-/// A reqwest error with its causes ([`describe_error`](super::reply::describe_error)).
-pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
-    super::reply::describe_error(error)
+/// An error with its causes, e.g. "error sending request: connection closed
+/// before message completed". Most HTTP errors' own `Display` stops at the
+/// first level, which rarely says what actually happened.
+pub(crate) fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

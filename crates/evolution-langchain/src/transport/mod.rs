@@ -35,8 +35,8 @@ use crate::auth::{AccessToken, TokenManager, TokenSource};
 use crate::error::{AuthError, Error, RequestId, Result};
 use body::{read_limited, read_prefix, BodyError};
 use direct::{DirectClient, DirectRequest};
-use http::{describe_transport_error, redirect_of};
-use reply::{ReadError, Reply};
+use http::redirect_of;
+use reply::{HttpError, Reply};
 use retry::{parse_retry_after, RetryPolicy};
 use server_error::{status_error, ServerError};
 
@@ -235,10 +235,11 @@ impl Transport {
                     let response = self
                         .attempt(&method, endpoint, body.clone(), false, &mut id)
                         .await?;
-                    // The request's own timeout (set on every request, so on
-                    // a client the caller brought too) bounds the body.
+                    // The reply bounds its body: reqwest with the request's
+                    // own timeout (set on every request, so on a client the
+                    // caller brought too), the direct client with its deadline.
                     let bytes = match read_limited(response, self.max_response_size).await {
-                        Err(BodyError::Transport(e)) => return Err(self.read_error(e, url)),
+                        Err(BodyError::Transport(e)) => return Err(self.http_error(e, url)),
                         Err(BodyError::TooLarge) => {
                             return Err(Error::TooLarge {
                                 what: format!("the reply from {url}"),
@@ -360,7 +361,7 @@ impl Transport {
             let body = tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
                 .await
                 .map_err(|_| self.timeout_error(url))?
-                .map_err(|e| self.read_error(e, url))?;
+                .map_err(|e| self.http_error(e, url))?;
             let message = ServerError::parse(&body).message;
             return Err(if tokens.refreshes() {
                 AuthError::TokenRejected {
@@ -395,22 +396,23 @@ impl Transport {
     ) -> Result<Reply> {
         let requested = self.endpoints.get(endpoint);
         let url = requested.as_str();
-        let headers = self.request_headers(id, token, body.is_some(), streaming)?;
+        let bearer = token.map(bearer).transpose()?;
+        let has_body = body.is_some();
+        let headers = || self.request_headers(id, bearer.as_ref(), has_body, streaming);
         let reply = match &self.direct {
             Some(direct) => {
                 let request = DirectRequest {
                     method,
                     url: requested,
                     uri: self.endpoints.uri(endpoint),
-                    headers,
+                    headers: &headers,
                     body,
                 };
                 // A stream's body is bounded by its reader, between chunks.
                 let body_deadline = (!streaming).then_some(deadline);
                 match tokio::time::timeout_at(deadline, direct.send(request, body_deadline)).await {
                     Ok(Ok(reply)) => reply,
-                    Ok(Err(e)) if e.timed_out => return Err(self.timeout_error(url)),
-                    Ok(Err(e)) => return Err(self.connection_error(e.message, url)),
+                    Ok(Err(e)) => return Err(self.http_error(e, url)),
                     Err(_) => return Err(self.timeout_error(url)),
                 }
             }
@@ -418,7 +420,7 @@ impl Transport {
                 let mut request = self
                     .client
                     .request(method.clone(), requested.clone())
-                    .headers(headers);
+                    .headers(headers());
                 if let Some(body) = body {
                     request = request.body(body);
                 }
@@ -427,7 +429,7 @@ impl Transport {
                     // the wait for the response head here, and the gaps
                     // between chunks in the stream reader.
                     match tokio::time::timeout_at(deadline, request.send()).await {
-                        Ok(sent) => sent.map_err(|e| self.transport_error(e, url))?,
+                        Ok(sent) => sent.map_err(|e| self.http_error(e.into(), url))?,
                         Err(_) => return Err(self.timeout_error(url)),
                     }
                 } else {
@@ -435,7 +437,7 @@ impl Transport {
                         .timeout(self.request_timeout)
                         .send()
                         .await
-                        .map_err(|e| self.transport_error(e, url))?
+                        .map_err(|e| self.http_error(e.into(), url))?
                 };
                 Reply::from_reqwest(response, requested)
             }
@@ -464,20 +466,20 @@ impl Transport {
     fn request_headers(
         &self,
         id: &RequestId,
-        token: Option<&AccessToken>,
+        bearer: Option<&HeaderValue>,
         has_body: bool,
         streaming: bool,
-    ) -> Result<HeaderMap> {
+    ) -> HeaderMap {
         let mut headers = HeaderMap::with_capacity(self.headers.len() + 6);
-        headers.insert(USER_AGENT, direct::user_agent());
+        headers.insert(USER_AGENT, HeaderValue::from_static(http::USER_AGENT));
         for (name, value) in &self.headers {
             headers.append(name, value.clone());
         }
         if let Ok(value) = HeaderValue::from_str(id.sent()) {
             headers.insert(REQUEST_ID_HEADER, value);
         }
-        if let Some(token) = token {
-            headers.insert(AUTHORIZATION, bearer(token)?);
+        if let Some(bearer) = bearer {
+            headers.insert(AUTHORIZATION, bearer.clone());
         }
         if has_body {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -489,7 +491,7 @@ impl Transport {
             "*/*"
         };
         headers.insert(ACCEPT, HeaderValue::from_static(accept));
-        Ok(headers)
+        headers
     }
 
     /// Passes a 2xx reply; otherwise reads (a bounded prefix of) the error
@@ -503,34 +505,23 @@ impl Transport {
         let body = tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
             .await
             .map_err(|_| self.timeout_error(url))?
-            .map_err(|e| self.read_error(e, url))?;
+            .map_err(|e| self.http_error(e, url))?;
         let error = status_error(status.as_u16(), ServerError::parse(&body), retry_after);
         tracing::debug!(url, status = status.as_u16(), %error, "the model API answered with an error");
         Err(error)
     }
 
-    pub(crate) fn transport_error(&self, error: reqwest::Error, url: &str) -> Error {
+    /// A timeout, or a connection failure saying what happened.
+    fn http_error(&self, error: HttpError, url: &str) -> Error {
         if error.is_timeout() {
             self.timeout_error(url)
         } else {
-            self.connection_error(describe_transport_error(&error), url)
-        }
-    }
-
-    fn read_error(&self, error: ReadError, url: &str) -> Error {
-        if error.is_timeout() {
-            self.timeout_error(url)
-        } else {
-            self.connection_error(error.describe(), url)
-        }
-    }
-
-    fn connection_error(&self, message: String, url: &str) -> Error {
-        Error::Connection {
-            url: url.to_string(),
-            message,
-            attempts: 1,
-            request_id: None,
+            Error::Connection {
+                url: url.to_string(),
+                message: error.describe(),
+                attempts: 1,
+                request_id: None,
+            }
         }
     }
 

@@ -12,6 +12,8 @@ use reqwest::header::{HeaderMap, CONTENT_LENGTH};
 use reqwest::StatusCode;
 use tokio::time::Instant;
 
+use super::http::describe_error;
+
 /// A reply whose head has arrived.
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
@@ -32,50 +34,64 @@ enum ReplyBody {
     Direct(Incoming),
 }
 
-/// Why reading a body failed.
+/// Why a request got no reply, or its body could not be read, whichever
+/// client sent it.
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub(crate) enum HttpError {
+    /// reqwest's, sending or reading.
     Reqwest(reqwest::Error),
-    Direct(hyper::Error),
-    /// The reply's deadline passed.
+    /// The direct client's, sending.
+    Send(hyper_util::client::legacy::Error),
+    /// hyper's, reading a body the direct client received.
+    Body(hyper::Error),
+    /// A deadline of ours passed.
     Timeout,
+    /// A request that could not be made (a redirect to something that is no
+    /// URI, say), as text.
+    Invalid(String),
 }
 
-impl ReadError {
-    /// Whether the read ran out of time.
+impl HttpError {
+    /// Whether it ran out of time: a timeout of reqwest's or ours, or the
+    /// direct client's connect timeout (as reqwest reports its own).
     pub(crate) fn is_timeout(&self) -> bool {
         match self {
-            ReadError::Reqwest(e) => e.is_timeout(),
-            ReadError::Direct(e) => e.is_timeout(),
-            ReadError::Timeout => true,
+            HttpError::Reqwest(e) => e.is_timeout(),
+            HttpError::Send(e) => {
+                let mut cause = std::error::Error::source(e);
+                while let Some(e) = cause {
+                    let timed_out = e
+                        .downcast_ref::<std::io::Error>()
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                    if timed_out {
+                        return true;
+                    }
+                    cause = e.source();
+                }
+                false
+            }
+            HttpError::Body(e) => e.is_timeout(),
+            HttpError::Timeout => true,
+            HttpError::Invalid(_) => false,
         }
     }
 
     /// What happened, with its causes.
     pub(crate) fn describe(&self) -> String {
         match self {
-            ReadError::Reqwest(e) => describe_error(e),
-            ReadError::Direct(e) => describe_error(e),
-            ReadError::Timeout => "the reply did not arrive in time".to_string(),
+            HttpError::Reqwest(e) => describe_error(e),
+            HttpError::Send(e) => describe_error(e),
+            HttpError::Body(e) => describe_error(e),
+            HttpError::Timeout => "the reply did not arrive in time".to_string(),
+            HttpError::Invalid(message) => message.clone(),
         }
     }
 }
 
-/// An error with its causes, e.g. "error sending request: connection closed
-/// before message completed". Most HTTP errors' own `Display` stops at the
-/// first level, which rarely says what actually happened.
-pub(crate) fn describe_error(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
+impl From<reqwest::Error> for HttpError {
+    fn from(error: reqwest::Error) -> Self {
+        HttpError::Reqwest(error)
     }
-    text
 }
 
 impl Reply {
@@ -122,12 +138,12 @@ impl Reply {
     }
 
     /// The next piece of the body, `None` at its end.
-    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, ReadError> {
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
         match self.deadline {
             None => next_data(&mut self.body).await,
             Some(deadline) => tokio::time::timeout_at(deadline, next_data(&mut self.body))
                 .await
-                .unwrap_or(Err(ReadError::Timeout)),
+                .unwrap_or(Err(HttpError::Timeout)),
         }
     }
 
@@ -135,13 +151,13 @@ impl Reply {
     /// bounds the waits itself).
     pub(crate) fn into_data_stream(
         self,
-    ) -> impl futures::Stream<Item = Result<Bytes, ReadError>> + Send + 'static {
+    ) -> impl futures::Stream<Item = Result<Bytes, HttpError>> + Send + 'static {
         self.body.into_data_stream()
     }
 }
 
 /// The next data frame of `body` (trailers are skipped).
-async fn next_data(body: &mut ReplyBody) -> Result<Option<Bytes>, ReadError> {
+async fn next_data(body: &mut ReplyBody) -> Result<Option<Bytes>, HttpError> {
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             return Ok(Some(data));
@@ -152,19 +168,19 @@ async fn next_data(body: &mut ReplyBody) -> Result<Option<Bytes>, ReadError> {
 
 impl Body for ReplyBody {
     type Data = Bytes;
-    type Error = ReadError;
+    type Error = HttpError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ReadError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
         match self.get_mut() {
             ReplyBody::Reqwest(body) => Pin::new(body)
                 .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(ReadError::Reqwest))),
+                .map(|frame| frame.map(|f| f.map_err(HttpError::Reqwest))),
             ReplyBody::Direct(body) => Pin::new(body)
                 .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(ReadError::Direct))),
+                .map(|frame| frame.map(|f| f.map_err(HttpError::Body))),
         }
     }
 
