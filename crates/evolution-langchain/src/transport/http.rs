@@ -1,4 +1,4 @@
-//! The HTTP client, URL checks, and turning reqwest's errors into text.
+//! The HTTP client, URL checks, and turning HTTP errors into text.
 
 use std::time::Duration;
 
