@@ -1,6 +1,9 @@
-//! Small self-contained helpers: ids, clocks, hashing and base64.
+//! Small self-contained helpers: ids, clocks, hashing, and base64 through the `base64`
+//! crate's engines.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
 
 /// Seconds since the Unix epoch, as OpenAI's `created` fields use.
 pub(crate) fn unix_now() -> u64 {
@@ -38,38 +41,14 @@ pub(crate) fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-fn base64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let symbols = chunk.len() + 1;
-        for i in 0..4 {
-            if i < symbols {
-                out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else if pad {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Standard padded base64 (OpenAI's `encoding_format: "base64"`).
 pub(crate) fn base64_standard(bytes: &[u8]) -> String {
-    base64(bytes, STANDARD, true)
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// Unpadded base64url, as JWT segments use.
 pub(crate) fn base64_url(bytes: &[u8]) -> String {
-    base64(bytes, URL_SAFE, false)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Whitespace-separated words: the emulator's notion of a token.

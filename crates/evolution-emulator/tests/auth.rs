@@ -4,6 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use common::{client, credentials, token};
 use evolution_emulator::Emulator;
 use serde_json::{json, Value};
@@ -27,6 +29,20 @@ async fn issues_tokens_for_valid_credentials() {
     assert_eq!(body["expires_in"], 3600);
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(token.split('.').count(), 3, "JWT-shaped: {token}");
+    // Each segment is unpadded base64url; the claims name the key the token is for.
+    let segments: Vec<Vec<u8>> = token
+        .split('.')
+        .map(|s| URL_SAFE_NO_PAD.decode(s).expect("base64url segment"))
+        .collect();
+    let header: Value = serde_json::from_slice(&segments[0]).unwrap();
+    assert_eq!(header["typ"], "JWT");
+    let claims: Value = serde_json::from_slice(&segments[1]).unwrap();
+    assert_eq!(claims["sub"], "emulator-key-id");
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+        3600
+    );
+    assert_eq!(segments[2].len(), 32);
     assert_eq!(body.as_object().unwrap().len(), 2);
 
     let second = common::token(&emu).await;

@@ -2,6 +2,8 @@
 
 mod common;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use common::{client, get_json, post, token};
 use evolution_emulator::Emulator;
 use serde_json::{json, Value};
@@ -69,26 +71,6 @@ async fn embeddings_are_deterministic_ordered_unit_vectors() {
     other.shutdown().await;
 }
 
-fn decode_base64(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut bits = 0u32;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let value = ALPHABET
-            .iter()
-            .position(|&a| a == c)
-            .expect("base64 symbol") as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn embedding_dimensions_are_configurable() {
     let emu = Emulator::builder()
@@ -110,7 +92,9 @@ async fn embedding_dimensions_are_configurable() {
     )
     .await;
     let encoded = body["data"][0]["embedding"].as_str().unwrap();
-    let decoded: Vec<f64> = decode_base64(encoded)
+    let decoded: Vec<f64> = STANDARD
+        .decode(encoded)
+        .expect("padded standard base64")
         .chunks(4)
         .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
         .collect();
