@@ -4,7 +4,7 @@
 
 use std::io::{self, IsTerminal, Write};
 
-use evolution_langchain::inference::StreamAccumulator;
+use evolution_langchain::chat::StreamAccumulator;
 use evolution_langchain::{
     ChatMessage, ChatOptions, ChatResponse, EvolutionInference, ToolCall, Usage,
 };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use evolution_langchain::inference::sse::SseDecoder;
+use evolution_langchain::chat::sse::SseDecoder;
 use evolution_langchain::ChatStream;
 use futures::StreamExt;
 

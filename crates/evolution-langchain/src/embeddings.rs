@@ -2,19 +2,22 @@
 //! same authentication, retries and pooling as the chat client.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::config::{env_var, EnvSettings};
+use crate::builder::ClientBuilder;
+use crate::chat::wire::Usage;
+use crate::chat::EvolutionInference;
+use crate::config::env_var;
 use crate::error::{Error, Result};
 use crate::flavor::Async;
-use crate::inference::wire::{EmbeddingRequest, EmbeddingResponse, Usage};
-use crate::inference::EvolutionInference;
 use crate::telemetry;
-use crate::transport::connection::{connection_setters, Connection};
-use crate::transport::{Endpoint, Transport};
+use crate::transport::{Body, Request, Transport};
+
+/// The path of the embeddings endpoint under the base URL.
+const PATH: &str = "embeddings";
 
 /// Environment variable naming the embedding model (else `EVOLUTION_MODEL`).
 pub const ENV_EMBEDDINGS_MODEL: &str = "EVOLUTION_EMBEDDINGS_MODEL";
@@ -119,11 +122,9 @@ impl EvolutionEmbeddings {
         };
         let reply: EmbeddingResponse = self
             .transport
-            .post_json(Endpoint::Embeddings, &request)
+            .json(Request::post(PATH, Body::json(&request)?))
             .await?;
-        let invalid = |message: String| {
-            Error::invalid_response(self.transport.url(Endpoint::Embeddings), message)
-        };
+        let invalid = |message: String| Error::invalid_response(self.transport.url(PATH), message);
         if reply.data.len() != input.len() {
             return Err(invalid(format!(
                 "{} vectors for {} inputs",
@@ -157,81 +158,83 @@ impl fmt::Debug for EvolutionEmbeddings {
     }
 }
 
-/// Settings for [`EvolutionEmbeddings`]; `M` as for
-/// [`EvolutionInferenceBuilder`](crate::EvolutionInferenceBuilder).
-#[derive(Clone, Default)]
-pub struct EvolutionEmbeddingsBuilder<M = Async> {
-    pub(crate) connection: Connection,
+/// Settings for [`EvolutionEmbeddings`]: [`ClientBuilder`] with the
+/// embedding model and vector size.
+pub type EvolutionEmbeddingsBuilder<M = Async> = ClientBuilder<EmbeddingsSettings, M>;
+
+/// The embeddings client's own settings in its [builder](EvolutionEmbeddingsBuilder).
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddingsSettings {
     model: String,
     dimensions: Option<u32>,
-    flavor: PhantomData<M>,
 }
 
-impl<M> EvolutionEmbeddingsBuilder<M> {
-    connection_setters!();
-
+impl<M> ClientBuilder<EmbeddingsSettings, M> {
     /// Fills unset settings from the environment (as
     /// [`EvolutionInference::from_env`]; the model from
     /// `EVOLUTION_EMBEDDINGS_MODEL`, else `EVOLUTION_MODEL`).
-    pub fn from_env(mut self) -> Result<Self> {
-        let env = EnvSettings::read()?;
-        self.connection.fill_from_env(&env)?;
-        if self.model.is_empty() {
-            if let Some(model) = env_var(ENV_EMBEDDINGS_MODEL).or(env.model) {
-                self.model = model;
+    pub fn from_env(self) -> Result<Self> {
+        self.fill_from_env(|settings, env| {
+            if settings.model.is_empty() {
+                if let Some(model) = env_var(ENV_EMBEDDINGS_MODEL).or(env.model.clone()) {
+                    settings.model = model;
+                }
             }
-        }
-        Ok(self)
+        })
     }
 
     /// The embedding model.
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = model.into();
+        self.settings.model = model.into();
         self
     }
 
     /// Ask for vectors of this size (models that support it).
     pub fn dimensions(mut self, dimensions: u32) -> Self {
-        self.dimensions = Some(dimensions);
+        self.settings.dimensions = Some(dimensions);
         self
     }
 
-    /// Same settings, another kind of client.
-    #[cfg(feature = "blocking")]
-    pub(crate) fn into_flavor<N>(self) -> EvolutionEmbeddingsBuilder<N> {
-        EvolutionEmbeddingsBuilder {
-            connection: self.connection,
-            model: self.model,
-            dimensions: self.dimensions,
-            flavor: PhantomData,
-        }
-    }
-
     pub(crate) fn build_async(self) -> Result<EvolutionEmbeddings> {
-        if self.dimensions == Some(0) {
+        if self.settings.dimensions == Some(0) {
             return Err(Error::config("dimensions", "must be at least 1"));
         }
+        let (settings, transport) = self.into_parts()?;
         Ok(EvolutionEmbeddings {
-            transport: Arc::new(self.connection.into_transport()?),
-            model: self.model,
-            dimensions: self.dimensions,
+            transport: Arc::new(transport),
+            model: settings.model,
+            dimensions: settings.dimensions,
         })
     }
 }
 
-impl EvolutionEmbeddingsBuilder<Async> {
+impl ClientBuilder<EmbeddingsSettings, Async> {
     /// Checks the settings and creates the client.
     pub fn build(self) -> Result<EvolutionEmbeddings> {
         self.build_async()
     }
 }
 
-impl<M> fmt::Debug for EvolutionEmbeddingsBuilder<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EvolutionEmbeddingsBuilder")
-            .field("connection", &self.connection)
-            .field("model", &self.model)
-            .field("dimensions", &self.dimensions)
-            .finish()
-    }
+/// The body of `POST /embeddings`.
+#[derive(Debug, Clone, Serialize)]
+struct EmbeddingRequest<'a> {
+    model: &'a str,
+    input: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingData {
+    /// Absent on some servers; the position in `data` then.
+    #[serde(default)]
+    index: Option<usize>,
+    embedding: Vec<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingResponse {
+    data: Vec<EmbeddingData>,
+    #[serde(default)]
+    usage: Option<Usage>,
 }

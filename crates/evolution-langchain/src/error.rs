@@ -226,10 +226,6 @@ impl RequestId {
     pub fn server(&self) -> Option<&str> {
         self.0.server.as_deref()
     }
-
-    pub(crate) fn set_server(&mut self, server: Option<String>) {
-        self.0.server = server;
-    }
 }
 
 impl fmt::Display for RequestId {

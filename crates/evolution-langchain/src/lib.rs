@@ -73,12 +73,14 @@ pub mod auth;
 pub mod blocking;
 #[cfg(any(feature = "async-openai", feature = "rig"))]
 pub mod bridges;
+mod builder;
+pub mod chat;
 pub mod config;
 mod embeddings;
 mod error;
-pub mod inference;
 #[cfg(feature = "langchain")]
 pub mod langchain;
+mod models;
 mod rerank;
 pub mod telemetry;
 mod transport;
@@ -98,24 +100,24 @@ pub use auth::{
     AccessToken, Credentials, StaticToken, TokenInfo, TokenManager, TokenManagerBuilder,
     TokenSource, TokenStats,
 };
-pub use embeddings::{EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
-pub use error::{AuthError, Error, Result};
-pub use inference::wire::{
-    ChatChunk, ChatMessage, ChatRequest, ChatResponse, Choice, CompletionTokensDetails, ModelInfo,
+pub use builder::ClientBuilder;
+pub use chat::wire::{
+    ChatChunk, ChatMessage, ChatRequest, ChatResponse, Choice, CompletionTokensDetails,
     PromptTokensDetails, ResponseFormat, Role, Tool, ToolCall, ToolChoice, Usage,
 };
-#[allow(deprecated)]
-pub use inference::ChatParams;
-pub use inference::{
-    BatchError, ChatOptions, ChatStream, EvolutionInference, EvolutionInferenceBuilder, Generation,
-    LLMResult, ReasoningEffort,
+pub use chat::{
+    BatchError, ChatOptions, ChatSettings, ChatStream, EvolutionInference,
+    EvolutionInferenceBuilder, Generation, LLMResult, ReasoningEffort,
 };
+pub use embeddings::{EmbeddingsSettings, EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
+pub use error::{AuthError, Error, Result};
 /// The langchain-rust this crate integrates with, so users get a matching version.
 #[cfg(feature = "langchain")]
 pub use langchain_rust;
+pub use models::ModelInfo;
 pub use rerank::{
     EvolutionRerank, EvolutionRerankBuilder, RerankDocument, RerankOptions, RerankResponse,
-    RerankResult, ENV_RERANK_MODEL,
+    RerankResult, RerankSettings, ENV_RERANK_MODEL,
 };
 pub use transport::connection::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT};
 pub use transport::retry::RetryPolicy;

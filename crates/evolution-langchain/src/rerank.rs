@@ -3,21 +3,23 @@
 //! retries, token recovery and request ids as the chat client.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
-use crate::config::{env_var, EnvSettings};
+use crate::builder::ClientBuilder;
+use crate::chat::wire::Usage;
+use crate::chat::EvolutionInference;
+use crate::config::env_var;
 use crate::error::{Error, Result};
 use crate::flavor::Async;
-use crate::inference::wire::Usage;
-use crate::inference::EvolutionInference;
 use crate::telemetry;
-use crate::transport::connection::{connection_setters, Connection};
-use crate::transport::{Endpoint, Transport};
+use crate::transport::{Body, Request, Transport};
+
+/// The path of the rerank endpoint under the base URL.
+const PATH: &str = "rerank";
 
 /// Environment variable naming the reranker model. (`EVOLUTION_MODEL` is
 /// not used: it names a chat model, which cannot rerank.)
@@ -253,8 +255,10 @@ impl EvolutionRerank {
             top_n: options.top_n,
             return_documents: options.return_documents,
         };
-        let mut reply: RerankResponse =
-            self.transport.post_json(Endpoint::Rerank, &request).await?;
+        let mut reply: RerankResponse = self
+            .transport
+            .json(Request::post(PATH, Body::json(&request)?))
+            .await?;
         let mut seen = vec![false; documents.len()];
         for result in &reply.results {
             match seen.get_mut(result.index) {
@@ -283,7 +287,7 @@ impl EvolutionRerank {
     }
 
     fn invalid(&self, message: String) -> Error {
-        Error::invalid_response(self.transport.url(Endpoint::Rerank), message)
+        Error::invalid_response(self.transport.url(PATH), message)
     }
 }
 
@@ -296,69 +300,50 @@ impl fmt::Debug for EvolutionRerank {
     }
 }
 
-/// Settings for [`EvolutionRerank`]; `M` as for
-/// [`EvolutionInferenceBuilder`](crate::EvolutionInferenceBuilder).
-#[derive(Clone, Default)]
-pub struct EvolutionRerankBuilder<M = Async> {
-    pub(crate) connection: Connection,
+/// Settings for [`EvolutionRerank`]: [`ClientBuilder`] with the reranker
+/// model.
+pub type EvolutionRerankBuilder<M = Async> = ClientBuilder<RerankSettings, M>;
+
+/// The rerank client's own settings in its [builder](EvolutionRerankBuilder).
+#[derive(Debug, Clone, Default)]
+pub struct RerankSettings {
     model: String,
-    flavor: PhantomData<M>,
 }
 
-impl<M> EvolutionRerankBuilder<M> {
-    connection_setters!();
-
+impl<M> ClientBuilder<RerankSettings, M> {
     /// Fills unset settings from the environment (as
     /// [`EvolutionInference::from_env`]; the model from
     /// `EVOLUTION_RERANK_MODEL`).
-    pub fn from_env(mut self) -> Result<Self> {
-        let env = EnvSettings::read()?;
-        self.connection.fill_from_env(&env)?;
-        if self.model.is_empty() {
-            if let Some(model) = env_var(ENV_RERANK_MODEL) {
-                self.model = model;
+    pub fn from_env(self) -> Result<Self> {
+        self.fill_from_env(|settings, _| {
+            if settings.model.is_empty() {
+                if let Some(model) = env_var(ENV_RERANK_MODEL) {
+                    settings.model = model;
+                }
             }
-        }
-        Ok(self)
+        })
     }
 
-    /// The reranker model (unset: the endpoint's own, e.g. a model run's).
+    /// The reranker model (e.g. `BAAI/bge-reranker-v2-m3`); empty: the
+    /// endpoint's own.
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = model.into();
+        self.settings.model = model.into();
         self
     }
 
-    /// Same settings, another kind of client.
-    #[cfg(feature = "blocking")]
-    pub(crate) fn into_flavor<N>(self) -> EvolutionRerankBuilder<N> {
-        EvolutionRerankBuilder {
-            connection: self.connection,
-            model: self.model,
-            flavor: PhantomData,
-        }
-    }
-
     pub(crate) fn build_async(self) -> Result<EvolutionRerank> {
+        let (settings, transport) = self.into_parts()?;
         Ok(EvolutionRerank {
-            transport: Arc::new(self.connection.into_transport()?),
-            model: self.model,
+            transport: Arc::new(transport),
+            model: settings.model,
         })
     }
 }
 
-impl EvolutionRerankBuilder<Async> {
-    /// Checks the settings and creates the client. Nothing is sent yet.
+impl ClientBuilder<RerankSettings, Async> {
+    /// Checks the settings and creates the client.
     pub fn build(self) -> Result<EvolutionRerank> {
         self.build_async()
-    }
-}
-
-impl<M> fmt::Debug for EvolutionRerankBuilder<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EvolutionRerankBuilder")
-            .field("connection", &self.connection)
-            .field("model", &self.model)
-            .finish()
     }
 }
 

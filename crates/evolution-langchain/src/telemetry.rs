@@ -93,10 +93,10 @@ use std::time::Instant;
 use tracing::field::Empty;
 use tracing::Span;
 
+use crate::chat::wire::{ChatChunk, ChatResponse, Usage};
+use crate::chat::ChatOptions;
+use crate::chat::StreamAccumulator;
 use crate::error::Error;
-use crate::inference::wire::{ChatChunk, ChatResponse, Usage};
-use crate::inference::ChatOptions;
-use crate::inference::StreamAccumulator;
 
 pub(crate) mod content;
 #[cfg(feature = "otel")]

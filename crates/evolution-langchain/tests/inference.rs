@@ -529,10 +529,6 @@ async fn a_failed_prompt_does_not_lose_the_others() {
         ),
         "{err}"
     );
-    // The former name still works, for one release.
-    #[allow(deprecated)]
-    let old = llm.generate(&["c"]).await.unwrap();
-    assert_eq!(old.texts(), vec!["c"]);
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use evolution_emulator::{Fault, Target};
-use evolution_langchain::inference::wire::ChatMessage;
+use evolution_langchain::chat::wire::ChatMessage;
 use evolution_langchain::telemetry::otel::{self, opentelemetry};
 use evolution_langchain::{ChatOptions, EvolutionEmbeddings};
 use futures::StreamExt;

@@ -4,7 +4,7 @@
 //! fields (`extra_body`) on the wire and unknown reply fields kept.
 
 use evolution_emulator::{Emulator, EmulatorHandle, REASONING_FIELDS, REASONING_MODEL};
-use evolution_langchain::inference::StreamAccumulator;
+use evolution_langchain::chat::StreamAccumulator;
 use evolution_langchain::langchain::LLM;
 use evolution_langchain::langchain_rust::schemas::Message;
 use evolution_langchain::{ChatMessage, ChatOptions, Error, EvolutionInference};

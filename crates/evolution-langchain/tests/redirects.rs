@@ -1,8 +1,8 @@
-//! Plain-HTTP servers reached through the direct hyper client (this crate's
-//! default for a server on this machine) behave as through reqwest: the
-//! same-origin redirects followed, the limit, 303 turning a POST into a GET,
-//! a body that stalls, a port nobody listens on. Each case runs through
-//! both clients: the default one and a caller's own `reqwest::Client`.
+//! Redirects and broken servers through both kinds of HTTP client a client
+//! can have: the crate's own (same-origin redirects only, at most five) and
+//! a caller's `reqwest::Client` (its own policy): the redirects followed, the
+//! limit, 303 turning a POST into a GET, a body that stalls, a port nobody
+//! listens on.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -113,15 +113,6 @@ fn clients(base_url: &str) -> [(&'static str, EvolutionInference); 2] {
         .unwrap();
     let default = builder().build().unwrap();
     let theirs = builder().http_client(own).build().unwrap();
-    // The two really are the two paths.
-    assert!(
-        format!("{default:?}").contains("direct: true"),
-        "{default:?}"
-    );
-    assert!(
-        format!("{theirs:?}").contains("direct: false"),
-        "{theirs:?}"
-    );
     [
         ("default client", default),
         ("caller's reqwest client", theirs),

@@ -9,7 +9,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use evolution_emulator::{EmulatorHandle, Fault, Target};
-use evolution_langchain::inference::wire::ChatMessage;
+use evolution_langchain::chat::wire::ChatMessage;
 use evolution_langchain::telemetry::{self, TARGET};
 use evolution_langchain::{ChatOptions, EvolutionEmbeddings, EvolutionRerank};
 use futures::StreamExt;

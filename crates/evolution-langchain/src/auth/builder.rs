@@ -1,6 +1,7 @@
 //! `TokenManagerBuilder`: every setting of a [`TokenManager`], checked once.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use super::cache::CacheSettings;
@@ -9,11 +10,16 @@ use super::iam::{DEFAULT_AUTH_URL, DEFAULT_MAX_AUTH_RESPONSE_SIZE};
 use super::iam_fetcher::{IamFetcher, IamSettings};
 use super::token_manager::{TokenManager, DEFAULT_AUTH_TIMEOUT, DEFAULT_REFRESH_BUFFER};
 use crate::error::Result;
+use crate::flavor::Async;
 use crate::transport::retry::RetryPolicy;
 
 /// Settings for a [`TokenManager`]; methods are named after the fields.
-#[derive(Clone, Default)]
-pub struct TokenManagerBuilder {
+///
+/// `M` says what `build` returns: the async manager (the default), or with
+/// [`Blocking`](crate::flavor::Blocking) the
+/// [blocking](crate::blocking::TokenManager) one; the setters are the same.
+#[derive(Clone)]
+pub struct TokenManagerBuilder<M = Async> {
     credentials: Credentials,
     fallbacks: Vec<Credentials>,
     auth_url: Option<String>,
@@ -23,9 +29,27 @@ pub struct TokenManagerBuilder {
     retry: Option<RetryPolicy>,
     http_client: Option<reqwest::Client>,
     max_response_size: Option<usize>,
+    flavor: PhantomData<M>,
 }
 
-impl TokenManagerBuilder {
+impl<M> Default for TokenManagerBuilder<M> {
+    fn default() -> Self {
+        Self {
+            credentials: Credentials::default(),
+            fallbacks: Vec::new(),
+            auth_url: None,
+            refresh_buffer: None,
+            refresh_ahead: None,
+            timeout: None,
+            retry: None,
+            http_client: None,
+            max_response_size: None,
+            flavor: PhantomData,
+        }
+    }
+}
+
+impl<M> TokenManagerBuilder<M> {
     /// The access key id.
     pub fn key_id(mut self, key_id: impl Into<String>) -> Self {
         self.credentials.set_key_id(key_id.into());
@@ -119,8 +143,25 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// Checks the settings and creates the manager. Nothing is sent yet.
-    pub fn build(self) -> Result<TokenManager> {
+    /// Same settings, another kind of manager.
+    #[cfg(feature = "blocking")]
+    pub(crate) fn into_flavor<N>(self) -> TokenManagerBuilder<N> {
+        TokenManagerBuilder {
+            credentials: self.credentials,
+            fallbacks: self.fallbacks,
+            auth_url: self.auth_url,
+            refresh_buffer: self.refresh_buffer,
+            refresh_ahead: self.refresh_ahead,
+            timeout: self.timeout,
+            retry: self.retry,
+            http_client: self.http_client,
+            max_response_size: self.max_response_size,
+            flavor: PhantomData,
+        }
+    }
+
+    /// Checks the settings and creates the async manager.
+    pub(crate) fn build_async(self) -> Result<TokenManager> {
         let manager = self.assemble();
         match manager.fetcher().config_error() {
             Some(error) => Err(error.clone()),
@@ -170,7 +211,14 @@ impl TokenManagerBuilder {
     }
 }
 
-impl fmt::Debug for TokenManagerBuilder {
+impl TokenManagerBuilder<Async> {
+    /// Checks the settings and creates the manager. Nothing is sent yet.
+    pub fn build(self) -> Result<TokenManager> {
+        self.build_async()
+    }
+}
+
+impl<M> fmt::Debug for TokenManagerBuilder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenManagerBuilder")
             .field("credentials", &self.credentials)

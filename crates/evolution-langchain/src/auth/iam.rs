@@ -14,8 +14,8 @@ use super::credentials::Credentials;
 use super::token::AccessToken;
 use crate::error::{truncate_message, AuthError, Error};
 use crate::transport::body::{read_limited, read_prefix, BodyError};
-use crate::transport::http::redirect_of;
-use crate::transport::reply::{HttpError, Reply};
+use crate::transport::http::{describe_error, redirect_of};
+use crate::transport::retry::{parse_retry_after, retryable_status};
 
 /// How much of an IAM error body is read: enough for its message.
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
@@ -96,7 +96,7 @@ async fn exchange(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| http_error(e.into(), auth_url, timeout))?;
+        .map_err(|e| http_error(&e, auth_url, timeout))?;
 
     // auth_url was checked when the manager was built: it parses.
     let Ok(requested) = url::Url::parse(auth_url) else {
@@ -105,7 +105,6 @@ async fn exchange(
             format!("is not a URL: {auth_url:?}"),
         ));
     };
-    let response = Reply::from_reqwest(response, &requested);
     let redirect = redirect_of(&requested, &response);
     if let Some((status, location)) = redirect {
         tracing::warn!(
@@ -121,13 +120,13 @@ async fn exchange(
         }
         .into());
     }
-    let status = response.status;
-    let retry_after = crate::transport::retry::parse_retry_after(&response.headers);
+    let status = response.status();
+    let retry_after = parse_retry_after(response.headers());
     if status.is_success() {
         let body = read_limited(response, max_size)
             .await
             .map_err(|e| match e {
-                BodyError::Transport(e) => http_error(e, auth_url, timeout),
+                BodyError::Transport(e) => http_error(&e, auth_url, timeout),
                 BodyError::TooLarge => AuthError::TooLarge {
                     auth_url: auth_url.to_string(),
                     limit: max_size,
@@ -138,7 +137,7 @@ async fn exchange(
     }
     let body = read_prefix(response, max_size.min(ERROR_BODY_LIMIT))
         .await
-        .map_err(|e| http_error(e, auth_url, timeout))?;
+        .map_err(|e| http_error(&e, auth_url, timeout))?;
 
     let error = match status.as_u16() {
         401 => AuthError::InvalidCredentials {
@@ -147,7 +146,7 @@ async fn exchange(
         403 => AuthError::Forbidden {
             key_id: credentials.key_id().to_string(),
         },
-        code @ (408 | 429 | 500..=599) => AuthError::Transient {
+        code if retryable_status(code) => AuthError::Transient {
             auth_url: auth_url.to_string(),
             status: code,
             attempts: 1,
@@ -165,7 +164,7 @@ async fn exchange(
 }
 
 /// A timeout, or a connection failure saying what happened.
-fn http_error(error: HttpError, auth_url: &str, timeout: Duration) -> Error {
+fn http_error(error: &reqwest::Error, auth_url: &str, timeout: Duration) -> Error {
     let error = if error.is_timeout() {
         AuthError::Timeout {
             auth_url: auth_url.to_string(),
@@ -175,7 +174,7 @@ fn http_error(error: HttpError, auth_url: &str, timeout: Duration) -> Error {
     } else {
         AuthError::Connection {
             auth_url: auth_url.to_string(),
-            message: error.describe(),
+            message: describe_error(error),
             attempts: 1,
         }
     };

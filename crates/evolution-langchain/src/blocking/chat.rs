@@ -7,25 +7,27 @@ use serde_json::Value;
 
 use super::wait;
 use crate::auth::TokenManager;
+use crate::builder::ClientBuilder;
+use crate::chat::wire::{ChatChunk, ChatMessage, ChatRequest, ChatResponse};
+use crate::chat::{BatchError, ChatOptions, ChatSettings, LLMResult};
+use crate::embeddings::EmbeddingsSettings;
 use crate::error::Result;
-use crate::flavor::Blocking;
-use crate::inference::wire::{ChatChunk, ChatMessage, ChatRequest, ChatResponse, ModelInfo};
-use crate::inference::{BatchError, ChatOptions, LLMResult};
+use crate::flavor::{Async, Blocking};
+use crate::models::ModelInfo;
 
 /// Blocking counterpart of [`crate::EvolutionInference`]: the same calls,
 /// returning when the answer is complete. Cloning shares the connection pool
 /// and the token cache.
 #[derive(Debug, Clone)]
 pub struct EvolutionInference {
-    inner: crate::inference::EvolutionInference,
+    inner: crate::chat::EvolutionInference,
 }
 
 /// Blocking counterpart of [`crate::EvolutionInferenceBuilder`]: the same
-/// type and setters; [`build`](crate::EvolutionInferenceBuilder::build)
-/// returns the blocking client.
-pub type EvolutionInferenceBuilder = crate::inference::EvolutionInferenceBuilder<Blocking>;
+/// type and setters; `build` returns the blocking client.
+pub type EvolutionInferenceBuilder = crate::chat::EvolutionInferenceBuilder<Blocking>;
 
-impl crate::inference::EvolutionInferenceBuilder<Blocking> {
+impl ClientBuilder<ChatSettings, Blocking> {
     /// Checks every setting and creates the blocking client.
     pub fn build(self) -> Result<EvolutionInference> {
         Ok(EvolutionInference {
@@ -34,7 +36,7 @@ impl crate::inference::EvolutionInferenceBuilder<Blocking> {
     }
 }
 
-impl crate::inference::EvolutionInferenceBuilder {
+impl ClientBuilder<ChatSettings, Async> {
     /// Checks the settings and creates a [blocking](EvolutionInference) client
     /// (the same as building through [`EvolutionInference::builder`]).
     pub fn build_blocking(self) -> Result<EvolutionInference> {
@@ -62,12 +64,12 @@ impl EvolutionInference {
     }
 
     /// Wraps an async client, sharing its pool and token cache.
-    pub fn from_async(inner: crate::inference::EvolutionInference) -> Self {
+    pub fn from_async(inner: crate::chat::EvolutionInference) -> Self {
         Self { inner }
     }
 
     /// The async client behind this facade.
-    pub fn as_async(&self) -> &crate::inference::EvolutionInference {
+    pub fn as_async(&self) -> &crate::chat::EvolutionInference {
         &self.inner
     }
 
@@ -165,18 +167,6 @@ impl EvolutionInference {
                 total,
             }),
         }
-    }
-
-    /// The former name of [`invoke_batch`](Self::invoke_batch) with default options.
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `invoke_batch(prompts, ChatOptions::default())`"
-    )]
-    pub fn generate<S: AsRef<str>>(
-        &self,
-        prompts: &[S],
-    ) -> std::result::Result<LLMResult, BatchError> {
-        self.invoke_batch(prompts, ChatOptions::default())
     }
 
     /// See [`crate::EvolutionInference::batch`]. If the facade's runtime
@@ -303,7 +293,7 @@ pub struct EvolutionEmbeddings {
 /// type and setters; `build` returns the blocking client.
 pub type EvolutionEmbeddingsBuilder = crate::embeddings::EvolutionEmbeddingsBuilder<Blocking>;
 
-impl crate::embeddings::EvolutionEmbeddingsBuilder<Blocking> {
+impl ClientBuilder<EmbeddingsSettings, Blocking> {
     /// Checks the settings and creates the blocking client.
     pub fn build(self) -> Result<EvolutionEmbeddings> {
         Ok(EvolutionEmbeddings {
@@ -312,7 +302,7 @@ impl crate::embeddings::EvolutionEmbeddingsBuilder<Blocking> {
     }
 }
 
-impl crate::embeddings::EvolutionEmbeddingsBuilder {
+impl ClientBuilder<EmbeddingsSettings, Async> {
     /// Checks the settings and creates a [blocking](EvolutionEmbeddings) client.
     pub fn build_blocking(self) -> Result<EvolutionEmbeddings> {
         self.into_flavor::<Blocking>().build()

@@ -26,14 +26,14 @@
 //! # Ok::<(), evolution_langchain::Error>(())
 //! ```
 
-mod inference;
+mod chat;
 mod rerank;
 mod token_manager;
 
 use std::future::Future;
 use std::sync::OnceLock;
 
-pub use inference::{
+pub use chat::{
     BatchResults, ChatStream, EvolutionEmbeddings, EvolutionEmbeddingsBuilder, EvolutionInference,
     EvolutionInferenceBuilder,
 };

@@ -1,9 +1,10 @@
 //! Blocking `EvolutionRerank` and its builder.
 
 use super::wait;
+use crate::builder::ClientBuilder;
 use crate::error::Result;
-use crate::flavor::Blocking;
-use crate::rerank::{RerankOptions, RerankResponse};
+use crate::flavor::{Async, Blocking};
+use crate::rerank::{RerankOptions, RerankResponse, RerankSettings};
 
 /// Blocking counterpart of [`crate::EvolutionRerank`].
 #[derive(Debug, Clone)]
@@ -15,7 +16,7 @@ pub struct EvolutionRerank {
 /// and setters; `build` returns the blocking client.
 pub type EvolutionRerankBuilder = crate::rerank::EvolutionRerankBuilder<Blocking>;
 
-impl crate::rerank::EvolutionRerankBuilder<Blocking> {
+impl ClientBuilder<RerankSettings, Blocking> {
     /// Checks the settings and creates the blocking client.
     pub fn build(self) -> Result<EvolutionRerank> {
         Ok(EvolutionRerank {
@@ -24,7 +25,7 @@ impl crate::rerank::EvolutionRerankBuilder<Blocking> {
     }
 }
 
-impl crate::rerank::EvolutionRerankBuilder {
+impl ClientBuilder<RerankSettings, Async> {
     /// Checks the settings and creates a [blocking](EvolutionRerank) client.
     pub fn build_blocking(self) -> Result<EvolutionRerank> {
         self.into_flavor::<Blocking>().build()

@@ -1,17 +1,36 @@
 //! Blocking `TokenManager` and its builder.
 
-use std::time::Duration;
-
-use super::wait;
-use crate::auth::{AccessToken, Credentials, TokenInfo, TokenStats};
+use super::{runtime, wait};
+use crate::auth::{AccessToken, TokenInfo};
 use crate::error::Result;
-use crate::transport::retry::RetryPolicy;
+use crate::flavor::{Async, Blocking};
 
 /// Blocking counterpart of [`crate::TokenManager`]. Cloning shares the
 /// cache; clones may be used from many threads at once.
 #[derive(Debug, Clone)]
 pub struct TokenManager {
     inner: crate::auth::TokenManager,
+}
+
+/// Blocking counterpart of [`crate::TokenManagerBuilder`]: the same type
+/// and setters; `build` returns the blocking manager.
+pub type TokenManagerBuilder = crate::auth::TokenManagerBuilder<Blocking>;
+
+impl crate::auth::TokenManagerBuilder<Blocking> {
+    /// Checks the settings and creates the blocking manager.
+    pub fn build(self) -> Result<TokenManager> {
+        Ok(TokenManager {
+            inner: self.build_async()?,
+        })
+    }
+}
+
+impl crate::auth::TokenManagerBuilder<Async> {
+    /// Checks the settings and creates a [blocking](TokenManager) manager
+    /// (the same as building through [`TokenManager::builder`]).
+    pub fn build_blocking(self) -> Result<TokenManager> {
+        self.into_flavor::<Blocking>().build()
+    }
 }
 
 impl TokenManager {
@@ -24,9 +43,9 @@ impl TokenManager {
         }
     }
 
-    /// A builder for every setting.
+    /// A builder with the same setters as [`crate::TokenManagerBuilder`].
     pub fn builder() -> TokenManagerBuilder {
-        TokenManagerBuilder(crate::auth::TokenManager::builder())
+        TokenManagerBuilder::default()
     }
 
     /// Wraps an async manager, sharing its cache.
@@ -34,96 +53,51 @@ impl TokenManager {
         Self { inner }
     }
 
-    /// A valid access token; see [`crate::TokenManager::get_token`].
+    /// The async manager behind this facade (shares the cache).
+    pub fn as_async(&self) -> &crate::auth::TokenManager {
+        &self.inner
+    }
+
+    /// See [`crate::TokenManager::get_token`].
     pub fn get_token(&self) -> Result<AccessToken> {
         let inner = self.inner.clone();
         wait(async move { inner.get_token().await })?
     }
 
-    /// Forgets the cached token.
+    /// See [`crate::TokenManager::cached_token`]; a background refresh it
+    /// starts runs on the facade's runtime.
+    pub fn cached_token(&self) -> Option<AccessToken> {
+        match runtime() {
+            Ok(runtime) => {
+                let _context = runtime.enter();
+                self.inner.cached_token()
+            }
+            Err(_) => self.inner.cached_token(),
+        }
+    }
+
+    /// See [`crate::TokenManager::invalidate`].
     pub fn invalidate(&self) {
         self.inner.invalidate();
     }
 
-    /// Forgets the cached token if it is `rejected` (and not a newer one).
+    /// See [`crate::TokenManager::invalidate_token`].
     pub fn invalidate_token(&self, rejected: &AccessToken) {
         self.inner.invalidate_token(rejected);
     }
 
-    /// The IAM endpoint in use.
-    pub fn auth_url(&self) -> &str {
-        self.inner.auth_url()
-    }
-
-    /// The cached token's state, without revealing it.
+    /// See [`crate::TokenManager::info`].
     pub fn info(&self) -> TokenInfo {
         self.inner.info()
     }
 
-    /// Counters and averages over all refreshes so far.
-    pub fn stats(&self) -> TokenStats {
+    /// See [`crate::TokenManager::stats`].
+    pub fn stats(&self) -> crate::auth::TokenStats {
         self.inner.stats()
     }
 
-    /// The async manager behind this facade (shares the cache).
-    pub fn as_async(&self) -> &crate::auth::TokenManager {
-        &self.inner
-    }
-}
-
-/// Blocking counterpart of [`crate::TokenManagerBuilder`]; same methods.
-#[derive(Debug, Clone)]
-pub struct TokenManagerBuilder(crate::auth::TokenManagerBuilder);
-
-impl TokenManagerBuilder {
-    /// The access key id.
-    pub fn key_id(self, key_id: impl Into<String>) -> Self {
-        Self(self.0.key_id(key_id))
-    }
-    /// The access key secret.
-    pub fn secret(self, secret: impl Into<String>) -> Self {
-        Self(self.0.secret(secret))
-    }
-    /// Key id and secret together.
-    pub fn credentials(self, credentials: Credentials) -> Self {
-        Self(self.0.credentials(credentials))
-    }
-    /// Backup credentials, used when IAM refuses the ones before them.
-    pub fn fallback_credentials(self, credentials: Credentials) -> Self {
-        Self(self.0.fallback_credentials(credentials))
-    }
-    /// The IAM token endpoint.
-    pub fn auth_url(self, auth_url: impl Into<String>) -> Self {
-        Self(self.0.auth_url(auth_url))
-    }
-    /// How long before expiry a token is treated as expired.
-    pub fn refresh_buffer(self, refresh_buffer: Duration) -> Self {
-        Self(self.0.refresh_buffer(refresh_buffer))
-    }
-    /// How long before the buffer a background refresh starts.
-    pub fn refresh_ahead(self, refresh_ahead: Duration) -> Self {
-        Self(self.0.refresh_ahead(refresh_ahead))
-    }
-    /// Timeout for each request to IAM.
-    pub fn timeout(self, timeout: Duration) -> Self {
-        Self(self.0.timeout(timeout))
-    }
-    /// How transient failures are retried.
-    pub fn retry(self, retry: RetryPolicy) -> Self {
-        Self(self.0.retry(retry))
-    }
-    /// Retries of a failed token request.
-    pub fn max_retries(self, max_retries: u32) -> Self {
-        Self(self.0.max_retries(max_retries))
-    }
-    /// The HTTP client to use.
-    pub fn http_client(self, client: reqwest::Client) -> Self {
-        Self(self.0.http_client(client))
-    }
-    /// Checks the settings and creates the manager.
-    pub fn build(self) -> Result<TokenManager> {
-        Ok(TokenManager {
-            inner: self.0.build()?,
-        })
+    /// See [`crate::TokenManager::auth_url`].
+    pub fn auth_url(&self) -> &str {
+        self.inner.auth_url()
     }
 }

@@ -8,9 +8,14 @@
 //!   base ([`DEFAULT_BASE_URL`] unless set), the optional `x-project-id`
 //!   header, and the bearer from an API key or a [`TokenManager`].
 //! - [`EvolutionAuthLayer`], a tower layer for async-openai's `middleware`
-//!   feature: every attempt awaits the token source for a valid bearer,
-//!   and a `401`/`403` answer makes it drop that token, get a new one and
-//!   send the request once more.
+//!   feature that sends every request through this crate's own request
+//!   pipeline, the one [`EvolutionInference`](crate::EvolutionInference)
+//!   uses: a current bearer on every attempt, one refresh and one more
+//!   attempt when the API rejects the token (`401`/`403`), retries of
+//!   `408`, `429`, `5xx` and failed connections with backoff and full jitter
+//!   (the server's `Retry-After` honoured up to a cap), and one
+//!   `X-Request-ID` per call. A reply that is still an error after that goes
+//!   back to async-openai, which turns it into its own `OpenAIError`.
 //!
 //! ```no_run
 //! use async_openai::types::chat::{
@@ -35,36 +40,24 @@
 //! async-openai asks its `Config` for headers synchronously, so an
 //! [`EvolutionConfig`] on its own (`Client::with_config(config)`) can only
 //! send the token the manager has cached
-//! ([`TokenManager::cached_token`]). Once the manager holds a token, that
-//! is enough for a long-running program: each request's header read
-//! starts a background refresh when the token nears its expiry, and the
-//! replacement is in place before it is needed. But the very first
-//! request (nothing cached yet), a request after the token expired
-//! unused, and a request after the server revoked the token go out
-//! without a valid bearer and fail with `401`, unless the program awaited
-//! [`TokenManager::get_token`] first.
+//! ([`TokenManager::cached_token`]): the very first request, a request
+//! after the token expired unused and a request after the server revoked
+//! it go out without a valid bearer and fail with `401`. The layer closes
+//! those gaps and brings the retries; [`client`] installs it. It replaces
+//! async-openai's own retry layer: do not stack `OpenAIRetryLayer` over it,
+//! or every failure is retried twice over.
 //!
-//! The layer closes those gaps: it awaits a valid token before every
-//! attempt (waiting only when none is usable, never blocking a thread),
-//! and recovers from a rejected one. [`client`] installs it together with
-//! async-openai's own retry layer (`429`, `5xx`, connection errors), which
-//! `Client::with_http_service` would otherwise replace. With an API key
-//! there is nothing to refresh: the layer sets the key and passes a
-//! `401`/`403` on as async-openai's error.
-//!
-//! To build your own tower stack, put [`EvolutionAuthLayer`] inside any
-//! retry layer, so every retry gets a current token:
+//! To build the stack yourself (e.g. to add a layer of yours outside it):
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! use async_openai::middleware::{retry::OpenAIRetryLayer, ReqwestService};
+//! use async_openai::middleware::ReqwestService;
 //! use evolution_langchain::bridges::async_openai::{EvolutionAuthLayer, EvolutionConfig};
 //! use evolution_langchain::TokenManager;
 //!
 //! let manager = TokenManager::new("my-key-id", "my-secret");
 //! let http = reqwest::Client::new();
 //! let service = tower::ServiceBuilder::new()
-//!     .layer(OpenAIRetryLayer::default())
 //!     .layer(EvolutionAuthLayer::new(Arc::new(manager.clone())))
 //!     .service(ReqwestService::new(http.clone()));
 //! let client = async_openai::Client::build(http, EvolutionConfig::from_token_manager(manager))
@@ -79,19 +72,20 @@ use std::task::{Context, Poll};
 
 use ::async_openai::config::Config;
 use ::async_openai::error::OpenAIError;
-use ::async_openai::middleware::retry::OpenAIRetryLayer;
 use ::async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use ::async_openai::Client;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use reqwest::{Response, StatusCode};
+use reqwest::Response;
 use secrecy::{ExposeSecret, SecretString};
 use tower::{Layer, Service, ServiceExt};
-use zeroize::Zeroizing;
 
 use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
 use crate::config::EnvSettings;
 use crate::error::{Error, Result};
-use crate::DEFAULT_BASE_URL;
+use crate::transport::pipeline::{
+    bearer, new_request_id, verdict_for_status, Attempt, Pipeline, Verdict,
+};
+use crate::{RetryPolicy, DEFAULT_BASE_URL};
 
 /// The async-openai this bridge is built against, so users get a matching version.
 pub use ::async_openai;
@@ -207,10 +201,8 @@ impl Config for EvolutionConfig {
             headers.insert(PROJECT_ID_HEADER, project_id.clone());
         }
         let bearer = match &self.auth {
-            Auth::ApiKey(key) => bearer_value(key.expose_secret()),
-            Auth::Tokens(manager) => manager
-                .cached_token()
-                .and_then(|token| bearer_value(token.expose_secret())),
+            Auth::ApiKey(key) => bearer(&AccessToken::from_secret(key.clone())).ok(),
+            Auth::Tokens(manager) => manager.cached_token().and_then(|token| bearer(&token).ok()),
         };
         if let Some(bearer) = bearer {
             headers.insert(AUTHORIZATION, bearer);
@@ -253,30 +245,31 @@ impl fmt::Debug for EvolutionConfig {
     }
 }
 
-/// `Bearer {secret}` as a header value marked sensitive (so `http` never
-/// prints it); `None` when the secret cannot be a header value.
-fn bearer_value(secret: &str) -> Option<HeaderValue> {
-    let text = Zeroizing::new(format!("Bearer {secret}"));
-    let mut value = HeaderValue::from_str(&text).ok()?;
-    value.set_sensitive(true);
-    Some(value)
-}
-
-/// A tower layer for async-openai's middleware: a valid bearer on every
-/// attempt, and one refresh and retry when the API rejects it.
-///
-/// Put it inside retry layers (they then get a current token per retry);
-/// [`client`] does.
+/// A tower layer for async-openai's middleware that sends each request
+/// through this crate's request pipeline (see the [module docs](self)):
+/// bearer per attempt, token recovery, retries, request ids.
 #[derive(Clone, Debug)]
 pub struct EvolutionAuthLayer {
-    source: Arc<dyn TokenSource>,
+    pipeline: Pipeline,
 }
 
 impl EvolutionAuthLayer {
-    /// A layer taking its tokens from `source`: a [`TokenManager`], a
-    /// [`StaticToken`], or your own [`TokenSource`].
+    /// A layer taking its tokens from `source` (a [`TokenManager`], a
+    /// [`StaticToken`], or your own [`TokenSource`]), retrying as the
+    /// crate's clients do by default.
     pub fn new(source: Arc<dyn TokenSource>) -> Self {
-        Self { source }
+        Self {
+            pipeline: Pipeline {
+                tokens: Some(source),
+                retry: RetryPolicy::default(),
+            },
+        }
+    }
+
+    /// Retries with `retry` instead of the default policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.pipeline.retry = retry;
+        self
     }
 }
 
@@ -286,7 +279,7 @@ impl<S> Layer<S> for EvolutionAuthLayer {
     fn layer(&self, inner: S) -> Self::Service {
         EvolutionAuth {
             inner,
-            source: Arc::clone(&self.source),
+            pipeline: self.pipeline.clone(),
         }
     }
 }
@@ -295,7 +288,7 @@ impl<S> Layer<S> for EvolutionAuthLayer {
 #[derive(Clone, Debug)]
 pub struct EvolutionAuth<S> {
     inner: S,
-    source: Arc<dyn TokenSource>,
+    pipeline: Pipeline,
 }
 
 /// What [`EvolutionAuth`] returns for a request.
@@ -319,66 +312,62 @@ where
     fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
         // Tower's rule: use the service that was polled ready, leave a clone.
         let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        let again = ready.clone();
-        let source = Arc::clone(&self.source);
+        let service = std::mem::replace(&mut self.inner, clone);
+        let pipeline = self.pipeline.clone();
         Box::pin(async move {
-            let token = source.token().await.map_err(token_error)?;
-            let response = send(ready, &request, &token).await?;
-            if !is_rejection(response.status()) || !source.refreshes() {
-                return Ok(response);
-            }
-            source.invalidate_token(&token);
-            let fresh = source.token().await.map_err(token_error)?;
-            if fresh.same_as(&token) {
-                // The source has nothing newer; the rejection stands.
-                return Ok(response);
-            }
-            tracing::info!(
-                status = response.status().as_u16(),
-                rejected_prefix = token.prefix(),
-                "the model API rejected the access token; retrying once with a new one"
-            );
-            drop(response);
-            send(again, &request, &fresh).await
+            let request_id = new_request_id();
+            let request = &request;
+            pipeline
+                .run(
+                    "async-openai request",
+                    &request_id,
+                    move |attempt| send(service.clone(), request, attempt),
+                    judge,
+                    token_error,
+                )
+                .await
+                .outcome
         })
     }
 }
 
-/// `401` (unknown, expired or revoked token) and `403` (a token the
-/// service no longer honours) are what a new token can cure.
-fn is_rejection(status: StatusCode) -> bool {
-    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+/// The pipeline's view of an attempt: async-openai's service answers every
+/// status with a response, and fails only to send.
+fn judge(outcome: &Result<Response, OpenAIError>) -> Verdict {
+    match outcome {
+        Ok(response) if response.status().is_success() => Verdict::Done,
+        Ok(response) => verdict_for_status(response.status(), response.headers()),
+        Err(OpenAIError::Reqwest(error)) if error.is_connect() || error.is_timeout() => {
+            Verdict::Retry { retry_after: None }
+        }
+        Err(_) => Verdict::Done,
+    }
 }
 
-/// One attempt through `service`, with `token` as the bearer.
+/// One attempt through `service`, with the attempt's bearer and request id.
 async fn send<S>(
     service: S,
     request: &HttpRequestFactory,
-    token: &AccessToken,
+    attempt: Attempt,
 ) -> Result<Response, OpenAIError>
 where
     S: Service<HttpRequestFactory, Response = Response>,
     S::Error: Into<OpenAIError>,
 {
-    let bearer = bearer_value(token.expose_secret()).ok_or_else(|| {
-        OpenAIError::InvalidArgument(
-            "the access token contains characters an HTTP header cannot carry".into(),
-        )
-    })?;
     let original = request.clone();
+    let attempt = Arc::new(attempt);
     // The factory rebuilds the request for each attempt, so the body never
-    // needs cloning; ours adds the header to whatever it builds.
-    let with_bearer = HttpRequestFactory::new(move || {
+    // needs cloning; ours adds the headers to whatever it builds.
+    let with_headers = HttpRequestFactory::new(move || {
         let original = original.clone();
-        let bearer = bearer.clone();
+        let attempt = Arc::clone(&attempt);
         async move {
             let mut built = original.build().await?;
-            built.headers_mut().insert(AUTHORIZATION, bearer);
+            attempt.apply(built.headers_mut());
             Ok(built)
         }
     });
-    service.oneshot(with_bearer).await.map_err(Into::into)
+    service.oneshot(with_headers).await.map_err(Into::into)
 }
 
 /// Our error, boxed into async-openai's, so callers can downcast it to
@@ -388,18 +377,17 @@ fn token_error(error: Error) -> OpenAIError {
 }
 
 /// async-openai's client for Cloud.ru with `manager`'s tokens: the default
-/// API base, [`EvolutionAuthLayer`] and async-openai's retry layer.
+/// API base and [`EvolutionAuthLayer`].
 pub fn client(manager: TokenManager) -> Client<EvolutionConfig> {
     client_with_config(EvolutionConfig::from_token_manager(manager))
 }
 
 /// async-openai's client for `config`, with [`EvolutionAuthLayer`] (its
-/// tokens from [`EvolutionConfig::token_source`]) inside async-openai's
-/// retry layer, over one pooled `reqwest::Client`.
+/// tokens from [`EvolutionConfig::token_source`]) over one pooled
+/// `reqwest::Client`.
 pub fn client_with_config(config: EvolutionConfig) -> Client<EvolutionConfig> {
     let http = super::default_http_client();
     let service = tower::ServiceBuilder::new()
-        .layer(OpenAIRetryLayer::default())
         .layer(EvolutionAuthLayer::new(config.token_source()))
         .service(ReqwestService::new(http.clone()));
     Client::build(http, config).with_http_service(service)

@@ -10,21 +10,16 @@
 //! `rig_agent::AgentBuilder::new(model)` makes an agent of a chat model.
 //! [`EvolutionRig`] follows that way and fills the one gap: rig's
 //! credential is a fixed string, while a key id + secret gives IAM tokens
-//! that expire. So the configuration carries no key, and the transport
-//! is rig's own reqwest transport ([`rig_reqwest::ReqwestClient`]) with
-//!
-//! - an [`HttpMiddleware`] that, before every request, awaits our
-//!   [`TokenSource`] (a [`TokenManager`], or an API key) for a valid
-//!   bearer (waiting only when no usable token is cached, never blocking
-//!   a thread) and sets the optional `x-project-id` header, and
-//! - an outer [`HttpClientExt`] with our retries, which rig's transport
-//!   does not have: when the API answers `401`/`403` it makes the source
-//!   drop its token and sends the request once more with a new one (not
-//!   with an API key, which cannot be refreshed); a `429`, `500`, `502`,
-//!   `503`, `504` or a failed connection is retried up to
-//!   [`EvolutionRig::with_max_retries`] times (default
-//!   [`DEFAULT_MAX_RETRIES`]), after the server's `Retry-After` or an
-//!   exponential backoff. A stream is retried only until it opens.
+//! that expire. So the configuration carries no key, and the transport is
+//! rig's own reqwest transport ([`rig_reqwest::ReqwestClient`]) inside this
+//! crate's request pipeline, the one
+//! [`EvolutionInference`](crate::EvolutionInference) uses: a current bearer
+//! (and the optional `x-project-id`) on every attempt, one refresh and one
+//! more attempt when the API rejects the token (`401`/`403`), retries of
+//! `408`, `429`, `5xx` and failed connections with backoff and full jitter
+//! (the server's `Retry-After` honoured up to a cap), and one `X-Request-ID`
+//! per call. A stream is retried only until it opens; an upload is sent
+//! whole again on each attempt.
 //!
 //! Everything else (messages, tool calls, streaming, usage, errors) is
 //! rig's own code.
@@ -47,25 +42,23 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response};
 use rig_core::driver::Model;
 use rig_core::http_client::{
-    self, DynHttpClient, HttpClientExt, HttpMiddleware, LazyBody, MultipartForm, StreamingResponse,
+    self, DynHttpClient, HttpClientExt, LazyBody, MultipartForm, StreamingResponse,
 };
 use rig_core::providers::openai::wire::{Auth, Chat, Dialect, Embeddings, Quirks};
 use rig_core::providers::openai::{OpenAI, OpenAIConfig};
-use rig_core::wasm_compat::WasmBoxedFuture;
 use secrecy::{ExposeSecret, SecretString};
-use zeroize::Zeroizing;
 
 use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
 use crate::config::{EnvSettings, ENV_API_KEY};
-use crate::error::Result;
-use crate::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES};
+use crate::error::{Error, Result};
+use crate::transport::pipeline::{new_request_id, verdict_for_status, Attempt, Pipeline, Verdict};
+use crate::{RetryPolicy, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES};
 
 pub use ::rig_agent;
 pub use ::rig_core;
@@ -161,8 +154,9 @@ impl EvolutionRig {
         self
     }
 
-    /// How often a `429`, `500`, `502`, `503`, `504` or a failed connection
-    /// is retried ([`DEFAULT_MAX_RETRIES`] unless set; `0` turns it off).
+    /// How often a `408`, `429`, `5xx` (but `501`/`505`), a timeout or a
+    /// failed connection is retried ([`DEFAULT_MAX_RETRIES`] unless set;
+    /// `0` turns it off), as with the crate's own clients.
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;
         self
@@ -173,20 +167,16 @@ impl EvolutionRig {
         &self.base_url
     }
 
-    /// rig's transport for Cloud.ru: rig's reqwest transport with our
-    /// bearer middleware, inside our retries (refresh and retry once on
-    /// `401`/`403`; `429`, `5xx` and failed connections up to
-    /// [`with_max_retries`](Self::with_max_retries) times).
+    /// rig's transport for Cloud.ru: rig's reqwest transport inside this
+    /// crate's request pipeline (see the [module docs](self)).
     pub fn transport(&self) -> DynHttpClient {
-        let inner = DynHttpClient::new(rig_reqwest::ReqwestClient::from(self.http.clone()))
-            .with_middleware(BearerMiddleware {
-                source: Arc::clone(&self.source),
-                project_id: self.project_id.clone(),
-            });
-        DynHttpClient::new(ResilientHttp {
-            inner,
-            source: Arc::clone(&self.source),
-            max_retries: self.max_retries,
+        DynHttpClient::new(PipelineHttp {
+            inner: DynHttpClient::new(rig_reqwest::ReqwestClient::from(self.http.clone())),
+            pipeline: Pipeline {
+                tokens: Some(Arc::clone(&self.source)),
+                retry: RetryPolicy::with_max_retries(self.max_retries),
+            },
+            project_id: self.project_id.clone(),
         })
     }
 
@@ -230,137 +220,96 @@ impl fmt::Debug for EvolutionRig {
     }
 }
 
-/// Sets a current bearer (and the project header) on every request.
-struct BearerMiddleware {
-    source: Arc<dyn TokenSource>,
+/// rig's transport inside the request pipeline: each attempt is the same
+/// request again, with the attempt's bearer and request id (and the
+/// project header).
+#[derive(Clone)]
+struct PipelineHttp {
+    inner: DynHttpClient,
+    pipeline: Pipeline,
     project_id: Option<HeaderValue>,
 }
 
-impl HttpMiddleware for BearerMiddleware {
-    fn before_request_headers<'a>(
-        &'a self,
-        _method: &'a Method,
-        _uri: &'a Uri,
-        headers: &'a mut HeaderMap,
-    ) -> WasmBoxedFuture<'a, http_client::Result<()>> {
-        Box::pin(async move {
-            let token = self
-                .source
-                .token()
-                .await
-                .map_err(|error| http_client::Error::Instance(Box::new(error)))?;
-            let bearer = bearer_value(token.expose_secret()).ok_or_else(|| {
-                http_client::Error::Instance(
-                    "the access token contains characters an HTTP header cannot carry".into(),
-                )
-            })?;
-            headers.insert(AUTHORIZATION, bearer);
-            if let Some(project_id) = &self.project_id {
-                headers.insert(PROJECT_ID_HEADER, project_id.clone());
-            }
-            Ok(())
-        })
+/// The pipeline's view of an attempt: rig's transport turns a non-2xx reply
+/// into an error that keeps its status and headers.
+fn judge<R>(outcome: &http_client::Result<R>) -> Verdict {
+    let Err(error) = outcome else {
+        return Verdict::Done;
+    };
+    if let Some(status) = error.non_success_status() {
+        let none = HeaderMap::new();
+        return verdict_for_status(status, error.non_success_headers().unwrap_or(&none));
+    }
+    let failed_to_send = match error {
+        http_client::Error::Instance(inner) => inner
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(|e| e.is_connect() || e.is_timeout()),
+        _ => false,
+    };
+    if failed_to_send {
+        Verdict::Retry { retry_after: None }
+    } else {
+        Verdict::Done
     }
 }
 
-fn bearer_value(secret: &str) -> Option<HeaderValue> {
-    let text = Zeroizing::new(format!("Bearer {secret}"));
-    let mut value = HeaderValue::from_str(&text).ok()?;
-    value.set_sensitive(true);
-    Some(value)
+/// A token that could not be had, as rig's error (callers can downcast it
+/// to [`Error`]).
+fn token_error(error: Error) -> http_client::Error {
+    http_client::Error::Instance(Box::new(error))
 }
 
-/// Sends through `inner`, and answers rejected tokens and transient
-/// failures: a `401`/`403` makes the source drop its token and the request
-/// go out once more (the middleware then fetches a new token); a `429`,
-/// `500`, `502`, `503`, `504` or a failed connection is retried up to
-/// `max_retries` times, after the server's `Retry-After` (capped) or an
-/// exponential backoff.
-#[derive(Clone)]
-struct ResilientHttp {
-    inner: DynHttpClient,
-    source: Arc<dyn TokenSource>,
-    max_retries: u32,
-}
-
-fn rejected(error: &http_client::Error) -> bool {
-    matches!(
-        error.non_success_status(),
-        Some(StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
-    )
-}
-
-fn transient(error: &http_client::Error) -> bool {
-    match error.non_success_status() {
-        Some(status) => matches!(status.as_u16(), 429 | 500 | 502 | 503 | 504),
-        None => match error {
-            http_client::Error::Instance(inner) => inner
-                .downcast_ref::<reqwest::Error>()
-                .is_some_and(reqwest::Error::is_connect),
-            _ => false,
-        },
-    }
-}
-
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-
-fn backoff(error: &http_client::Error, retry: u32) -> Duration {
-    let retry_after = error
-        .non_success_headers()
-        .and_then(|headers| headers.get(http::header::RETRY_AFTER))
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    retry_after
-        .unwrap_or_else(|| Duration::from_millis(200 << retry.min(6)))
-        .min(MAX_RETRY_AFTER)
-}
-
-/// The same request again: method, URI, version and headers (the bearer
-/// is replaced by the middleware).
-fn rebuild(parts: &http::request::Parts, body: Bytes) -> Request<Bytes> {
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request
-}
-
-impl ResilientHttp {
-    async fn attempts<R, F, Fut>(
+impl PipelineHttp {
+    /// Runs `attempt` through the pipeline with a copy of the request's
+    /// head and body for each attempt.
+    async fn run<B: Clone, R, F, Fut>(
         self,
         parts: http::request::Parts,
-        body: Bytes,
+        body: B,
         attempt: F,
     ) -> http_client::Result<R>
     where
-        F: Fn(DynHttpClient, Request<Bytes>) -> Fut,
+        F: Fn(DynHttpClient, Request<B>) -> Fut,
         Fut: Future<Output = http_client::Result<R>>,
     {
-        let (mut refreshed, mut retries) = (false, 0);
-        loop {
-            let error = match attempt(self.inner.clone(), rebuild(&parts, body.clone())).await {
-                Err(error) => error,
-                ok => return ok,
-            };
-            if !refreshed && rejected(&error) && self.source.refreshes() {
-                tracing::debug!("the API rejected the token; refreshing it and retrying once");
-                refreshed = true;
-                self.source.invalidate();
-            } else if retries < self.max_retries && transient(&error) {
-                retries += 1;
-                let wait = backoff(&error, retries);
-                tracing::debug!(retry = retries, ?wait, "transient failure; retrying");
-                tokio::time::sleep(wait).await;
-            } else {
-                return Err(error);
-            }
+        let what = parts.uri.to_string();
+        let request_id = new_request_id();
+        self.pipeline
+            .run(
+                &what,
+                &request_id,
+                |headers: Attempt| {
+                    attempt(
+                        self.inner.clone(),
+                        self.rebuild(&parts, body.clone(), &headers),
+                    )
+                },
+                judge,
+                token_error,
+            )
+            .await
+            .outcome
+    }
+
+    /// The same request again: method, URI, version and headers, with the
+    /// attempt's own headers set.
+    fn rebuild<B>(&self, parts: &http::request::Parts, body: B, attempt: &Attempt) -> Request<B> {
+        let mut request = Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        attempt.apply(request.headers_mut());
+        if let Some(project_id) = &self.project_id {
+            request
+                .headers_mut()
+                .insert(PROJECT_ID_HEADER, project_id.clone());
         }
+        request
     }
 }
 
-impl HttpClientExt for ResilientHttp {
+impl HttpClientExt for PipelineHttp {
     fn send<T, U>(
         &self,
         req: Request<T>,
@@ -370,10 +319,10 @@ impl HttpClientExt for ResilientHttp {
         U: From<Bytes> + Send + 'static,
     {
         let (parts, body) = req.into_parts();
-        self.clone()
-            .attempts(parts, body.into(), |inner, request| async move {
-                inner.send::<Bytes, U>(request).await
-            })
+        let body: Bytes = body.into();
+        self.clone().run(parts, body, |inner, request| async move {
+            inner.send::<Bytes, U>(request).await
+        })
     }
 
     fn send_multipart<U>(
@@ -383,7 +332,10 @@ impl HttpClientExt for ResilientHttp {
     where
         U: From<Bytes> + Send + 'static,
     {
-        self.inner.send_multipart(req)
+        let (parts, form) = req.into_parts();
+        self.clone().run(parts, form, |inner, request| async move {
+            inner.send_multipart::<U>(request).await
+        })
     }
 
     fn send_streaming<T>(
@@ -394,10 +346,10 @@ impl HttpClientExt for ResilientHttp {
         T: Into<Bytes> + Send,
     {
         let (parts, body) = req.into_parts();
-        self.clone()
-            .attempts(parts, body.into(), |inner, request| async move {
-                inner.send_streaming(request).await
-            })
+        let body: Bytes = body.into();
+        self.clone().run(parts, body, |inner, request| async move {
+            inner.send_streaming(request).await
+        })
     }
 }
 

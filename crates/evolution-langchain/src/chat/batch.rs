@@ -155,27 +155,6 @@ impl EvolutionInference {
         }
     }
 
-    /// The former name of [`invoke_batch`](Self::invoke_batch) with default
-    /// options; it clashed with langchain-rust's `LLM::generate` (one
-    /// conversation).
-    #[deprecated(
-        since = "0.2.0",
-        note = "use `invoke_batch(prompts, ChatOptions::default())`"
-    )]
-    pub async fn generate<S: AsRef<str>>(&self, prompts: &[S]) -> Result<LLMResult, BatchError> {
-        self.invoke_batch(prompts, ChatOptions::default()).await
-    }
-
-    /// The former name of [`invoke_batch`](Self::invoke_batch).
-    #[deprecated(since = "0.2.0", note = "use `invoke_batch`")]
-    pub async fn generate_with_options<S: AsRef<str>>(
-        &self,
-        prompts: &[S],
-        options: impl Borrow<ChatOptions>,
-    ) -> Result<LLMResult, BatchError> {
-        self.invoke_batch(prompts, options).await
-    }
-
     /// Sends every conversation, at most `max_concurrency` at a time, and
     /// returns each outcome in input order: one failure costs nothing else.
     pub async fn batch(

@@ -8,15 +8,15 @@ use std::time::Instant;
 use serde_json::Value;
 use tracing::{Instrument, Span};
 
+use super::builder::EvolutionInferenceBuilder;
 use super::options::ChatOptions;
 use super::stream::ChatStream;
-use super::wire::{ChatMessage, ChatRequest, ChatResponse, ModelInfo, ModelList, RequestBody};
+use super::wire::{ChatMessage, ChatRequest, ChatResponse, RequestBody};
+use super::PATH;
 use crate::auth::TokenManager;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, StreamTrace};
-use crate::transport::{Endpoint, Transport};
-
-use super::builder::EvolutionInferenceBuilder;
+use crate::transport::{Body, Request, Transport};
 
 /// What [`EvolutionInference::llm_type`] returns, as in the original package.
 pub const LLM_TYPE: &str = "cloud-ru-tech";
@@ -132,7 +132,7 @@ impl EvolutionInference {
     }
 
     /// Sends one user message and returns the answer's text (see
-    /// [`Choice::answer`](crate::inference::wire::Choice::answer)).
+    /// [`Choice::answer`](crate::chat::wire::Choice::answer)).
     pub async fn invoke(&self, prompt: &str) -> Result<String> {
         let response = self
             .chat(&[ChatMessage::user(prompt)], &ChatOptions::default())
@@ -145,7 +145,7 @@ impl EvolutionInference {
     ///
     /// `messages` may be a slice, an array or a `Vec`; `options` a
     /// `ChatOptions` or a reference to one. A reply whose choices give no
-    /// [answer](crate::inference::wire::Choice::answer) is an
+    /// [answer](crate::chat::wire::Choice::answer) is an
     /// [`Error::InvalidResponse`].
     pub async fn chat(
         &self,
@@ -231,9 +231,10 @@ impl EvolutionInference {
             }
         } else {
             self.transport
-                .post_json_checked(Endpoint::Chat, &body, |response: &ChatResponse| {
-                    self.check_answers(response)
-                })
+                .json_checked(
+                    Request::post(PATH, Body::json(&body)?),
+                    |response: &ChatResponse| self.check_answers(response),
+                )
                 .await
         }
     }
@@ -272,18 +273,15 @@ impl EvolutionInference {
         span
     }
 
-    /// The models the endpoint serves.
-    pub async fn list_models(&self) -> Result<Vec<ModelInfo>> {
-        let list: ModelList = self.transport.get_json(Endpoint::Models).await?;
-        Ok(list.data)
-    }
-
     async fn open_stream(
         &self,
         request: &RequestBody<'_>,
         trace: StreamTrace,
     ) -> Result<ChatStream> {
-        let open = self.transport.post_stream(Endpoint::Chat, request).await?;
+        let open = self
+            .transport
+            .stream(Request::post(PATH, Body::json(request)?))
+            .await?;
         let stream = ChatStream::from_open(open);
         // A disabled span stays disabled: its stream skips the bookkeeping.
         Ok(if trace.span().is_disabled() {
@@ -293,11 +291,10 @@ impl EvolutionInference {
         })
     }
 
-    /// The one answer rule ([`Choice::answer`](crate::inference::wire::Choice::answer))
+    /// The one answer rule ([`Choice::answer`](crate::chat::wire::Choice::answer))
     /// applied to a whole reply: at least one choice, each with an answer.
     pub(crate) fn check_answers(&self, response: &ChatResponse) -> Result<()> {
-        let invalid =
-            |message: String| Error::invalid_response(self.transport.url(Endpoint::Chat), message);
+        let invalid = |message: String| Error::invalid_response(self.transport.url(PATH), message);
         if response.choices.is_empty() {
             return Err(invalid("the reply has no choices".into()));
         }
@@ -336,7 +333,7 @@ impl fmt::Debug for EvolutionInference {
 
 #[cfg(test)]
 mod tests {
-    use crate::inference::wire::{ChatResponse, Choice, ResponseMessage};
+    use crate::chat::wire::{ChatResponse, Choice, ResponseMessage};
 
     fn choice(content: Option<&str>, finish_reason: Option<&str>, tools: bool) -> Choice {
         Choice {
@@ -345,7 +342,7 @@ mod tests {
                 role: None,
                 content: content.map(str::to_string),
                 tool_calls: if tools {
-                    vec![crate::inference::wire::ToolCall::new("c", "f", "{}")]
+                    vec![crate::chat::wire::ToolCall::new("c", "f", "{}")]
                 } else {
                     Vec::new()
                 },

@@ -1,4 +1,4 @@
-//! Everything about calling the model: the client and its builder, the one
+//! The chat-completions API group: the client and its builder, the one
 //! parameter type, the wire format, streaming and batches.
 
 mod batch;
@@ -10,12 +10,10 @@ mod stream;
 pub mod wire;
 
 pub use batch::{BatchError, Generation, LLMResult};
-pub use builder::EvolutionInferenceBuilder;
+pub use builder::{ChatSettings, EvolutionInferenceBuilder};
 pub use client::{EvolutionInference, DEFAULT_MAX_CONCURRENCY, LLM_TYPE};
 pub use options::{ChatOptions, ReasoningEffort, MAX_N};
 pub use stream::{ChatStream, StreamAccumulator, StreamReadError};
 
-/// The former name of [`ChatOptions`], which now holds both the client's
-/// defaults and a call's overrides.
-#[deprecated(since = "0.2.0", note = "use `ChatOptions`")]
-pub type ChatParams = ChatOptions;
+/// The path of the chat-completions endpoint under the base URL.
+pub(crate) const PATH: &str = "chat/completions";

@@ -7,7 +7,7 @@
 //! the request body all come from that one entry.
 
 use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -93,27 +93,32 @@ macro_rules! define_chat_options {
         /// them with [`overlay`](Self::overlay), and the result is the request
         /// body's parameters.
         ///
+        /// With serde it reads and writes as an object of the parameters
+        /// that are set, under their own names (`extra_body` as one object
+        /// of its own); an unknown key is an error that names it and lists
+        /// the known ones, so a typo never passes silently. Ranges are
+        /// checked when the options are used (or with [`check`](Self::check)).
+        ///
         /// ```
         /// use evolution_langchain::ChatOptions;
         /// let options = ChatOptions::new().temperature(0.0).stop(["\n\n"]).seed(7);
         /// assert_eq!(options.temperature, Some(0.0));
+        ///
+        /// let read: ChatOptions = serde_json::from_str(r#"{"temperature": 0.0, "seed": 7, "stop": ["\n\n"]}"#)?;
+        /// assert_eq!(read, options);
+        /// let typo = serde_json::from_str::<ChatOptions>(r#"{"temprature": 0.5}"#).unwrap_err();
+        /// assert!(typo.to_string().contains("unknown field `temprature`"));
+        /// # Ok::<(), serde_json::Error>(())
         /// ```
-        #[derive(Debug, Clone, Default, PartialEq)]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
         #[non_exhaustive]
         pub struct ChatOptions {
             $(
                 $(#[$doc])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $name: Option<$ty>,
             )*
-        }
-
-        /// The parameters that go on the wire, under their own names.
-        impl Serialize for ChatOptions {
-            fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(None)?;
-                self.serialize_entries(&mut map)?;
-                map.end()
-            }
         }
 
         impl ChatOptions {
@@ -442,10 +447,91 @@ impl Serialize for ReasoningEffort {
     }
 }
 
+impl<'de> Deserialize<'de> for ReasoningEffort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(deserializer).map(ReasoningEffort::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The parameters as a request body carries them.
+    fn wire(options: &ChatOptions) -> Value {
+        struct Wire<'a>(&'a ChatOptions);
+        impl Serialize for Wire<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                self.0.serialize_entries(&mut map)?;
+                map.end()
+            }
+        }
+        serde_json::to_value(Wire(options)).unwrap()
+    }
+
+    #[test]
+    fn serde_round_trips_every_parameter_and_names_unknown_keys() {
+        let options = ChatOptions::client_defaults()
+            .model("openai/gpt-oss-120b")
+            .stop(["END"])
+            .seed(7)
+            .tools(vec![crate::Tool::function(
+                "f",
+                "d",
+                json!({"type": "object"}),
+            )])
+            .tool_choice(crate::ToolChoice::Function("f".into()))
+            .parallel_tool_calls(false)
+            .response_format(crate::ResponseFormat::JsonSchema(
+                json!({"name": "x", "schema": {}}),
+            ))
+            .reasoning_effort("high")
+            .extra("top_k", 20)
+            .streaming(true)
+            .stream_usage(false);
+        let text = serde_json::to_string(&options).unwrap();
+        let read: ChatOptions = serde_json::from_str(&text).unwrap();
+        assert_eq!(read, options);
+        // Every parameter written is one the list declares.
+        let written = serde_json::to_value(&options).unwrap();
+        assert_eq!(
+            written.as_object().unwrap().len(),
+            ChatOptions::STANDARD_FIELDS.len() - 3
+        );
+        assert_eq!(written["extra_body"], json!({"top_k": 20}));
+        let unknown = serde_json::from_value::<ChatOptions>(json!({"temprature": 1})).unwrap_err();
+        let message = unknown.to_string();
+        assert!(
+            message.contains("unknown field `temprature`") && message.contains("temperature"),
+            "{message}"
+        );
+        let wrong_type = serde_json::from_value::<ChatOptions>(json!({"seed": "x"})).unwrap_err();
+        assert!(
+            wrong_type.to_string().contains("invalid type"),
+            "{wrong_type}"
+        );
+        for (choice, expected) in [
+            (json!("auto"), crate::ToolChoice::Auto),
+            (
+                json!({"type": "function", "function": {"name": "g"}}),
+                crate::ToolChoice::Function("g".into()),
+            ),
+        ] {
+            let read: ChatOptions = serde_json::from_value(json!({"tool_choice": choice})).unwrap();
+            assert_eq!(read.tool_choice, Some(expected));
+        }
+        assert!(
+            serde_json::from_value::<ChatOptions>(json!({"tool_choice": "sometimes"})).is_err()
+        );
+        let read: ChatOptions =
+            serde_json::from_value(json!({"response_format": {"type": "json_object"}})).unwrap();
+        assert_eq!(
+            read.response_format,
+            Some(crate::ResponseFormat::JsonObject)
+        );
+    }
 
     #[test]
     fn client_defaults_match_the_original() {
@@ -521,7 +607,7 @@ mod tests {
             .parallel_tool_calls(true)
             .streaming(true);
         assert_eq!(
-            serde_json::to_value(&options).unwrap(),
+            wire(&options),
             json!({
                 "max_tokens": 512, "temperature": 1.0, "top_p": 1.0,
                 "frequency_penalty": 0.0, "presence_penalty": 0.0, "n": 1,
@@ -529,10 +615,7 @@ mod tests {
             })
         );
         let named = ChatOptions::new().model("m").stop(["x"]);
-        assert_eq!(
-            serde_json::to_value(&named).unwrap(),
-            json!({"model": "m", "stop": ["x"]})
-        );
+        assert_eq!(wire(&named), json!({"model": "m", "stop": ["x"]}));
     }
 
     #[test]
@@ -546,7 +629,7 @@ mod tests {
             .extra("repetition_penalty", 1.1);
         let merged = client.overlay(&call);
         assert_eq!(
-            serde_json::to_value(&merged).unwrap(),
+            wire(&merged),
             json!({
                 "model": "m", "top_k": 5, "repetition_penalty": 1.1,
                 "chat_template_kwargs": {"enable_thinking": false}

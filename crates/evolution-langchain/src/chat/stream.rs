@@ -52,8 +52,8 @@ impl ChatStream {
             deadline: open.deadline,
             request_id: Some(open.request_id),
         };
-        let body = futures::TryStreamExt::map_err(open.response.into_data_stream(), |e| {
-            StreamReadError(e.describe())
+        let body = futures::TryStreamExt::map_err(open.response.bytes_stream(), |e| {
+            StreamReadError(describe_error(&e))
         });
         Self::decode(body, limits)
     }
@@ -257,7 +257,7 @@ fn interpret(event: SseEvent) -> Step {
     // Fast path: a chunk parses straight into its type. Only events that
     // mention an "error" key (rare) take the slower look at the raw JSON.
     if event.event.as_deref() != Some("error") && ERROR_KEY.find(data.as_bytes()).is_none() {
-        if let Ok(chunk) = crate::inference::wire::from_json_text::<ChatChunk>(data) {
+        if let Ok(chunk) = serde_json::from_str::<ChatChunk>(data) {
             if is_chunk(&chunk, data) {
                 return Step::Chunk(Box::new(chunk));
             }

@@ -9,11 +9,11 @@ use langchain_rust::schemas::{
 };
 use serde_json::{json, Value};
 
-use crate::inference::wire::{
+use crate::chat::wire::{
     ChatChunk, ChatMessage, ChatResponse, ContentPart, FunctionDefinition, ImageUrl,
     MessageContent, ResponseFormat, Role, Tool, ToolCall, ToolChoice, Usage,
 };
-use crate::inference::ChatOptions;
+use crate::chat::ChatOptions;
 
 /// The conversation as chat messages, in order.
 pub(super) fn chat_messages(messages: &[Message]) -> Result<Vec<ChatMessage>, LLMError> {

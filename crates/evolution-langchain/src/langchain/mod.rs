@@ -77,11 +77,11 @@ use langchain_rust::schemas::{Message, StreamData};
 pub use langchain_rust::embedding::Embedder;
 pub use langchain_rust::language_models::llm::LLM;
 
+use crate::chat::wire::{ChatMessage, ChatResponse};
+use crate::chat::EvolutionInference;
+use crate::chat::{ChatOptions, StreamAccumulator};
 use crate::embeddings::EvolutionEmbeddings;
 use crate::error::{AuthError, Error};
-use crate::inference::wire::{ChatMessage, ChatResponse};
-use crate::inference::EvolutionInference;
-use crate::inference::{ChatOptions, StreamAccumulator};
 
 /// The type of `CallOptions::streaming_func`.
 pub(crate) type StreamingFunc = Arc<

@@ -7,9 +7,7 @@ use serde_json::{json, Map, Value};
 use tracing::Span;
 
 use super::{INPUT_MESSAGES, OUTPUT_MESSAGES};
-use crate::inference::wire::{
-    ChatMessage, ChatResponse, ContentPart, MessageContent, Role, ToolCall,
-};
+use crate::chat::wire::{ChatMessage, ChatResponse, ContentPart, MessageContent, Role, ToolCall};
 
 /// Records the messages a chat request sends.
 pub(crate) fn record_input(span: &Span, messages: &[ChatMessage]) {
@@ -118,7 +116,7 @@ fn tool_call_part(call: &ToolCall) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inference::wire::ImageUrl;
+    use crate::chat::wire::ImageUrl;
 
     #[test]
     fn input_messages_follow_the_conventions_shape() {

@@ -3,20 +3,21 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::reply::{HttpError, Reply};
-
 /// Why a body could not be read.
 #[derive(Debug)]
 pub(crate) enum BodyError {
     /// The connection failed or timed out while reading.
-    Transport(HttpError),
+    Transport(reqwest::Error),
     /// More than the limit arrived (or was announced in `Content-Length`).
     TooLarge,
 }
 
 /// The whole body, or [`BodyError::TooLarge`] as soon as it passes `limit`
 /// bytes. Memory use stays within about twice the limit.
-pub(crate) async fn read_limited(mut response: Reply, limit: usize) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
     let announced = response.content_length();
     if announced.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge);
@@ -35,7 +36,10 @@ pub(crate) async fn read_limited(mut response: Reply, limit: usize) -> Result<By
 /// At most the first `limit` bytes of the body; the rest is not read (for
 /// error bodies, of which only the message matters). A read error ends it:
 /// a timeout is returned as such, any other error keeps what has arrived.
-pub(crate) async fn read_prefix(mut response: Reply, limit: usize) -> Result<Bytes, HttpError> {
+pub(crate) async fn read_prefix(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Bytes, reqwest::Error> {
     let mut buffer = BytesMut::new();
     loop {
         match response.chunk().await {

@@ -1,4 +1,5 @@
-//! The HTTP client, URL checks, and turning HTTP errors into text.
+//! The HTTP client (reqwest, the only one), its redirect policy, URL
+//! checks, and turning HTTP errors into text.
 
 use std::time::Duration;
 
@@ -69,17 +70,15 @@ pub(crate) fn same_origin(a: &url::Url, b: &url::Url) -> bool {
 /// redirect). The returned status is `None` in the second case.
 pub(crate) fn redirect_of(
     requested: &url::Url,
-    reply: &super::reply::Reply,
+    reply: &reqwest::Response,
 ) -> Option<(Option<u16>, String)> {
-    if !reply.status.is_redirection() {
-        // Nearly always the reply comes from where the request went.
-        let came_from = reply.came_from.as_ref()?;
+    let came_from = reply.url();
+    if !reply.status().is_redirection() {
         return (!same_origin(requested, came_from))
             .then(|| (None, crate::error::truncate_message(came_from.as_str())));
     }
-    let came_from = reply.came_from.as_ref().unwrap_or(requested);
     let location = reply
-        .headers
+        .headers()
         .get(reqwest::header::LOCATION)
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .map(|location| {
@@ -90,18 +89,16 @@ pub(crate) fn redirect_of(
         })
         .unwrap_or_else(|| "(no Location header)".to_string());
     Some((
-        Some(reply.status.as_u16()),
+        Some(reply.status().as_u16()),
         crate::error::truncate_message(&location),
     ))
 }
 
 /// Whether `url` points at this machine (an unparsable URL does not).
 pub(crate) fn is_loopback(url: &str) -> bool {
-    url::Url::parse(url.trim()).is_ok_and(|url| is_loopback_url(&url))
-}
-
-/// Whether `url` points at this machine.
-pub(crate) fn is_loopback_url(url: &url::Url) -> bool {
+    let Ok(url) = url::Url::parse(url.trim()) else {
+        return false;
+    };
     match url.host() {
         Some(url::Host::Domain(host)) => host.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

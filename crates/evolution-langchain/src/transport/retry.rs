@@ -68,7 +68,7 @@ impl RetryPolicy {
         self.max_retries.saturating_add(1)
     }
 
-    fn backoff(&self) -> ExponentialBuilder {
+    pub(crate) fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(self.initial_backoff)
             .with_max_delay(self.max_backoff)
@@ -78,33 +78,19 @@ impl RetryPolicy {
 
     /// The pause before the next attempt: the server's wish when it stated
     /// one within [`max_retry_after`](Self::max_retry_after), otherwise a
-    /// uniformly random fraction of the backoff ("full jitter"), which
+    /// uniformly random fraction of the backoff step ("full jitter"), which
     /// spreads out clients that failed together.
-    fn pause(&self, error: &Error, backoff: Duration) -> Duration {
-        match error.retry_after() {
+    pub(crate) fn pause(&self, retry_after: Option<Duration>, step: Duration) -> Duration {
+        match retry_after {
             Some(wait) if wait <= self.max_retry_after => wait,
-            _ => backoff.mul_f64(fastrand::f64()),
+            _ => step.mul_f64(fastrand::f64()),
         }
     }
 
-    /// Runs `op` until it succeeds, fails permanently, or the attempts run out.
-    /// The returned error records how many attempts were made.
-    pub(crate) async fn run<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.run_if(what, Error::is_retryable, op).await
-    }
-
-    /// Like [`run`](Self::run), retrying only errors for which `retryable`
-    /// holds (e.g. not token errors the token source already retried).
-    pub(crate) async fn run_if<T, F, Fut>(
-        &self,
-        what: &str,
-        retryable: fn(&Error) -> bool,
-        mut op: F,
-    ) -> Result<T>
+    /// Runs `op` until it succeeds, fails permanently (as
+    /// [`Error::is_retryable`] says), or the attempts run out. The returned
+    /// error records how many attempts were made.
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -117,8 +103,8 @@ impl RetryPolicy {
         counted
             .retry(self.backoff())
             .sleep(tokio::time::sleep)
-            .when(retryable)
-            .adjust(|error, backoff| backoff.map(|b| self.pause(error, b)))
+            .when(Error::is_retryable)
+            .adjust(|error, backoff| backoff.map(|b| self.pause(error.retry_after(), b)))
             .notify(|error, pause| {
                 tracing::warn!(
                     target: "evolution_langchain::retry",
@@ -137,15 +123,31 @@ impl RetryPolicy {
     }
 }
 
-/// Parses a `Retry-After` header: delay-seconds or an HTTP date.
+/// Whether a reply with this status may succeed if sent again: `408`,
+/// `429` and the `5xx` statuses but `501` and `505`, which say the server
+/// cannot do this at all. The one rule for IAM, the model API and the
+/// bridges.
+pub(crate) fn retryable_status(code: u16) -> bool {
+    matches!(code, 408 | 429 | 500 | 502..=504 | 506..=599)
+}
+
+/// When the server wants the next attempt, from `retry-after-ms`
+/// (milliseconds, as OpenAI sends it) or `Retry-After` (seconds, possibly
+/// fractional, or an HTTP date).
 pub(crate) fn parse_retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    let text = |name| headers.get(name)?.to_str().ok().map(str::trim);
+    let seconds = |value: &str, scale: f64| {
+        let number = value.parse::<f64>().ok()?;
+        (number.is_finite() && number >= 0.0)
+            .then(|| Duration::try_from_secs_f64(number / scale).ok())
+            .flatten()
+    };
+    if let Some(wait) = text("retry-after-ms").and_then(|ms| seconds(ms, 1000.0)) {
+        return Some(wait);
+    }
+    let value = text(reqwest::header::RETRY_AFTER.as_str())?;
+    if let Some(wait) = seconds(value, 1.0) {
+        return Some(wait);
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(
@@ -237,9 +239,8 @@ mod tests {
         );
         assert_eq!(err.retry_after(), Some(Duration::from_secs(99_999_999)));
         // At the cap it is still honoured.
-        let at_cap = transient(Some(policy.max_retry_after));
         assert_eq!(
-            policy.pause(&at_cap, Duration::from_millis(1)),
+            policy.pause(Some(policy.max_retry_after), Duration::from_millis(1)),
             policy.max_retry_after
         );
     }
@@ -248,7 +249,7 @@ mod tests {
     fn full_jitter_spreads_over_the_whole_backoff() {
         let policy = RetryPolicy::default();
         let pauses: Vec<Duration> = (0..1000)
-            .map(|_| policy.pause(&transient(None), Duration::from_millis(400)))
+            .map(|_| policy.pause(None, Duration::from_millis(400)))
             .collect();
         assert!(pauses.iter().all(|p| *p <= Duration::from_millis(400)));
         // Full jitter draws from [0, backoff]: both ends are reached.
@@ -275,5 +276,11 @@ mod tests {
         );
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(parse_retry_after(&h), None);
+        h.insert("retry-after", "1.5".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(1500)));
+        h.insert("retry-after", "-1".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), None);
+        h.insert("retry-after-ms", "250".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(250)));
     }
 }

@@ -1,91 +1,24 @@
-//! The OpenAI-compatible wire format: what is sent to `/chat/completions`
-//! and `/embeddings`, and what comes back. Plain serde types, no I/O.
+//! The OpenAI-compatible chat wire format: what is sent to
+//! `/chat/completions` and what comes back. Plain serde types, no I/O.
 //!
 //! Replies are parsed leniently where servers differ (unknown fields are
 //! kept in `extra` maps, `content` may be null) and strictly where a reply would be
 //! meaningless without a field (`choices`, `message`, `data`).
 
-mod extra;
 mod request;
 mod response;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
-pub(crate) use extra::from_json_text;
 pub(crate) use request::RequestBody;
 pub use request::{
     ChatMessage, ChatRequest, ContentPart, FunctionCall, FunctionDefinition, ImageUrl,
     MessageContent, ResponseFormat, Role, StreamOptions, Tool, ToolCall, ToolChoice,
 };
 pub use response::{
-    ChatChunk, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Delta, Extra,
+    ChatChunk, ChatResponse, Choice, ChunkChoice, CompletionTokensDetails, Delta,
     FunctionCallDelta, PromptTokensDetails, ResponseMessage, ToolCallDelta, Usage,
 };
-
-/// An entry of `GET /models`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
-    /// The name to pass as `model`.
-    pub id: String,
-    /// Who provides it.
-    #[serde(default)]
-    pub owned_by: Option<String>,
-    /// Unix time of creation.
-    #[serde(default)]
-    pub created: Option<u64>,
-    /// Fields the server sent that this type does not name; Cloud.ru's
-    /// catalogue adds `is_billable` and `cost` (see the helpers).
-    #[serde(flatten)]
-    pub extra: Extra,
-}
-
-impl ModelInfo {
-    /// Whether using the model is billed (`is_billable`), when the server says.
-    pub fn is_billable(&self) -> Option<bool> {
-        self.extra
-            .get("is_billable")
-            .and_then(serde_json::Value::as_bool)
-    }
-
-    /// The model's `cost` as a number, when the server sent one (a number, or
-    /// a string holding one). The unit is the provider's.
-    pub fn cost(&self) -> Option<f64> {
-        match self.extra.get("cost")? {
-            serde_json::Value::Number(n) => n.as_f64(),
-            serde_json::Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct ModelList {
-    pub(crate) data: Vec<ModelInfo>,
-}
-
-/// The body of `POST /embeddings`.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct EmbeddingRequest<'a> {
-    pub(crate) model: &'a str,
-    pub(crate) input: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) dimensions: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct EmbeddingData {
-    /// Absent on some servers; the position in `data` then.
-    #[serde(default)]
-    pub(crate) index: Option<usize>,
-    pub(crate) embedding: Vec<f32>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct EmbeddingResponse {
-    pub(crate) data: Vec<EmbeddingData>,
-    #[serde(default)]
-    pub(crate) usage: Option<Usage>,
-}
 
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
@@ -129,7 +62,7 @@ mod tests {
     fn request_omits_unset_fields() {
         let mut request = ChatRequest::new(
             vec![ChatMessage::user("hi")],
-            crate::inference::ChatOptions::new()
+            crate::chat::ChatOptions::new()
                 .model("m")
                 .max_tokens(5)
                 .tool_choice(ToolChoice::Function("f".into()))
@@ -149,9 +82,7 @@ mod tests {
         // Streamed, with an extra body field: the exact text, in order.
         let streamed = ChatRequest::with_stream(
             vec![ChatMessage::user("hi")],
-            crate::inference::ChatOptions::new()
-                .model("m")
-                .extra("top_k", 3),
+            crate::chat::ChatOptions::new().model("m").extra("top_k", 3),
             true,
         );
         assert_eq!(
@@ -164,7 +95,7 @@ mod tests {
             serde_json::to_string(&borrowed).unwrap(),
             serde_json::to_string(&streamed).unwrap()
         );
-        let plain = crate::inference::ChatOptions::new().stream_usage(false);
+        let plain = crate::chat::ChatOptions::new().stream_usage(false);
         let unstreamed = RequestBody::new(&streamed.messages, &plain, false);
         assert_eq!(
             serde_json::to_value(unstreamed.streamed()).unwrap(),
@@ -286,29 +217,5 @@ mod tests {
         let mut none = Usage::default();
         none += Usage::default();
         assert_eq!(none.completion_tokens_details, None);
-    }
-
-    #[test]
-    fn model_entries_keep_billing_fields() {
-        let model: ModelInfo = serde_json::from_value(json!({
-            "id": "zai-org/GLM-4.7", "object": "model", "owned_by": "cloud.ru",
-            "is_billable": true, "cost": "1.5"
-        }))
-        .unwrap();
-        assert_eq!(model.is_billable(), Some(true));
-        assert_eq!(model.cost(), Some(1.5));
-        assert_eq!(model.extra["object"], "model");
-        let free: ModelInfo =
-            serde_json::from_value(json!({"id": "m", "is_billable": false, "cost": 0})).unwrap();
-        assert_eq!((free.is_billable(), free.cost()), (Some(false), Some(0.0)));
-        let bare: ModelInfo = serde_json::from_value(json!({"id": "m"})).unwrap();
-        assert_eq!((bare.is_billable(), bare.cost()), (None, None));
-    }
-
-    #[test]
-    fn models_list_with_both_lists() {
-        let body = include_str!("../../../tests/fixtures/llama-server.models.json");
-        let list: ModelList = serde_json::from_str(body).unwrap();
-        assert!(!list.data.is_empty());
     }
 }

@@ -1,10 +1,10 @@
 //! What is sent: messages, tools, and the chat request body.
 
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::inference::options::ChatOptions;
+use crate::chat::options::ChatOptions;
 
 /// Who wrote a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +237,35 @@ impl Serialize for ToolChoice {
     }
 }
 
+/// Reads what [`Serialize`] writes: `"none"`, `"auto"`, `"required"` or
+/// `{"type": "function", "function": {"name": …}}`.
+impl<'de> Deserialize<'de> for ToolChoice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Named {
+            name: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Shape {
+            Mode(String),
+            Function { function: Named },
+        }
+        match Shape::deserialize(deserializer)? {
+            Shape::Mode(mode) => match mode.as_str() {
+                "none" => Ok(ToolChoice::None),
+                "auto" => Ok(ToolChoice::Auto),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(serde::de::Error::invalid_value(
+                    serde::de::Unexpected::Str(other),
+                    &r#""none", "auto", "required" or {"type": "function", "function": {"name": …}}"#,
+                )),
+            },
+            Shape::Function { function } => Ok(ToolChoice::Function(function.name)),
+        }
+    }
+}
+
 /// The format the model must answer in.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResponseFormat {
@@ -258,6 +287,25 @@ impl Serialize for ResponseFormat {
             }
         };
         value.serialize(serializer)
+    }
+}
+
+/// Reads what [`Serialize`] writes: `{"type": "text"}`,
+/// `{"type": "json_object"}` or `{"type": "json_schema", "json_schema": …}`.
+impl<'de> Deserialize<'de> for ResponseFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        enum Shape {
+            Text,
+            JsonObject,
+            JsonSchema { json_schema: Value },
+        }
+        Ok(match Shape::deserialize(deserializer)? {
+            Shape::Text => ResponseFormat::Text,
+            Shape::JsonObject => ResponseFormat::JsonObject,
+            Shape::JsonSchema { json_schema } => ResponseFormat::JsonSchema(json_schema),
+        })
     }
 }
 

@@ -1,9 +1,9 @@
 //! What comes back: complete replies, stream chunks and token usage.
 
-use super::extra::deserialize_with_extra;
-pub use super::extra::Extra;
-use super::{null_as_empty, ToolCall};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{null_as_empty, ToolCall};
 
 /// Token counts of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +124,7 @@ impl std::ops::AddAssign for Usage {
 }
 
 /// The assistant's message in a reply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponseMessage {
     /// Normally `assistant`.
     #[serde(default)]
@@ -149,7 +149,7 @@ pub struct ResponseMessage {
     pub reasoning: Option<String>,
     /// Fields the server sent that this type does not name.
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: Map<String, Value>,
 }
 
 impl ResponseMessage {
@@ -169,7 +169,7 @@ fn either_reasoning<'a>(content: &'a Option<String>, newer: &'a Option<String>) 
 }
 
 /// One of the `n` answers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Choice {
     /// Position among the choices.
     #[serde(default)]
@@ -182,7 +182,7 @@ pub struct Choice {
     /// Fields the server sent that this type does not name (e.g. `logprobs`,
     /// vLLM's `stop_reason`).
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: Map<String, Value>,
 }
 
 impl Choice {
@@ -203,7 +203,7 @@ impl Choice {
 }
 
 /// A complete chat reply.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatResponse {
     /// The server's id for the reply.
     #[serde(default)]
@@ -222,7 +222,7 @@ pub struct ChatResponse {
     /// Fields the server sent that this type does not name (e.g. `object`,
     /// `system_fingerprint`, `prompt_logprobs`).
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: Map<String, Value>,
 }
 
 impl ChatResponse {
@@ -345,10 +345,9 @@ pub struct ChunkChoice {
 /// One streamed chunk (`chat.completion.chunk`).
 ///
 /// Chunks are the hot path of streaming, so unknown fields are kept at the
-/// top level only (in [`extra`](Self::extra), by a hand-written visitor: a
-/// `#[serde(flatten)]` map would buffer every chunk first and double the
-/// parsing time); a choice's or delta's unknown fields are skipped.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// top level only (in [`extra`](Self::extra)); a choice's or delta's
+/// unknown fields are skipped.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatChunk {
     /// The server's id for the reply.
     #[serde(default)]
@@ -368,38 +367,8 @@ pub struct ChatChunk {
     /// Fields the server sent that this type does not name (e.g. `object`,
     /// `system_fingerprint`).
     #[serde(flatten)]
-    pub extra: Extra,
+    pub extra: Map<String, Value>,
 }
-
-deserialize_with_extra!(ResponseMessage, "a chat message object", required = [], {
-    "role" => role: Option<String>,
-    "content" => content: Option<String>,
-    "tool_calls" => tool_calls: Option<Vec<ToolCall>> => Option::unwrap_or_default,
-    "reasoning_content" => reasoning_content: Option<String>,
-    "reasoning" => reasoning: Option<String>,
-});
-
-deserialize_with_extra!(Choice, "a choice object", required = ["message"], {
-    "index" => index: u32,
-    "message" => message: ResponseMessage,
-    "finish_reason" => finish_reason: Option<String>,
-});
-
-deserialize_with_extra!(ChatResponse, "a chat.completion object", required = ["choices"], {
-    "id" => id: Option<String>,
-    "model" => model: Option<String>,
-    "created" => created: Option<u64>,
-    "choices" => choices: Vec<Choice>,
-    "usage" => usage: Option<Usage>,
-});
-
-deserialize_with_extra!(ChatChunk, "a chat.completion.chunk object", required = [], {
-    "id" => id: Option<String>,
-    "model" => model: Option<String>,
-    "created" => created: Option<u64>,
-    "choices" => choices: Option<Vec<ChunkChoice>> => Option::unwrap_or_default,
-    "usage" => usage: Option<Usage>,
-});
 
 impl ChatChunk {
     /// New reasoning text for the first choice (models that stream their
