@@ -73,8 +73,8 @@ pub enum Error {
 
     /// The model API refused the request: a 4xx other than 401/408/429, or
     /// 501/505 (the server cannot do this at all). Not retried.
-    #[error("the model API answered {status}{}: {message}; fix the request (model name, parameters, messages) before retrying{}",
-        error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(), shown(request_id))]
+    #[error("the model API answered {status}{}: {message}; {}{}",
+        error_type.as_deref().map(|t| format!(" ({t})")).unwrap_or_default(), api_remedy(*status), shown(request_id))]
     Api {
         /// HTTP status.
         status: u16,
@@ -244,6 +244,19 @@ fn shown(request_id: &Option<RequestId>) -> String {
         .as_ref()
         .map(|id| format!(" [request id {id}]"))
         .unwrap_or_default()
+}
+
+/// What to do about a refusal with `status`.
+fn api_remedy(status: u16) -> &'static str {
+    match status {
+        403 => {
+            "the key or token has no permission for this model or project: check the key's \
+                rights, the model name and project_id with your Cloud.ru administrator"
+        }
+        404 => "check the model name and that base_url points at the API (e.g. …/v1)",
+        413 => "the request is too large for the server: send less at once",
+        _ => "fix the request (model name, parameters, messages) before retrying",
+    }
 }
 
 fn redirect_verb(status: Option<u16>) -> String {
@@ -581,6 +594,21 @@ mod tests {
             key_id: "k1".into(),
         });
         assert!(e.to_string().contains("check key_id and secret"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_remedy_for_their_status() {
+        let api = |status| Error::Api {
+            status,
+            message: "no".into(),
+            error_type: None,
+            code: None,
+            request_id: None,
+        };
+        assert!(api(403).to_string().contains("permission"), "{}", api(403));
+        assert!(!api(403).to_string().contains("fix the request"));
+        assert!(api(404).to_string().contains("model name"));
+        assert!(api(400).to_string().contains("fix the request"));
     }
 
     #[test]

@@ -586,6 +586,32 @@ async fn streamed_and_plain_answers_agree() {
 }
 
 #[tokio::test]
+async fn a_stream_that_stalls_past_the_timeout_is_a_timeout() {
+    let emu = Emulator::builder()
+        .word_delay(Duration::from_millis(1500))
+        .start()
+        .await
+        .unwrap();
+    let llm = client(&emu)
+        .request_timeout(Duration::from_millis(500))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let mut stream = llm.stream("a b").await.unwrap();
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        last = Some(item);
+    }
+    match last.unwrap() {
+        Err(Error::Timeout { url, timeout, .. }) => {
+            assert!(url.ends_with("/chat/completions"), "{url}");
+            assert_eq!(timeout, Duration::from_millis(500));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_cut_stream_yields_its_chunks_then_an_error() {
     let emu = emulator().await;
     let llm = client(&emu).build().unwrap();
@@ -773,4 +799,24 @@ async fn configuration_from_the_environment() {
     }
     let err = EvolutionInference::from_env().unwrap_err();
     assert!(err.to_string().contains("EVOLUTION_"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_iam_reports_the_attempts_it_made() {
+    let emu = emulator().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let auth_url = format!("http://{}/api/v1/auth/token", closed.local_addr().unwrap());
+    drop(closed);
+    let llm = client(&emu)
+        .auth_url(auth_url)
+        .auth_max_retries(2)
+        .build()
+        .unwrap();
+    let err = llm.invoke("hi").await.unwrap_err();
+    match &err {
+        Error::Auth(AuthError::Connection { attempts, .. }) => assert_eq!(*attempts, 3),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("after 3 attempt(s)"), "{err}");
+    assert_eq!(emu.counters().chat_requests, 0);
 }

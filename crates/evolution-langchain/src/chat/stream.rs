@@ -37,6 +37,8 @@ pub struct ChatStream {
 /// How a byte stream is read: the bounds that keep a hostile server from
 /// holding it open or filling memory, and the call's ids for its errors.
 struct ReadLimits {
+    /// Where the stream comes from, for a stall's timeout error.
+    url: String,
     idle_timeout: Duration,
     max_event_size: usize,
     deadline: Option<tokio::time::Instant>,
@@ -47,6 +49,7 @@ impl ChatStream {
     /// Reads SSE from a stream the transport opened, within its limits.
     pub(crate) fn from_open(open: OpenStream) -> Self {
         let limits = ReadLimits {
+            url: open.url,
             idle_timeout: open.idle_timeout,
             max_event_size: open.max_event_size,
             deadline: open.deadline,
@@ -68,6 +71,7 @@ impl ChatStream {
         E: Into<StreamReadError> + Send,
     {
         let limits = ReadLimits {
+            url: "the stream".to_string(),
             idle_timeout,
             max_event_size: DEFAULT_MAX_EVENT_SIZE,
             deadline: None,
@@ -89,6 +93,7 @@ impl ChatStream {
         E: Into<StreamReadError> + Send,
     {
         let ReadLimits {
+            url,
             idle_timeout,
             max_event_size,
             deadline,
@@ -107,7 +112,9 @@ impl ChatStream {
                         return;
                     }
                     Err(_) => {
-                        yield Err(stream_error(format!("no data for {idle_timeout:?}; the server stalled")));
+                        // The server went quiet: the same failure as a reply
+                        // that never came, whatever had arrived before.
+                        yield Err(Error::Timeout { url, timeout: idle_timeout, attempts: 1, request_id: None });
                         return;
                     }
                     Ok(Some(Err(e))) => {

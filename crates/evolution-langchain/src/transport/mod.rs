@@ -133,6 +133,8 @@ pub(crate) struct Received {
 /// A stream the server accepted, with what its reader needs to know.
 pub(crate) struct OpenStream {
     pub(crate) response: reqwest::Response,
+    /// Where it comes from.
+    pub(crate) url: String,
     pub(crate) request_id: RequestId,
     /// Bound on each wait for more of the body.
     pub(crate) idle_timeout: Duration,
@@ -243,6 +245,7 @@ impl Transport {
         match reading {
             Reading::Open(response) => Ok(OpenStream {
                 response,
+                url: self.url(request.path),
                 request_id,
                 idle_timeout: self.request_timeout,
                 max_event_size: self.max_event_size,
