@@ -283,3 +283,32 @@ async fn a_403_also_gets_one_new_token_and_one_retry_but_not_two() {
     assert!(matches!(err, OpenAIError::ApiError(_)), "{err:?}");
     assert_eq!(emu.counters().chat_requests - before, 2);
 }
+
+#[tokio::test]
+async fn the_pipeline_table_through_the_layer() {
+    use async_openai::middleware::ReqwestService;
+    use evolution_langchain::bridges::async_openai::EvolutionAuthLayer;
+
+    common::pipeline_cases::run_all("async-openai", |base_url, tokens| async move {
+        let http = reqwest::Client::new();
+        let service = tower::ServiceBuilder::new()
+            .layer(EvolutionAuthLayer::new(tokens))
+            .service(ReqwestService::new(http.clone()));
+        let client = Client::build(
+            http,
+            EvolutionConfig::from_api_key("unused").with_api_base(base_url),
+        )
+        .with_http_service(service);
+        let request = CreateChatCompletionRequestArgs::default()
+            .model("m")
+            .messages([ChatCompletionRequestUserMessage::from("hi").into()])
+            .build()
+            .unwrap();
+        match client.chat().create(request).await {
+            Ok(reply) => Ok(reply.choices[0].message.content.clone().unwrap_or_default()),
+            Err(OpenAIError::ApiError(error)) => Err(Some(error.status_code.as_u16())),
+            Err(other) => panic!("{other:?}"),
+        }
+    })
+    .await;
+}

@@ -4,6 +4,8 @@
 
 #![cfg(feature = "rig")]
 
+mod common;
+
 use std::convert::Infallible;
 
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
@@ -198,4 +200,39 @@ async fn transient_failures_are_retried() {
     emu.inject(Target::Chat, Fault::Status(503), 2);
     let agent = rig.with_max_retries(0).agent(emu.default_model()).build();
     assert!(agent.prompt("no retries").await.is_err());
+}
+
+#[tokio::test]
+async fn the_pipeline_table_through_the_transport() {
+    common::pipeline_cases::run_all("rig", |base_url, tokens| async move {
+        let rig = EvolutionRig::from_token_source(tokens).with_base_url(base_url);
+        let agent = rig.agent("m").build();
+        match agent.prompt("hi").await {
+            Ok(answer) => Ok(answer.output().to_string()),
+            Err(error) => Err(status_of(&error)),
+        }
+    })
+    .await;
+}
+
+/// The HTTP status inside a rig error, if its chain holds one.
+fn status_of(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let text = error.to_string();
+    let mut source = Some(error);
+    while let Some(current) = source {
+        if let Some(http) = current
+            .downcast_ref::<evolution_langchain::bridges::rig::rig_core::http_client::Error>()
+        {
+            if let Some(status) = http.non_success_status() {
+                return Some(status.as_u16());
+            }
+        }
+        source = current.source();
+    }
+    // rig's agent reports a provider's refusal as text: "… status 500 …".
+    let after = text
+        .split_once("status ")
+        .unwrap_or_else(|| panic!("no HTTP status in the error: {text}"))
+        .1;
+    after.get(..3).and_then(|code| code.parse().ok())
 }

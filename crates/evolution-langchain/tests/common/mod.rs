@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own share of these
 
+pub mod pipeline_cases;
+
 use std::time::Duration;
 
 use evolution_emulator::{Emulator, EmulatorHandle};
