@@ -2,6 +2,7 @@
 //! (the CLI binary) the way the handle drives an in-process one.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State as AxumState;
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::fault::{Fault, FaultSpec, Target};
 use crate::gate::{ParsedBody, RawBody};
+use crate::limiter::{self, Snapshot};
 use crate::reply;
 use crate::state::State;
 
@@ -25,6 +27,47 @@ pub(crate) async fn reset(AxumState(state): AxumState<Arc<State>>) -> Response {
 pub(crate) async fn revoke(AxumState(state): AxumState<Arc<State>>) -> Response {
     let revoked = state.revoke_tokens();
     Json(json!({"revoked": revoked})).into_response()
+}
+
+/// `{"requests_per_minute","tokens_per_minute","keys":{"<bucket>":{"requests":{"limit",
+/// "remaining","reset"}|null,"tokens":…}}}`: the limits and every key's buckets as of
+/// now (`reset` as the `x-ratelimit-reset-*` headers write it).
+pub(crate) async fn rate_limits(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let snapshot = |s: Option<Snapshot>| {
+        s.map(|s| {
+            json!({
+                "limit": s.limit,
+                "remaining": s.remaining,
+                "reset": limiter::reset_text(s.reset),
+            })
+        })
+    };
+    let keys: serde_json::Map<String, Value> = state
+        .limiter
+        .snapshot(Instant::now())
+        .into_iter()
+        .map(|(key, status)| {
+            let value = json!({
+                "requests": snapshot(status.requests),
+                "tokens": snapshot(status.tokens),
+            });
+            (key, value)
+        })
+        .collect();
+    Json(json!({
+        "requests_per_minute": state.limiter.requests_per_minute(),
+        "tokens_per_minute": state.limiter.tokens_per_minute(),
+        "keys": keys,
+    }))
+    .into_response()
+}
+
+/// Refills every bucket, as [`EmulatorHandle::reset_rate_limits`] does.
+///
+/// [`EmulatorHandle::reset_rate_limits`]: crate::EmulatorHandle::reset_rate_limits
+pub(crate) async fn reset_rate_limits(AxumState(state): AxumState<Arc<State>>) -> Response {
+    state.limiter.reset();
+    Json(json!({"reset": true})).into_response()
 }
 
 pub(crate) async fn requests(AxumState(state): AxumState<Arc<State>>) -> Response {

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::fault::FaultSpec;
 use crate::{
-    EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_REASONING_FIELD,
-    DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET, MAX_TOKEN_TTL_SECS, REASONING_FIELDS,
+    EmulatorBuilder, EmulatorHandle, DEFAULT_KEY_ID, DEFAULT_MAX_AUDIO_BYTES,
+    DEFAULT_REASONING_FIELD, DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET, MAX_TOKEN_TTL_SECS,
+    REASONING_FIELDS,
 };
 
 /// Options that configure an emulator.
@@ -43,7 +44,8 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub word_delay_ms: u64,
 
-    /// Forward chat, models, embeddings and rerank to this OpenAI-compatible base URL.
+    /// Forward chat, models, embeddings and rerank to this OpenAI-compatible base URL
+    /// (transcriptions are always answered by the emulator).
     #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
 
@@ -69,6 +71,25 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = DEFAULT_REQUEST_LOG_LIMIT, value_name = "N")]
     pub request_log_limit: usize,
 
+    /// Requests per minute allowed per key (IAM key id or API key; one shared bucket with
+    /// --no-auth), a token bucket: bursts up to N, then N/60 per second. 0 = no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub rpm: u32,
+
+    /// Tokens per minute allowed per key (prompt characters / 4 plus max_tokens), a
+    /// token bucket like --rpm. 0 = no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub tpm: u32,
+
+    /// Wait this long before every chat, embeddings, rerank and transcription answer, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+
+    /// The largest audio file /v1/audio/transcriptions accepts, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_AUDIO_BYTES, value_name = "BYTES")]
+    pub max_audio_bytes: usize,
+
     /// Queue a fault, `TARGET=FAULT[xN]`, e.g. `chat=status:503x2`, `auth=drop`,
     /// `chat=cut-stream:3` (repeatable; N is at most 1000000).
     #[arg(long = "fault", value_name = "TARGET=FAULT[xN]")]
@@ -91,6 +112,10 @@ impl Default for EmulatorArgs {
             reasoning_field: DEFAULT_REASONING_FIELD.to_owned(),
             embedding_dimensions: 8,
             request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
+            rpm: 0,
+            tpm: 0,
+            latency_ms: 0,
+            max_audio_bytes: DEFAULT_MAX_AUDIO_BYTES,
             fault: Vec::new(),
         }
     }
@@ -108,7 +133,11 @@ impl EmulatorArgs {
             .embedding_dimensions(self.embedding_dimensions)
             .request_log_limit(self.request_log_limit)
             .reasoning_field(self.reasoning_field.clone())
-            .require_auth(!self.no_auth);
+            .require_auth(!self.no_auth)
+            .requests_per_minute(self.rpm)
+            .tokens_per_minute(self.tpm)
+            .latency(Duration::from_millis(self.latency_ms))
+            .max_audio_bytes(self.max_audio_bytes);
         for key in &self.api_key {
             builder = builder.api_key(key.clone());
         }

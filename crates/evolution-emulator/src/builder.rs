@@ -12,8 +12,9 @@ use crate::state::{Config, State};
 #[cfg(doc)]
 use crate::REASONING_MODEL;
 use crate::{
-    server, upstream, DEFAULT_KEY_ID, DEFAULT_MODEL, DEFAULT_REASONING_FIELD,
-    DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET, MAX_TOKEN_TTL_SECS, REASONING_FIELDS,
+    server, upstream, DEFAULT_KEY_ID, DEFAULT_MAX_AUDIO_BYTES, DEFAULT_MODEL,
+    DEFAULT_REASONING_FIELD, DEFAULT_REQUEST_LOG_LIMIT, DEFAULT_SECRET, MAX_TOKEN_TTL_SECS,
+    REASONING_FIELDS,
 };
 
 /// A requested token lifetime as the emulator applies it, in whole seconds: rounded up,
@@ -43,6 +44,10 @@ pub struct EmulatorBuilder {
     reasoning_field: String,
     embedding_dimensions: usize,
     request_log_limit: usize,
+    requests_per_minute: u32,
+    tokens_per_minute: u32,
+    latency: Duration,
+    max_audio_bytes: usize,
     port: u16,
 }
 
@@ -63,6 +68,10 @@ impl Default for EmulatorBuilder {
             reasoning_field: DEFAULT_REASONING_FIELD.to_owned(),
             embedding_dimensions: 8,
             request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
+            requests_per_minute: 0,
+            tokens_per_minute: 0,
+            latency: Duration::ZERO,
+            max_audio_bytes: DEFAULT_MAX_AUDIO_BYTES,
             port: 0,
         }
     }
@@ -134,7 +143,8 @@ impl EmulatorBuilder {
     }
 
     /// Forward chat, models, embeddings and rerank to this OpenAI-compatible base URL (ending in
-    /// `/v1` or equivalent) instead of answering them; auth stays the emulator's.
+    /// `/v1` or equivalent) instead of answering them; auth, rate limits and latency stay
+    /// the emulator's, and transcriptions are always answered by the emulator.
     pub fn upstream(mut self, base_url: impl Into<String>) -> Self {
         self.upstream = Some(base_url.into());
         self
@@ -175,6 +185,46 @@ impl EmulatorBuilder {
     /// whatever the limit.
     pub fn request_log_limit(mut self, limit: usize) -> Self {
         self.request_log_limit = limit;
+        self
+    }
+
+    /// Limits every key to this many requests per minute, as the service does (0, the
+    /// default, is no limit). Each key (an IAM key id, for the tokens issued to it; an API
+    /// key; or one shared bucket when auth is off) has a token bucket holding `rpm`
+    /// requests, refilled continuously at `rpm / 60` per second: a fresh key can send
+    /// `rpm` requests at once, then one every `60 / rpm` seconds. Chat, embeddings, rerank
+    /// and transcription requests count; models and IAM do not. A request the bucket
+    /// cannot pay is answered `429` with `Retry-After` and `x-ratelimit-*` headers, and
+    /// costs nothing.
+    pub fn requests_per_minute(mut self, rpm: u32) -> Self {
+        self.requests_per_minute = rpm;
+        self
+    }
+
+    /// Limits every key to this many tokens per minute, a token bucket like
+    /// [`EmulatorBuilder::requests_per_minute`]'s (0, the default, is no limit). A
+    /// request costs its estimated prompt tokens (characters / 4, rounded up) plus
+    /// `max_completion_tokens` / `max_tokens` (16 when a chat request names neither, times
+    /// `n`); a transcription costs its transcript's words. A request costing more than the
+    /// whole limit is refused `429` with a message saying it can never fit.
+    pub fn tokens_per_minute(mut self, tpm: u32) -> Self {
+        self.tokens_per_minute = tpm;
+        self
+    }
+
+    /// How long every chat, embeddings, rerank and transcription answer waits before it
+    /// is sent (a streamed chat answer: its head), like a server that takes this long to
+    /// answer; default zero. Unlike [`EmulatorBuilder::word_delay`] it does not depend on
+    /// the answer's length. Requests waiting it out count as in flight.
+    pub fn latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// The largest audio file `POST /v1/audio/transcriptions` accepts, in bytes
+    /// (default [`DEFAULT_MAX_AUDIO_BYTES`], 25 MiB); a larger file is answered `413`.
+    pub fn max_audio_bytes(mut self, bytes: usize) -> Self {
+        self.max_audio_bytes = bytes;
         self
     }
 
@@ -230,6 +280,10 @@ impl EmulatorBuilder {
             reasoning_field: self.reasoning_field,
             embedding_dimensions: self.embedding_dimensions,
             request_log_limit: self.request_log_limit,
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            latency: self.latency,
+            max_audio_bytes: self.max_audio_bytes,
         };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).await?;
         let addr = listener.local_addr()?;

@@ -1,7 +1,8 @@
 //! [`ApiRequest`]: the preamble every `/v1/*` handler shares, as an axum extractor.
 //! Extracting one reads and parses the body, starts in-flight counting, runs the gate
-//! (recording, counters, faults, bearer check) and, in upstream mode, forwards the
-//! request; a handler that receives an `ApiRequest` only has to answer it.
+//! (recording, counters, rate limits, faults, bearer check), waits out the configured
+//! latency and, in upstream mode, forwards the request; a handler that receives an
+//! `ApiRequest` only has to answer it.
 
 use std::sync::Arc;
 
@@ -11,8 +12,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::cost;
 use crate::fault::{Fault, Target};
 use crate::gate::{self, Admission, ParsedBody, RawBody};
+use crate::reply::ExtraHeaders;
 use crate::state::{Counter, InFlightGuard, State};
 use crate::upstream;
 
@@ -60,6 +63,17 @@ impl Route {
         matches!(self, Route::Chat | Route::Embeddings | Route::Rerank)
     }
 
+    /// The tokens a request costs against the tokens-per-minute limit, on the routes the
+    /// rate limits cover.
+    fn cost(self, body: &Value) -> Option<u64> {
+        match self {
+            Route::Chat => Some(cost::chat(body)),
+            Route::Embeddings => Some(cost::embeddings(body)),
+            Route::Rerank => Some(cost::rerank(body)),
+            Route::Models | Route::Other => None,
+        }
+    }
+
     /// Whether upstream mode forwards the route (unknown routes are not forwarded).
     fn forwards(self) -> bool {
         !matches!(self, Route::Other)
@@ -98,6 +112,7 @@ impl FromRequest<Arc<State>> for ApiRequest {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let headers = req.headers().clone();
+        let extra_headers = req.extensions().get::<ExtraHeaders>().cloned();
         let route = Route::of(&path);
         let RawBody(raw) = RawBody::from_request(req, state).await?;
 
@@ -119,8 +134,18 @@ impl FromRequest<Arc<State>> for ApiRequest {
             body: &body,
             model: &model,
             stream,
+            // Estimated only when a limit is set: the walk over the messages is wasted otherwise.
+            cost: state
+                .limiter
+                .enabled()
+                .then(|| route.cost(&body.value))
+                .flatten(),
+            extra_headers: extra_headers.as_ref(),
         };
         let shape = gate::admit(state, admission).await?;
+        if route.counts_in_flight() {
+            state.answer_latency().await;
+        }
 
         if route.forwards() && state.upstream_client.is_some() {
             let body = if method == Method::GET {

@@ -18,6 +18,8 @@ pub enum Target {
     Embeddings,
     /// `POST /v1/rerank`.
     Rerank,
+    /// `POST /v1/audio/transcriptions`.
+    Audio,
     /// Any `/v1/*` route; consulted after the route's own queue is empty.
     Api,
 }
@@ -31,6 +33,7 @@ impl Target {
             Target::Models => "models",
             Target::Embeddings => "embeddings",
             Target::Rerank => "rerank",
+            Target::Audio => "audio",
             Target::Api => "api",
         }
     }
@@ -52,9 +55,11 @@ impl FromStr for Target {
             "models" => Ok(Target::Models),
             "embeddings" => Ok(Target::Embeddings),
             "rerank" => Ok(Target::Rerank),
+            "audio" | "transcription" | "transcriptions" => Ok(Target::Audio),
             "api" => Ok(Target::Api),
             other => Err(ParseFaultError(format!(
-                "unknown target {other:?} (expected auth, chat, models, embeddings, rerank or api)"
+                "unknown target {other:?} (expected auth, chat, models, embeddings, rerank, \
+                 audio or api)"
             ))),
         }
     }
@@ -77,7 +82,7 @@ pub enum Fault {
     /// `200` with a `text/html` page, as a misconfigured proxy would send.
     Html,
     /// `200` JSON without the essential field: `access_token` (auth), `choices` (chat),
-    /// `data` (models, embeddings), `results` (rerank).
+    /// `data` (models, embeddings), `results` (rerank), `text` (audio).
     MissingField,
     /// Auth only: `200` with a real token but this `expires_in` value (e.g. `-5`, `"soon"`).
     ExpiresIn(serde_json::Value),

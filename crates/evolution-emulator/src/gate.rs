@@ -1,10 +1,13 @@
 //! What every `/v1/*` request goes through before its route answers: recording,
-//! counting, fault injection and the bearer check (issued token, API key, or none when
-//! auth is off), in that order. Faults come before
-//! the bearer check because they stand for the network and gateways in front of the
-//! real service, which fail regardless of the caller's token.
+//! counting, the rate limits (for requests the bearer lets in), fault injection and the
+//! bearer check (issued token, API key, or none when auth is off), in that order. Faults
+//! come before the bearer check because they stand for the network and gateways in front
+//! of the real service, which fail regardless of the caller's token; the rate limits
+//! come before faults because a refused request must not consume one, and apply only to
+//! requests the bearer lets in, so a bad token is still a `401`, never a `429`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -12,7 +15,8 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::fault::{Fault, Target};
-use crate::reply::{self, FaultContext, FaultOutcome};
+use crate::limiter::{self, Verdict};
+use crate::reply::{self, ExtraHeaders, FaultContext, FaultOutcome};
 use crate::state::{Access, Counter, RecordedRequest, State};
 
 /// A request body as JSON, or why it is not JSON (reported only once the route needs it,
@@ -83,9 +87,17 @@ pub(crate) struct Admission<'a> {
     pub model: &'a str,
     /// Whether the request asked for a stream, for faults with an SSE form.
     pub stream: bool,
+    /// The tokens the request costs against the tokens-per-minute limit, on routes the
+    /// rate limits cover when a limit is set; `None` otherwise (no limit, models, unknown
+    /// routes), which skips the limiter.
+    pub cost: Option<u64>,
+    /// Where headers for the eventual answer go (the `x-ratelimit-*` of an allowed
+    /// request).
+    pub extra_headers: Option<&'a ExtraHeaders>,
 }
 
-/// Records and counts the request, then applies a queued fault and the bearer check.
+/// Records and counts the request, then applies the rate limits (to a request the bearer
+/// lets in), a queued fault and the bearer check.
 /// `Ok` carries a fault the route must apply to its own answer; `Err` is the answer.
 pub(crate) async fn admit(
     state: &Arc<State>,
@@ -115,8 +127,25 @@ pub(crate) async fn admit(
     for &counter in request.counters {
         state.bump(counter);
     }
-    if check == Ok(Access::ApiKey) {
+    if matches!(check, Ok(Access::ApiKey { .. })) {
         state.bump(Counter::ApiKeyRequests);
+    }
+
+    let mut rate_headers = None;
+    if let (Ok(access), Some(cost)) = (&check, request.cost) {
+        if state.limiter.enabled() {
+            let verdict = state
+                .limiter
+                .check(&state.rate_key(access), cost, Instant::now());
+            if let Some(refusal) = limiter::refusal(&verdict) {
+                state.bump(Counter::RateLimited);
+                tracing::debug!(path = request.path, ?verdict, "rate limit refuses request");
+                return Err(refusal);
+            }
+            if let Verdict::Allowed(status) = verdict {
+                rate_headers = Some(limiter::headers(&status));
+            }
+        }
     }
 
     let fault = state.take_fault(request.target);
@@ -141,6 +170,9 @@ pub(crate) async fn admit(
             "invalid_request_error",
             "invalid_api_key",
         ));
+    }
+    if let (Some(slot), Some(headers)) = (request.extra_headers, rate_headers) {
+        slot.extend(headers);
     }
     Ok(shape)
 }

@@ -100,6 +100,13 @@ impl EmulatorHandle {
         self.inner.state.inject(target, fault, times);
     }
 
+    /// Refills every rate-limit bucket: each key can burst up to the per-minute limits
+    /// again ([`EmulatorBuilder::requests_per_minute`],
+    /// [`EmulatorBuilder::tokens_per_minute`]).
+    pub fn reset_rate_limits(&self) {
+        self.inner.state.limiter.reset();
+    }
+
     /// Drops every queued fault.
     pub fn clear_faults(&self) {
         self.inner.state.clear_faults();

@@ -142,6 +142,11 @@ fn oversize_shape(target: Target, model: &str) -> (String, &'static [u8], String
             b"x",
             r#""}}]}"#.to_owned(),
         ),
+        Target::Audio => (
+            r#"{"text":""#.to_owned(),
+            b"x",
+            r#"","usage":{"type":"duration","seconds":0}}"#.to_owned(),
+        ),
         Target::Models | Target::Api => (
             r#"{"object":"list","data":[{"id":""#.to_owned(),
             b"x",
@@ -250,6 +255,7 @@ mod tests {
             Target::Chat,
             Target::Embeddings,
             Target::Rerank,
+            Target::Audio,
             Target::Models,
             Target::Api,
         ] {

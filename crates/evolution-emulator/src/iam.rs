@@ -114,7 +114,7 @@ pub(crate) async fn token(
     };
     if delivered {
         // The token lives exactly the `expires_in` it is issued with (see `Config`).
-        state.register_token(token.clone(), ttl_secs);
+        state.register_token(token.clone(), key_id, ttl_secs);
         state.bump(Counter::TokensIssued);
     }
     answer.insert("access_token".into(), Value::String(token));

@@ -32,7 +32,9 @@
 //! - `POST /api/v1/auth/token` (IAM): `{"keyId","secret"}` → `{"access_token","expires_in"}`,
 //!   `401` for wrong credentials, `403` for a key without rights, `400` for a malformed body.
 //! - `POST /v1/chat/completions`, `GET /v1/models`, `POST /v1/embeddings`,
-//!   `POST /v1/rerank` (word-overlap scores), behind a bearer
+//!   `POST /v1/rerank` (word-overlap scores), `POST /v1/audio/transcriptions` (Whisper's
+//!   multipart upload; the transcript of a UTF-8 file is its text, in `json`, `text`,
+//!   `verbose_json`, `srt` or `vtt`), behind a bearer
 //!   check against the tokens it issued (expiry on the real clock, revocation on demand)
 //!   or Foundation Models API keys sent as they are
 //!   ([`EmulatorBuilder::api_key`]); the check can be switched off
@@ -42,10 +44,15 @@
 //!   like llama.cpp's and OpenAI's; [`REASONING_MODEL`] thinks first, in
 //!   `reasoning_content` (or `reasoning`); or, in upstream mode, answers come from a real
 //!   server it forwards to.
+//! - Rate limits like the service's, per key ([`EmulatorBuilder::requests_per_minute`],
+//!   [`EmulatorBuilder::tokens_per_minute`]): token buckets that allow a burst up to the
+//!   per-minute limit, then the sustained rate; a request over the limit gets `429` with
+//!   `Retry-After` and OpenAI's `x-ratelimit-*` headers. A fixed answer latency
+//!   ([`EmulatorBuilder::latency`]) models a server that takes its time.
 //! - Every `/v1` response carries `x-request-id`: the caller's `X-Request-ID` echoed,
 //!   or a generated `emu-<n>`.
-//! - `/_emulator/*`: JSON control routes (counters, faults, revocation, request log) for
-//!   an emulator running in another process.
+//! - `/_emulator/*`: JSON control routes (counters, faults, revocation, request log,
+//!   rate-limit buckets) for an emulator running in another process.
 //!
 //! Faults ([`Fault`]) can be queued per route family ([`Target`]) to rehearse a client's
 //! error handling: error statuses, delays, garbage bodies, dropped connections and
@@ -54,8 +61,10 @@
 
 mod admin;
 mod args;
+mod audio;
 mod builder;
 mod chat;
+mod cost;
 mod embeddings;
 mod extract;
 mod fault;
@@ -63,6 +72,7 @@ mod gate;
 mod handle;
 mod hostile;
 mod iam;
+mod limiter;
 mod models;
 mod reply;
 mod request_id;
@@ -70,6 +80,8 @@ mod rerank;
 mod script;
 mod server;
 mod state;
+mod transcript;
+mod upload;
 mod upstream;
 mod util;
 
@@ -99,6 +111,9 @@ pub const REASONING_FIELDS: [&str; 2] = ["reasoning_content", "reasoning"];
 pub const MAX_TOKEN_TTL_SECS: u64 = 31_622_400;
 /// How many recent `/v1` requests the log keeps unless told otherwise.
 pub const DEFAULT_REQUEST_LOG_LIMIT: usize = 10_000;
+/// The largest audio file `POST /v1/audio/transcriptions` accepts unless told otherwise:
+/// 25 MiB, OpenAI's limit.
+pub const DEFAULT_MAX_AUDIO_BYTES: usize = 26_214_400;
 
 /// Entry point: [`Emulator::start`] with defaults, or [`Emulator::builder`] to configure.
 #[derive(Debug, Clone, Copy, Default)]

@@ -1,10 +1,11 @@
 //! Building responses: OpenAI-style errors, injected faults, and JSON bodies that a
 //! fault may cut short.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -19,6 +20,27 @@ use crate::{hostile, util};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DropConnectionMarker;
 
+/// Headers a request's answer carries whoever builds it, e.g. the `x-ratelimit-*`
+/// headers decided at the gate: the connection layer puts an empty slot in every `/v1`
+/// request's extensions and adds whatever it holds to the response.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ExtraHeaders(Arc<Mutex<HeaderMap>>);
+
+impl ExtraHeaders {
+    /// Adds `headers` to the answer (replacing earlier values of the same names).
+    pub fn extend(&self, headers: HeaderMap) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(headers);
+    }
+
+    /// Everything added so far, leaving the slot empty.
+    pub fn take(&self) -> HeaderMap {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// `{"error":{"message","type","code"}}` with the given status.
 pub(crate) fn error(
     status: StatusCode,
@@ -27,6 +49,23 @@ pub(crate) fn error(
     code: &str,
 ) -> Response {
     let body = json!({"error": {"message": message.into(), "type": kind, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// An `invalid_request_error` with OpenAI's `param`: the form or body field at fault
+/// (`null` when none is).
+pub(crate) fn field_error(
+    status: StatusCode,
+    message: impl Into<String>,
+    code: &str,
+    param: Option<&str>,
+) -> Response {
+    let body = json!({"error": {
+        "message": message.into(),
+        "type": "invalid_request_error",
+        "code": code,
+        "param": param,
+    }});
     (status, axum::Json(body)).into_response()
 }
 
@@ -112,6 +151,7 @@ fn missing_field_body(target: Target, model: &str) -> Value {
             "model": model,
             "usage": {"prompt_tokens": 0, "total_tokens": 0}
         }),
+        Target::Audio => json!({"usage": {"type": "duration", "seconds": 0}}),
         Target::Models | Target::Api => json!({"object": "list"}),
     }
 }
@@ -262,12 +302,27 @@ pub(crate) fn truncated_body(bytes: Bytes, cut: usize) -> Body {
 /// error object.
 pub(crate) fn json_answer(value: &Value, shape: Option<&Fault>) -> Response {
     match shape {
+        Some(Fault::CutStream(_) | Fault::StreamError(_)) => {
+            body_answer("application/json", Bytes::from(value.to_string()), shape)
+        }
+        _ => (StatusCode::OK, axum::Json(value)).into_response(),
+    }
+}
+
+/// A `200` with this body and content type, shaped like [`json_answer`] by a streaming
+/// fault: [`Fault::CutStream`] cuts it in half, [`Fault::StreamError`] replaces it with
+/// the JSON error object.
+pub(crate) fn body_answer(
+    content_type: &'static str,
+    bytes: Bytes,
+    shape: Option<&Fault>,
+) -> Response {
+    match shape {
         Some(Fault::CutStream(_)) => {
-            let bytes = Bytes::from(value.to_string());
             let cut = bytes.len() / 2;
             (
                 StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
+                [(header::CONTENT_TYPE, content_type)],
                 truncated_body(bytes, cut),
             )
                 .into_response()
@@ -275,7 +330,12 @@ pub(crate) fn json_answer(value: &Value, shape: Option<&Fault>) -> Response {
         Some(Fault::StreamError(_)) => {
             (StatusCode::OK, axum::Json(stream_error_object())).into_response()
         }
-        _ => (StatusCode::OK, axum::Json(value)).into_response(),
+        _ => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, content_type)],
+            bytes,
+        )
+            .into_response(),
     }
 }
 

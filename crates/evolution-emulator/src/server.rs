@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequest;
+use axum::extract::{DefaultBodyLimit, FromRequest};
 use axum::http::{Method, Request, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::extract::ApiRequest;
-use crate::reply::{self, DropConnectionMarker};
+use crate::reply::{self, DropConnectionMarker, ExtraHeaders};
 use crate::state::State;
-use crate::{admin, chat, embeddings, iam, models, request_id, rerank};
+use crate::{admin, audio, chat, embeddings, iam, models, request_id, rerank};
 
 /// How long in-flight responses may keep running once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -33,6 +33,12 @@ fn router(state: Arc<State>) -> Router {
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/rerank", post(rerank::rerank))
+        // The route reads and limits its upload itself (see `upload.rs`), so axum's
+        // 2 MB default must not cut in first.
+        .route(
+            "/v1/audio/transcriptions",
+            post(audio::transcriptions).layer(DefaultBodyLimit::disable()),
+        )
         .route("/v1/models", get(models::models))
         .route("/v1/models/{*id}", get(models::models))
         .route("/_emulator/counters", get(admin::counters))
@@ -43,6 +49,10 @@ fn router(state: Arc<State>) -> Router {
             get(admin::list_faults)
                 .post(admin::add_fault)
                 .delete(admin::clear_faults),
+        )
+        .route(
+            "/_emulator/rate-limits",
+            get(admin::rate_limits).delete(admin::reset_rate_limits),
         )
         .route(
             "/_emulator/requests",
@@ -104,8 +114,14 @@ async fn serve_connection(
     let service = hyper::service::service_fn(move |request: Request<HyperBody>| {
         let mut router = router.clone();
         // Decided before routing, so that every `/v1` answer carries it, whoever made it.
-        let request_id = request_id::applies_to(request.uri().path())
-            .then(|| request_id::for_request(request.headers(), &state));
+        let api = request_id::applies_to(request.uri().path());
+        let request_id = api.then(|| request_id::for_request(request.headers(), &state));
+        let mut request = request;
+        let extra_headers = api.then(|| {
+            let slot = ExtraHeaders::default();
+            request.extensions_mut().insert(slot.clone());
+            slot
+        });
         async move {
             // Router is always ready, so `call` needs no `poll_ready` first.
             let mut response = match router.call(request).await {
@@ -114,6 +130,9 @@ async fn serve_connection(
             };
             if let Some(id) = request_id {
                 response.headers_mut().insert(request_id::HEADER, id);
+            }
+            if let Some(slot) = extra_headers {
+                response.headers_mut().extend(slot.take());
             }
             if response
                 .extensions()

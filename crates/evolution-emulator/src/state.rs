@@ -11,6 +11,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::fault::{Fault, Target};
+use crate::limiter::RateLimiter;
 use crate::util;
 
 /// A snapshot of the emulator's request counters.
@@ -35,11 +36,19 @@ pub struct Counters {
     pub api_key_requests: u64,
     /// Requests to `POST /v1/rerank`.
     pub rerank_requests: u64,
-    /// Chat, embeddings and rerank requests being served right now (a stream counts until its
-    /// body ends).
+    /// Chat, embeddings, rerank and transcription requests being served right now (a
+    /// stream counts until its body ends; a request waiting out
+    /// [`EmulatorBuilder::latency`](crate::EmulatorBuilder::latency) counts too).
     pub in_flight: u64,
     /// The highest `in_flight` seen since start or the last reset.
     pub peak_in_flight: u64,
+    /// `429` answers from the rate limiter
+    /// ([`EmulatorBuilder::requests_per_minute`](crate::EmulatorBuilder::requests_per_minute),
+    /// [`EmulatorBuilder::tokens_per_minute`](crate::EmulatorBuilder::tokens_per_minute));
+    /// injected `429` faults are not counted here.
+    pub rate_limited: u64,
+    /// Requests to `POST /v1/audio/transcriptions`, whatever their outcome.
+    pub transcription_requests: u64,
 }
 
 /// One request to a `/v1/*` route, as the emulator received it.
@@ -107,6 +116,14 @@ pub(crate) struct Config {
     pub embedding_dimensions: usize,
     /// How many recent `/v1` requests the log keeps; 0 records none.
     pub request_log_limit: usize,
+    /// Per-key requests per minute; 0 is no limit.
+    pub requests_per_minute: u32,
+    /// Per-key tokens per minute; 0 is no limit.
+    pub tokens_per_minute: u32,
+    /// How long every counted `/v1` answer waits before it is sent.
+    pub latency: Duration,
+    /// The largest audio file `POST /v1/audio/transcriptions` accepts, in bytes.
+    pub max_audio_bytes: usize,
 }
 
 impl Config {
@@ -141,6 +158,8 @@ struct CounterCells {
     rerank_requests: AtomicU64,
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
+    rate_limited: AtomicU64,
+    transcription_requests: AtomicU64,
 }
 
 /// Which counter a request bumps.
@@ -155,9 +174,13 @@ pub(crate) enum Counter {
     Unauthorized,
     ApiKeyRequests,
     RerankRequests,
+    RateLimited,
+    TranscriptionRequests,
 }
 
 struct TokenInfo {
+    /// The key id the token was issued to: its rate-limit bucket.
+    key_id: String,
     expires: Instant,
     revoked: bool,
 }
@@ -183,12 +206,12 @@ impl TokenRejection {
 }
 
 /// Why a `/v1` request was let in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Access {
-    /// A live token this emulator issued.
-    Token,
-    /// One of the configured API keys.
-    ApiKey,
+    /// A live token this emulator issued, to this key id.
+    Token { key_id: String },
+    /// One of the configured API keys (its position in the list, from 0).
+    ApiKey { index: usize },
     /// Neither, but auth is off.
     Open,
 }
@@ -210,6 +233,8 @@ pub(crate) struct State {
     requests: Mutex<VecDeque<RecordedRequest>>,
     next_id: AtomicU64,
     next_request_number: AtomicU64,
+    /// Per-key request and token buckets.
+    pub limiter: RateLimiter,
 }
 
 /// A poisoned lock only means another request panicked mid-update; the data is still
@@ -225,7 +250,6 @@ impl State {
         shutdown: CancellationToken,
     ) -> Self {
         State {
-            config,
             started_unix: util::unix_now(),
             upstream_client,
             shutdown,
@@ -235,6 +259,8 @@ impl State {
             requests: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             next_request_number: AtomicU64::new(1),
+            limiter: RateLimiter::new(config.requests_per_minute, config.tokens_per_minute),
+            config,
         }
     }
 
@@ -250,6 +276,8 @@ impl State {
             Counter::Unauthorized => &c.unauthorized,
             Counter::ApiKeyRequests => &c.api_key_requests,
             Counter::RerankRequests => &c.rerank_requests,
+            Counter::RateLimited => &c.rate_limited,
+            Counter::TranscriptionRequests => &c.transcription_requests,
         };
         cell.fetch_add(1, Ordering::SeqCst);
     }
@@ -269,6 +297,8 @@ impl State {
             rerank_requests: get(&c.rerank_requests),
             in_flight: get(&c.in_flight),
             peak_in_flight: get(&c.peak_in_flight),
+            rate_limited: get(&c.rate_limited),
+            transcription_requests: get(&c.transcription_requests),
         }
     }
 
@@ -286,6 +316,8 @@ impl State {
             &c.unauthorized,
             &c.api_key_requests,
             &c.rerank_requests,
+            &c.rate_limited,
+            &c.transcription_requests,
         ] {
             cell.store(0, Ordering::SeqCst);
         }
@@ -303,9 +335,10 @@ impl State {
         self.next_request_number.fetch_add(1, Ordering::SeqCst)
     }
 
-    /// Registers a token that stays valid for exactly `ttl_secs` whole seconds from now:
-    /// the `expires_in` it was issued with, so it never dies before the client was told.
-    pub fn register_token(&self, token: String, ttl_secs: u64) {
+    /// Registers a token issued to `key_id` that stays valid for exactly `ttl_secs` whole
+    /// seconds from now: the `expires_in` it was issued with, so it never dies before the
+    /// client was told.
+    pub fn register_token(&self, token: String, key_id: &str, ttl_secs: u64) {
         let now = Instant::now();
         let mut tokens = lock(&self.tokens);
         // Pruning here keeps the map bounded by the tokens alive at once.
@@ -318,6 +351,7 @@ impl State {
         tokens.insert(
             token,
             TokenInfo {
+                key_id: key_id.to_owned(),
                 expires,
                 revoked: false,
             },
@@ -327,17 +361,18 @@ impl State {
     /// Decides whether a `/v1` request with this bearer value is served: a configured API
     /// key or a live issued token is; anything else is refused unless auth is off.
     pub fn authorize(&self, bearer: Option<&str>) -> Result<Access, TokenRejection> {
-        if bearer.is_some_and(|b| self.config.api_keys.iter().any(|k| k == b)) {
-            return Ok(Access::ApiKey);
+        if let Some(index) = bearer.and_then(|b| self.config.api_keys.iter().position(|k| k == b)) {
+            return Ok(Access::ApiKey { index });
         }
         match self.check_token(bearer) {
-            Ok(()) => Ok(Access::Token),
+            Ok(key_id) => Ok(Access::Token { key_id }),
             Err(_) if !self.config.require_auth => Ok(Access::Open),
             Err(rejection) => Err(rejection),
         }
     }
 
-    fn check_token(&self, token: Option<&str>) -> Result<(), TokenRejection> {
+    /// The key id a live token was issued to, or why the token is refused.
+    fn check_token(&self, token: Option<&str>) -> Result<String, TokenRejection> {
         let token = token.ok_or(TokenRejection::Missing)?;
         let tokens = lock(&self.tokens);
         let info = tokens.get(token).ok_or(TokenRejection::Unknown)?;
@@ -346,7 +381,32 @@ impl State {
         } else if info.expires <= Instant::now() {
             Err(TokenRejection::Expired)
         } else {
-            Ok(())
+            Ok(info.key_id.clone())
+        }
+    }
+
+    /// The rate-limit bucket a request let in by `access` pays from: `key-id:<id>` for
+    /// an issued token, `api-key#<n>` (n from 1, in configuration order, so the label
+    /// never shows the key) for an API key, and one `shared` bucket when auth is off.
+    pub fn rate_key(&self, access: &Access) -> String {
+        match access {
+            _ if !self.config.require_auth => "shared".to_owned(),
+            Access::Token { key_id } => format!("key-id:{key_id}"),
+            Access::ApiKey { index } => format!("api-key#{}", index + 1),
+            Access::Open => "shared".to_owned(),
+        }
+    }
+
+    /// Waits [`Config::latency`] (or until shutdown), as a server that takes that long to
+    /// answer.
+    pub async fn answer_latency(&self) {
+        let latency = self.config.latency;
+        if latency.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(latency) => {}
+            () = self.shutdown.cancelled() => {}
         }
     }
 
@@ -394,6 +454,7 @@ impl State {
             Target::Models,
             Target::Embeddings,
             Target::Rerank,
+            Target::Audio,
             Target::Api,
         ] {
             if let Some(queue) = faults.get(&target) {
@@ -420,7 +481,7 @@ impl State {
         };
         match target {
             Target::Auth | Target::Api => pop(target),
-            Target::Chat | Target::Models | Target::Embeddings | Target::Rerank => {
+            Target::Chat | Target::Models | Target::Embeddings | Target::Rerank | Target::Audio => {
                 pop(target).or_else(|| pop(Target::Api))
             }
         }

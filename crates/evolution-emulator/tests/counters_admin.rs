@@ -57,6 +57,8 @@ async fn counters_are_exact() {
             rerank_requests: 0,
             in_flight: 0,
             peak_in_flight: 1,
+            rate_limited: 0,
+            transcription_requests: 0,
         }
     );
     assert_eq!(emu.requests().len(), 5, "auth is not a /v1 request");

@@ -167,3 +167,85 @@ pub fn joined_content(events: &[Event], index: u64) -> String {
         .filter_map(|choice| choice["delta"]["content"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// A `multipart/form-data` body built by hand, byte for byte, so tests control exactly
+/// what the emulator receives (file parts with any bytes, repeated fields, broken framing).
+#[derive(Debug, Clone)]
+pub struct Form {
+    boundary: String,
+    body: Vec<u8>,
+}
+
+impl Default for Form {
+    fn default() -> Self {
+        Form {
+            boundary: "----emulator-test-boundary-7MA4YWxkTrZu0gW".to_owned(),
+            body: Vec::new(),
+        }
+    }
+}
+
+impl Form {
+    /// An empty form.
+    pub fn new() -> Self {
+        Form::default()
+    }
+
+    /// A text field.
+    pub fn text(mut self, name: &str, value: &str) -> Self {
+        let head = format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n",
+            self.boundary
+        );
+        self.body.extend_from_slice(head.as_bytes());
+        self.body.extend_from_slice(value.as_bytes());
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// A file part.
+    pub fn file(mut self, name: &str, filename: &str, content_type: &str, bytes: &[u8]) -> Self {
+        let head = format!(
+            "--{}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n",
+            self.boundary
+        );
+        self.body.extend_from_slice(head.as_bytes());
+        self.body.extend_from_slice(bytes);
+        self.body.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// The `Content-Type` header value.
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+
+    /// The complete body, closing boundary included.
+    pub fn body(&self) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.extend_from_slice(format!("--{}--\r\n", self.boundary).as_bytes());
+        body
+    }
+
+    /// The body without its closing boundary: broken framing.
+    pub fn unterminated_body(&self) -> Vec<u8> {
+        self.body.clone()
+    }
+}
+
+/// POSTs `form` to `/v1/audio/transcriptions`, with a bearer when given.
+pub async fn transcribe(
+    emu: &EmulatorHandle,
+    token: Option<&str>,
+    form: &Form,
+) -> reqwest::Response {
+    let mut request = client()
+        .post(format!("{}/audio/transcriptions", emu.base_url()))
+        .header("content-type", form.content_type())
+        .body(form.body());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.expect("transcription request")
+}
