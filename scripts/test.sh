@@ -18,8 +18,8 @@ cargo test -p evolution-langchain --features rig --test rig
 cargo test -p evolution-langchain --features otel --test otel --test telemetry
 cargo test -p evolution-langchain --features otel --doc otel
 
-step "https through native-tls (the workspace build above, with the CLI's rustls, used rustls)"
-cargo test -p evolution-langchain --test tls
+step "https through native-tls (the workspace build above used rustls, the default)"
+cargo test -p evolution-langchain --no-default-features --features native-tls --test tls
 
 step "the feature examples, against the embedded emulator"
 run_example() { # FEATURE EXAMPLE TEXT-EXPECTED-ON-STDOUT

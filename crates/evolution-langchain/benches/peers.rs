@@ -1,10 +1,12 @@
-//! Our client against the best Rust peer, async-openai 0.43 (issue 13): the
-//! same calls, in the same process, against one canned local HTTP/1.1 server.
+//! Our client against the best Rust peer, async-openai 0.43: the same calls,
+//! in the same process, against one canned local HTTPS server, the path
+//! calls to Cloud.ru take.
 //!
 //! ```text
 //! cargo bench -p evolution-langchain --bench peers
 //! cargo bench -p evolution-langchain --bench peers -- --seconds 3
-//! cargo bench -p evolution-langchain --bench peers -- --only seq   # or conc, stream, build
+//! cargo bench -p evolution-langchain --bench peers -- --only seq   # or conc, stream, build, batch
+//! cargo bench -p evolution-langchain --bench peers -- --ours-http2 # our client offering HTTP/2
 //! ```
 //!
 //! `--seconds S` is how long each client runs in each measurement (default
@@ -13,30 +15,36 @@
 //! the median round. `--only` picks one measurement; other arguments (cargo
 //! passes `--bench`) are ignored.
 //!
-//! The server runs hyper directly on a current-thread runtime of its own
-//! thread and answers from memory: `POST …/chat/completions` gets the body
-//! of `tests/fixtures/llama-server.chat.json`, or with `"stream":true` in
-//! the request the 1,003-chunk `tests/fixtures/llama-server.stream-long.sse`:
+//! The server runs hyper on a current-thread runtime of its own thread,
+//! behind TLS 1.3 (rustls, the test certificate for `localhost` from
+//! `tests/fixtures/tls`, trusted through `SSL_CERT_FILE`), and offers HTTP/2
+//! and HTTP/1.1 by ALPN, with at most [`STREAM_CAP`] concurrent HTTP/2
+//! streams per connection (nginx allows 128). It answers from memory:
+//! `POST …/chat/completions` gets the body of
+//! `tests/fixtures/llama-server.chat.json`, or with `"stream":true` in the
+//! request the 1,003-chunk `tests/fixtures/llama-server.stream-long.sse`:
 //! once as one body written at once (a client then reads many events per
-//! read, which punishes a decoder that copies its buffer per event), once
-//! one event per write (as a server generating tokens sends them; the
-//! `/trickle/v1` base URL). It reads each request body fully before
-//! answering and keeps connections alive. Both clients build a reqwest client
-//! with native TLS (unused over plain HTTP; its setup is paid at
-//! construction, by ours once per process).
-//! async-openai sends through it; ours sends plain HTTP through hyper's
-//! pooled client directly (`transport::direct`, what a client of ours does
-//! for any plain-HTTP server no proxy stands in front of), so the figures
-//! compare the whole of each crate's call: building and serializing the
-//! request, the HTTP client, checking and decoding the reply, and the
-//! stream's SSE parsing.
+//! read), once one event per write (as a server generating tokens sends
+//! them; the `/trickle/v1` base URL). It reads each request body fully
+//! before answering and keeps connections alive.
+//!
+//! Each client runs with its default settings: ours as a user gets it
+//! (HTTP/1.1, the crate's TLS feature), async-openai with its own default
+//! TLS (rustls) and HTTP/1.1 (async-openai does not enable reqwest's
+//! `http2` feature; in this one binary reqwest has it, so their client is
+//! built with `http1_only` to stay what a user of async-openai gets).
+//! `--ours-http2` and `--theirs-http2` offer HTTP/2 instead.
 //!
 //! The measurements: sequential non-streamed calls (one client, a
 //! current-thread runtime); 16 calls in flight through one client (a
 //! multi-thread runtime with 2 workers); streams read one after another,
-//! counted in chunks (current-thread), both ways the server sends them; and building a client, alone and
-//! with its first call (medians of 50 and 30). Building is almost all
-//! native TLS loading the system's CA bundle, in both crates.
+//! counted in chunks (current-thread), both ways the server sends them;
+//! building a client, alone and with its first call (medians of 50 and
+//! 30); and a batch: 600 calls, 16 and then 128 at a time, from a fresh
+//! client, through a proxy that delays every read by 10 ms each way (a link
+//! with 20 ms round trips: `tc netem` is not available here) to a server
+//! that takes 100 ms per answer; ours over HTTP/1.1 and over HTTP/2, and
+//! theirs.
 //!
 //! Every call's answer is checked against the fixture (the text, and for
 //! streams the chunk count and the concatenated text), so a client that
@@ -48,7 +56,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_openai::config::OpenAIConfig;
@@ -63,8 +72,11 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The non-streamed answer the server sends.
 const CHAT_JSON: &[u8] = include_bytes!("../tests/fixtures/llama-server.chat.json");
@@ -84,6 +96,26 @@ const CONCURRENCY: usize = 16;
 const BUILDS: usize = 50;
 /// Clients built and used once for each "build + first call" figure.
 const FIRST_CALLS: usize = 30;
+/// Most concurrent HTTP/2 streams the server allows on one connection.
+const STREAM_CAP: u32 = 100;
+/// Calls in the batch measurement.
+const BATCH_CALLS: usize = 600;
+/// Calls in flight in the batch measurement.
+const BATCH_CONCURRENCY: [usize; 2] = [16, 128];
+/// The one-way delay of the batch measurement's link.
+const LINK_DELAY: Duration = Duration::from_millis(10);
+/// How long the server takes per answer in the batch measurement.
+const SERVER_TIME: Duration = Duration::from_millis(100);
+/// The server's certificate and key, for `localhost`.
+const SERVER_CERT: &[u8] = include_bytes!("../tests/fixtures/tls/trusted-server.pem");
+const SERVER_KEY: &[u8] = include_bytes!("../tests/fixtures/tls/trusted-server.key");
+
+/// How long the server waits before each answer, in microseconds.
+static SERVER_DELAY_US: AtomicU64 = AtomicU64::new(0);
+/// Whether our client offers HTTP/2 (`--ours-http2`).
+static OURS_HTTP2: AtomicBool = AtomicBool::new(false);
+/// Whether async-openai's client offers HTTP/2 (`--theirs-http2`).
+static THEIRS_HTTP2: AtomicBool = AtomicBool::new(false);
 
 /// What the clients must get back, read from the fixtures.
 #[derive(Clone)]
@@ -135,6 +167,10 @@ struct Args {
     /// a profiler (e.g. callgrind, where two runs with different N give the
     /// instructions per call, server included).
     calls: Option<(Kind, u64)>,
+    /// `--ours-http2`: our client offers HTTP/2.
+    ours_http2: bool,
+    /// `--theirs-http2`: async-openai's client offers HTTP/2.
+    theirs_http2: bool,
 }
 
 impl Args {
@@ -144,6 +180,8 @@ impl Args {
             seconds: 2.5,
             only: None,
             calls: None,
+            ours_http2: false,
+            theirs_http2: false,
         };
         let mut argv = std::env::args().skip(1);
         while let Some(arg) = argv.next() {
@@ -165,8 +203,8 @@ impl Args {
                 "--only" => {
                     let value = inline.or_else(|| argv.next()).unwrap_or_default();
                     assert!(
-                        ["seq", "conc", "stream", "build"].contains(&value.as_str()),
-                        "--only wants seq, conc, stream or build, not {value:?}"
+                        ["seq", "conc", "stream", "build", "batch"].contains(&value.as_str()),
+                        "--only wants seq, conc, stream, build or batch, not {value:?}"
                     );
                     args.only = Some(value);
                 }
@@ -183,6 +221,8 @@ impl Args {
                         .unwrap_or_else(|_| panic!("--calls wants a count, not {count:?}"));
                     args.calls = Some((kind, count));
                 }
+                "--ours-http2" => args.ours_http2 = true,
+                "--theirs-http2" => args.theirs_http2 = true,
                 _ => {} // `--bench` from cargo, filters and the like
             }
         }
@@ -200,8 +240,9 @@ impl Args {
     }
 }
 
-/// Starts the canned server on a thread of its own; returns its base URL.
-fn start_server() -> String {
+/// Starts the canned HTTPS server on a thread of its own; returns its
+/// address.
+fn start_server() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     let addr: SocketAddr = listener.local_addr().expect("local address");
     listener
@@ -209,32 +250,121 @@ fn start_server() -> String {
         .expect("non-blocking listener");
     std::thread::Builder::new()
         .name("canned-server".into())
-        .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(serve(listener));
-        })
+        .spawn(move || current_thread().block_on(serve(listener)))
         .expect("server thread");
-    format!("http://{addr}/v1")
+    addr
 }
 
-/// Accepts connections forever, each served with keep-alive.
+/// The server's TLS setup: the `localhost` certificate, HTTP/2 and HTTP/1.1
+/// offered.
+fn acceptor() -> tokio_rustls::TlsAcceptor {
+    let certs = CertificateDer::pem_slice_iter(SERVER_CERT)
+        .collect::<Result<Vec<_>, _>>()
+        .expect("the server certificate");
+    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY).expect("the server key");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("a server TLS setup");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Accepts connections forever, each served over TLS with keep-alive, in
+/// HTTP/2 or HTTP/1.1 as the client chose.
 async fn serve(listener: std::net::TcpListener) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let acceptor = acceptor();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), hyper::service::service_fn(answer))
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http2().max_concurrent_streams(STREAM_CAP);
+            let _ = builder
+                .serve_connection(TokioIo::new(tls), hyper::service::service_fn(answer))
                 .await;
         });
     }
+}
+
+/// A TCP proxy to `target` that delays everything it forwards by `delay`,
+/// each way, keeping the order: a link with `2 × delay` round trips.
+fn start_delaying_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local address");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    std::thread::Builder::new()
+        .name("delaying-proxy".into())
+        .spawn(move || {
+            current_thread().block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    tokio::spawn(async move {
+                        let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::spawn(delayed_copy(client_read, server_write, delay));
+                        tokio::spawn(delayed_copy(server_read, client_write, delay));
+                    });
+                }
+            })
+        })
+        .expect("proxy thread");
+    addr
+}
+
+/// Copies `from` to `to`, each piece written `delay` after it was read.
+async fn delayed_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, piece)) = receiver.recv().await {
+            tokio::time::sleep_until(due.into()).await;
+            if to.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buffer = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0
+            || sender
+                .send((Instant::now() + delay, buffer[..n].to_vec()))
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(sender);
+    let _ = writer.await;
+}
+
+/// The base URL of the server at `addr` (by name: the certificate is for
+/// `localhost`).
+fn base_url(addr: SocketAddr) -> String {
+    format!("https://localhost:{}/v1", addr.port())
 }
 
 /// The body of the last non-streamed chat request the server read.
@@ -272,6 +402,10 @@ async fn answer(request: Request<Incoming>) -> Result<Response<Body>, hyper::Err
     let is_chat = request.method() == Method::POST && path.ends_with("/chat/completions");
     let trickle = path.starts_with(TRICKLE);
     let body = request.into_body().collect().await?.to_bytes();
+    let delay = SERVER_DELAY_US.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_micros(delay)).await;
+    }
     if is_chat && memchr::memmem::find(&body, b"\"stream\":true").is_none() {
         *LAST_REQUEST.lock().expect("request lock") = Some(body.clone());
     }
@@ -345,27 +479,47 @@ enum Peer {
 }
 
 impl Peer {
-    /// Builds a client of `kind` for `base_url`.
+    /// Builds a client of `kind` for `base_url`, offering HTTP/2 as the
+    /// command line says.
     fn build(kind: Kind, base_url: &str) -> Peer {
+        let http2 = match kind {
+            Kind::Ours => OURS_HTTP2.load(Ordering::Relaxed),
+            Kind::Theirs => THEIRS_HTTP2.load(Ordering::Relaxed),
+        };
+        Self::build_with(kind, base_url, http2)
+    }
+
+    /// Builds a client of `kind` for `base_url`, offering HTTP/2 if `http2`.
+    fn build_with(kind: Kind, base_url: &str, http2: bool) -> Peer {
         match kind {
             Kind::Ours => Peer::Ours {
                 client: EvolutionInference::builder()
                     .base_url(base_url)
                     .api_key(API_KEY)
                     .model(MODEL)
+                    .http2(http2)
                     .build()
                     .expect("our client builds"),
                 messages: vec![ChatMessage::user(PROMPT)],
                 options: ChatOptions::default(),
             },
-            Kind::Theirs => Peer::Theirs {
-                client: async_openai::Client::with_config(
-                    OpenAIConfig::new()
-                        .with_api_base(base_url)
-                        .with_api_key(API_KEY),
-                ),
-                request: their_request(),
-            },
+            Kind::Theirs => {
+                // What async-openai builds itself (`reqwest::Client::new()`),
+                // with the HTTP versions of a build of async-openai alone.
+                let mut http = reqwest::Client::builder();
+                if !http2 {
+                    http = http.http1_only();
+                }
+                Peer::Theirs {
+                    client: async_openai::Client::build(
+                        http.build().expect("their reqwest client"),
+                        OpenAIConfig::new()
+                            .with_api_base(base_url)
+                            .with_api_key(API_KEY),
+                    ),
+                    request: their_request(),
+                }
+            }
         }
     }
 
@@ -767,6 +921,75 @@ fn construction(base_url: &str, expected: &Expected) -> [Row; 2] {
     })
 }
 
+/// (e) A batch from a fresh client: [`BATCH_CALLS`] calls, `concurrency`
+/// at a time, over a link with [`LINK_DELAY`] each way to a server that
+/// takes [`SERVER_TIME`] per answer; calls per second (wall clock). Ours
+/// over HTTP/1.1, ours over HTTP/2, theirs as set.
+fn batch(server: SocketAddr, expected: &Expected) -> Vec<Row> {
+    let proxy = base_url(start_delaying_proxy(server, LINK_DELAY));
+    SERVER_DELAY_US.store(SERVER_TIME.as_micros() as u64, Ordering::Relaxed);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("multi-thread runtime");
+    let expected = Arc::new(expected.clone());
+    let run = |kind: Kind, http2: bool, concurrency: usize| {
+        let expected = Arc::clone(&expected);
+        let proxy = proxy.clone();
+        runtime.block_on(async move {
+            let peer = Arc::new(Peer::build_with(kind, &proxy, http2));
+            let started = Instant::now();
+            let done = futures::stream::iter(0..BATCH_CALLS)
+                .map(|_| {
+                    let (peer, expected) = (Arc::clone(&peer), Arc::clone(&expected));
+                    async move { peer.call(&expected).await }
+                })
+                .buffer_unordered(concurrency)
+                .count()
+                .await;
+            assert_eq!(done, BATCH_CALLS);
+            BATCH_CALLS as f64 / started.elapsed().as_secs_f64()
+        })
+    };
+    let theirs_http2 = THEIRS_HTTP2.load(Ordering::Relaxed);
+    let mut rows = Vec::new();
+    for concurrency in BATCH_CONCURRENCY {
+        // Two rounds each, alternating, the better kept (a batch is long
+        // enough that the machine's noise shows as a slow round, not a fast one).
+        let mut figures = [0.0f64; 3];
+        for _ in 0..2 {
+            for (slot, (kind, http2)) in [
+                (Kind::Ours, false),
+                (Kind::Ours, true),
+                (Kind::Theirs, theirs_http2),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                figures[slot] = figures[slot].max(run(kind, http2, concurrency));
+            }
+        }
+        println!(
+            "  batch of {BATCH_CALLS}, {concurrency} in flight: ours HTTP/1.1 {:.0}/s, ours HTTP/2 {:.0}/s, async-openai {:.0}/s",
+            figures[0], figures[1], figures[2]
+        );
+        let name: &'static str = if concurrency == BATCH_CONCURRENCY[0] {
+            "batch calls/s, 16 in flight"
+        } else {
+            "batch calls/s, 128 in flight"
+        };
+        rows.push(Row {
+            name,
+            ours: figures[0],
+            theirs: figures[2],
+            higher_is_better: true,
+        });
+    }
+    SERVER_DELAY_US.store(0, Ordering::Relaxed);
+    rows
+}
+
 /// A current-thread runtime with time and I/O.
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -777,8 +1000,21 @@ fn current_thread() -> tokio::runtime::Runtime {
 
 fn main() {
     let args = Args::parse();
+    OURS_HTTP2.store(args.ours_http2, Ordering::Relaxed);
+    THEIRS_HTTP2.store(args.theirs_http2, Ordering::Relaxed);
+    // Both clients trust the test CA, as the system's roots, before either
+    // is built (both TLS setups read SSL_CERT_FILE).
+    std::env::set_var(
+        "SSL_CERT_FILE",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/tls/trusted-ca.pem"
+        ),
+    );
+    std::env::remove_var("SSL_CERT_DIR");
     let expected = Expected::from_fixtures();
-    let base_url = start_server();
+    let server = start_server();
+    let base_url = base_url(server);
     if let Some((kind, count)) = args.calls {
         current_thread().block_on(async {
             let peer = Peer::build(kind, &base_url);
@@ -790,8 +1026,14 @@ fn main() {
         return;
     }
     println!(
-        "peers: evolution-langchain vs async-openai 0.43 against {base_url} \
+        "peers: evolution-langchain (HTTP/{}) vs async-openai 0.43 (HTTP/{}) against {base_url} \
          ({:.1} s per client per measurement, {ROUNDS} alternating rounds, medians)",
+        if args.ours_http2 { "2 offered" } else { "1.1" },
+        if args.theirs_http2 {
+            "2 offered"
+        } else {
+            "1.1"
+        },
         args.seconds
     );
     let mut rows = Vec::new();
@@ -811,6 +1053,12 @@ fn main() {
     }
     if args.runs("build") {
         for row in construction(&base_url, &expected) {
+            row.print();
+            rows.push(row);
+        }
+    }
+    if args.runs("batch") {
+        for row in batch(server, &expected) {
             row.print();
             rows.push(row);
         }

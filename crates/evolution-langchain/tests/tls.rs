@@ -88,7 +88,15 @@ async fn trusted_servers_are_reached_and_unknown_issuers_refused() {
         "the refusal names the certificate: {text}"
     );
 
-    // And the trusted server again, through a third client.
+    // And the trusted server again, through a third client, and through one
+    // that offers HTTP/2 (this server speaks HTTP/1.1 only: ALPN falls back).
     let models = client(&trusted).list_models().await.unwrap();
     assert_eq!(models.len(), 1);
+    let offering_http2 = EvolutionInference::builder()
+        .base_url(&trusted)
+        .api_key("test-key")
+        .http2(true)
+        .build()
+        .unwrap();
+    assert_eq!(offering_http2.list_models().await.unwrap().len(), 1);
 }

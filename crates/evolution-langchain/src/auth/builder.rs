@@ -177,7 +177,7 @@ impl<M> TokenManagerBuilder<M> {
             Some(client) => (client, None),
             None => {
                 let targets: Vec<&str> = self.auth_url.as_deref().into_iter().collect();
-                match crate::transport::http::default_client(&targets) {
+                match crate::transport::http::default_client(&targets, false) {
                     Ok(client) => (client, None),
                     Err(error) => (reqwest::Client::new(), Some(error)),
                 }

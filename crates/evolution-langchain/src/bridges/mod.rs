@@ -50,8 +50,9 @@ pub(crate) fn env_source(env: &EnvSettings) -> Result<EnvSource> {
 }
 
 /// The HTTP client a bridge uses unless given one: this crate's default
-/// client (the process's shared TLS setup, same-origin redirects only, a
-/// connect timeout); `reqwest::Client::default()` if that cannot be built.
+/// client (the process's shared TLS setup, HTTP/1.1, same-origin redirects
+/// only, a connect timeout); `reqwest::Client::default()` if that cannot be
+/// built.
 pub(crate) fn default_http_client() -> reqwest::Client {
-    crate::transport::http::default_client(&[]).unwrap_or_default()
+    crate::transport::http::default_client(&[], false).unwrap_or_default()
 }

@@ -69,6 +69,8 @@ pub(crate) struct Connection {
     pub(crate) max_event_size: Option<usize>,
     pub(crate) max_auth_response_size: Option<usize>,
     pub(crate) stream_deadline: Option<Duration>,
+    /// Offer HTTP/2 to HTTPS servers (the crate's own client only).
+    pub(crate) http2: bool,
     pub(crate) headers: HeaderMap,
     /// A header that could not be parsed, reported by `build`.
     pub(crate) header_error: Option<Error>,
@@ -169,7 +171,7 @@ impl Connection {
             None => {
                 let mut targets = vec![base_url.as_str()];
                 targets.extend(self.auth_url.as_deref());
-                default_client(&targets)?
+                default_client(&targets, self.http2)?
             }
         };
 

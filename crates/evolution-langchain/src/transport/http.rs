@@ -13,20 +13,26 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The user agent of the clients this crate builds.
 pub(crate) const USER_AGENT: &str = concat!("evolution-langchain-rs/", env!("CARGO_PKG_VERSION"));
 
-/// The client used when the caller does not bring one: pooled, HTTP/1.1 and
-/// HTTP/2, with a connect timeout, the crate's user agent and the process's
-/// shared TLS setup ([`tls`](super::tls)). When every
-/// target is on this machine (an emulator, a local gateway), system proxy
-/// settings are ignored: a proxy could not reach them anyway.
-pub(crate) fn default_client(targets: &[&str]) -> Result<reqwest::Client> {
+/// The client used when the caller does not bring one: pooled, with a
+/// connect timeout, the crate's user agent and the process's shared TLS
+/// setup ([`tls`](super::tls)). It speaks HTTP/1.1 unless `http2`, in which
+/// case HTTPS servers are offered HTTP/2 as well (see the
+/// [`http2`](crate::ClientBuilder::http2) setting for why HTTP/1.1 is the
+/// default). When every target is on this machine (an emulator, a local
+/// gateway), system proxy settings are ignored: a proxy could not reach
+/// them anyway.
+pub(crate) fn default_client(targets: &[&str], http2: bool) -> Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .user_agent(USER_AGENT)
         .redirect(same_origin_redirects());
+    if !http2 {
+        builder = builder.http1_only();
+    }
     if !targets.is_empty() && targets.iter().all(|target| is_loopback(target)) {
         builder = builder.no_proxy();
     }
-    super::tls::configure(builder)?.build().map_err(|e| {
+    super::tls::configure(builder, http2)?.build().map_err(|e| {
         Error::config(
             "http_client",
             format!("could not be built: {}", describe_error(&e)),

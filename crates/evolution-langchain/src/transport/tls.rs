@@ -14,27 +14,50 @@
 //! - With `native-tls` alone: one `native_tls::TlsConnector` (roots loaded
 //!   when the first client is built), shared.
 //!
-//! Both offer HTTP/2 and HTTP/1.1 by ALPN, as reqwest's own setup does.
+//! ALPN offers HTTP/1.1 only, or HTTP/2 and HTTP/1.1 when the client speaks
+//! both: what reqwest's own setup does for its HTTP version setting, which
+//! it leaves alone in a preconfigured TLS setup.
 
 #[cfg(any(feature = "rustls", feature = "native-tls"))]
 use crate::error::{Error, Result};
 
-/// Gives `builder` the process's shared TLS configuration.
-#[cfg(feature = "rustls")]
-pub(crate) fn configure(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
-    Ok(builder.tls_backend_preconfigured(rustls_backend::config()?))
+/// The protocols ALPN offers.
+#[cfg(any(feature = "rustls", feature = "native-tls"))]
+fn alpn(http2: bool) -> &'static [&'static str] {
+    if http2 {
+        &["h2", "http/1.1"]
+    } else {
+        &["http/1.1"]
+    }
 }
 
-/// Gives `builder` the process's shared TLS configuration.
+/// Gives `builder` the process's shared TLS configuration, offering HTTP/2
+/// by ALPN when `http2`.
+#[cfg(feature = "rustls")]
+pub(crate) fn configure(
+    builder: reqwest::ClientBuilder,
+    http2: bool,
+) -> Result<reqwest::ClientBuilder> {
+    let mut config = rustls_backend::config()?;
+    config.alpn_protocols = alpn(http2).iter().map(|p| p.as_bytes().to_vec()).collect();
+    Ok(builder.tls_backend_preconfigured(config))
+}
+
+/// Gives `builder` the process's shared TLS configuration, offering HTTP/2
+/// by ALPN when `http2`.
 #[cfg(all(feature = "native-tls", not(feature = "rustls")))]
-pub(crate) fn configure(builder: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder> {
-    Ok(builder.tls_backend_preconfigured(native::connector()?))
+pub(crate) fn configure(
+    builder: reqwest::ClientBuilder,
+    http2: bool,
+) -> Result<reqwest::ClientBuilder> {
+    Ok(builder.tls_backend_preconfigured(native::connector(http2)?))
 }
 
 /// Without a TLS feature there is nothing to configure (and no https).
 #[cfg(not(any(feature = "native-tls", feature = "rustls")))]
 pub(crate) fn configure(
     builder: reqwest::ClientBuilder,
+    _http2: bool,
 ) -> crate::error::Result<reqwest::ClientBuilder> {
     Ok(builder)
 }
@@ -48,21 +71,24 @@ fn tls_error(message: String) -> Error {
 mod native {
     use std::sync::OnceLock;
 
-    use super::{tls_error, Result};
+    use super::{alpn, tls_error, Result};
 
-    static CONNECTOR: OnceLock<native_tls::TlsConnector> = OnceLock::new();
+    /// One connector per ALPN list (HTTP/1.1 only; HTTP/2 too), each made
+    /// when first needed.
+    static CONNECTORS: [OnceLock<native_tls::TlsConnector>; 2] = [OnceLock::new(), OnceLock::new()];
 
     /// The shared connector (a cheap clone of one OpenSSL context). A
     /// failure is not kept: the next client tries again.
-    pub(super) fn connector() -> Result<native_tls::TlsConnector> {
-        if let Some(connector) = CONNECTOR.get() {
+    pub(super) fn connector(http2: bool) -> Result<native_tls::TlsConnector> {
+        let slot = &CONNECTORS[usize::from(http2)];
+        if let Some(connector) = slot.get() {
             return Ok(connector.clone());
         }
         let connector = native_tls::TlsConnector::builder()
-            .request_alpns(&["h2", "http/1.1"])
+            .request_alpns(alpn(http2))
             .build()
             .map_err(|e| tls_error(e.to_string()))?;
-        Ok(CONNECTOR.get_or_init(|| connector).clone())
+        Ok(slot.get_or_init(|| connector).clone())
     }
 }
 
@@ -80,7 +106,7 @@ mod rustls_backend {
     static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
 
     /// The shared configuration (its parts are behind `Arc`s: cloning it
-    /// copies a few pointers and the ALPN list).
+    /// copies a few pointers and the ALPN list, which the caller sets).
     pub(super) fn config() -> Result<rustls::ClientConfig> {
         if let Some(config) = CONFIG.get() {
             return Ok(config.clone());
@@ -94,13 +120,12 @@ mod rustls_backend {
             provider: provider.clone(),
             platform: OnceLock::new(),
         };
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(CONFIG.get_or_init(|| config).clone())
     }
 
