@@ -127,7 +127,7 @@ impl Fault {
 
 /// `250ms`, or `1500us` when the duration is not a whole number of milliseconds.
 fn fmt_duration(f: &mut fmt::Formatter<'_>, d: &Duration) -> fmt::Result {
-    if d.subsec_nanos() % 1_000_000 == 0 {
+    if d.subsec_nanos().is_multiple_of(1_000_000) {
         write!(f, "{}ms", d.as_millis())
     } else {
         write!(f, "{}us", d.as_micros())

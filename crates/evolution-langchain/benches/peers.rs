@@ -448,7 +448,7 @@ enum Kind {
 impl Kind {
     /// Both, in the order a round runs them: alternating who goes first.
     fn order(round: u32) -> [Kind; 2] {
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             [Kind::Ours, Kind::Theirs]
         } else {
             [Kind::Theirs, Kind::Ours]

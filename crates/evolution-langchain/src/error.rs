@@ -21,6 +21,7 @@
 //! | a stream that broke after it started | [`Error::Stream`] |
 //! | a redirect to another origin (not followed) | [`Error::Redirected`] / `Error::Auth(AuthError::Redirected)` |
 //! | a reply over a size limit | [`Error::TooLarge`] / `Error::Auth(AuthError::TooLarge)` |
+//! | an upload over the limit, or answered `413` | [`Error::UploadTooLarge`] |
 //!
 //! Errors from a call to the model API carry its [`RequestId`] (the
 //! `X-Request-ID` sent, and the server's own id when it answered with one):
@@ -170,6 +171,25 @@ pub enum Error {
         /// The builder setting that raises it.
         setting: String,
         /// The call's request ids.
+        request_id: Option<RequestId>,
+    },
+
+    /// An upload (an audio file to transcribe) is larger than the server
+    /// takes: refused before anything is sent when the size is known, or
+    /// answered `413` by the server. Not retried.
+    #[error("the upload is {size} bytes, {}; split or compress it (for audio: shorter pieces, or mono 16 kHz in a compressed format such as mp3 or ogg){}",
+        match limit {
+            Some(limit) => format!("over the limit of {limit} bytes (raise `max_upload_size` if your server takes more)"),
+            None => "more than the server takes (it answered 413)".to_string(),
+        },
+        shown(request_id))]
+    UploadTooLarge {
+        /// The upload's size.
+        size: u64,
+        /// Our limit, when it was ours that refused; `None` when the server
+        /// answered `413`.
+        limit: Option<u64>,
+        /// The call's request ids, when the server refused it.
         request_id: Option<RequestId>,
     },
 
@@ -434,6 +454,9 @@ macro_rules! on_request_id {
             | Error::TooLarge {
                 request_id: $id, ..
             }
+            | Error::UploadTooLarge {
+                request_id: $id, ..
+            }
             | Error::Stream {
                 request_id: $id, ..
             }
@@ -466,6 +489,7 @@ impl Error {
             | Error::Stream { .. }
             | Error::Redirected { .. }
             | Error::TooLarge { .. }
+            | Error::UploadTooLarge { .. }
             | Error::Batch { .. } => false,
         }
     }
@@ -474,6 +498,10 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } | Error::Unavailable { status, .. } => Some(*status),
+            Error::UploadTooLarge {
+                request_id: Some(_),
+                ..
+            } => Some(413),
             Error::Auth(AuthError::InvalidCredentials { .. }) => Some(401),
             Error::Auth(AuthError::Forbidden { .. }) => Some(403),
             Error::Auth(AuthError::TokenRejected { .. } | AuthError::KeyRejected { .. }) => {

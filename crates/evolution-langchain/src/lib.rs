@@ -68,9 +68,55 @@
 //! `Debug` or `Display` output, error message or log event contains them; a
 //! token appears in debug logs as at most its first eight characters.
 
+mod audio;
 pub mod auth;
 #[cfg(feature = "blocking")]
-pub mod blocking;
+pub mod blocking {
+    //! A synchronous facade for programs without an async runtime, mirroring the
+    //! async API name for name (as `reqwest::blocking` does): switch by changing
+    //! the import.
+    //!
+    //! The calls run on one small Tokio runtime shared by every facade (a single
+    //! worker thread, started on first use) and block the calling thread until
+    //! they are done. Because the waiting happens outside Tokio, they work from
+    //! any thread, `spawn_blocking` included, and never panic for being called
+    //! near a runtime; inside an async task they would hold up that executor
+    //! thread for the call, so use the async API there.
+    //!
+    //! ```no_run
+    //! use evolution_langchain::blocking::{EvolutionInference, TokenManager};
+    //!
+    //! let manager = TokenManager::new("my-key-id", "my-secret");
+    //! let token = manager.get_token()?;
+    //!
+    //! let llm = EvolutionInference::builder()
+    //!     .key_id("my-key-id")
+    //!     .secret("my-secret")
+    //!     .build()?;
+    //! for chunk in llm.stream("Tell me a story")? {
+    //!     print!("{}", chunk?.content().unwrap_or_default());
+    //! }
+    //! # let _ = token;
+    //! # Ok::<(), evolution_langchain::Error>(())
+    //! ```
+    //!
+    //! Each twin lives in `src/blocking/` under its API group's name.
+
+    mod audio;
+    mod chat;
+    mod embeddings;
+    mod rerank;
+    mod runtime;
+    mod token_manager;
+
+    use runtime::{call, runtime, wait};
+
+    pub use audio::{EvolutionAudio, EvolutionAudioBuilder};
+    pub use chat::{BatchResults, ChatStream, EvolutionInference, EvolutionInferenceBuilder};
+    pub use embeddings::{EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
+    pub use rerank::{EvolutionRerank, EvolutionRerankBuilder};
+    pub use token_manager::{TokenManager, TokenManagerBuilder};
+}
 #[cfg(any(feature = "async-openai", feature = "rig"))]
 pub mod bridges;
 mod builder;
@@ -96,6 +142,11 @@ pub mod flavor {
     pub struct Blocking;
 }
 
+pub use audio::{
+    AudioSettings, EvolutionAudio, EvolutionAudioBuilder, Segment, TimestampGranularity,
+    Transcription, TranscriptionFormat, TranscriptionOptions, Word, DEFAULT_MAX_UPLOAD_SIZE,
+    DEFAULT_TRANSCRIPTION_MODEL, ENV_TRANSCRIPTION_MODEL,
+};
 pub use auth::{
     AccessToken, Credentials, StaticToken, TokenInfo, TokenManager, TokenManagerBuilder,
     TokenSource, TokenStats,

@@ -100,3 +100,8 @@ fn the_rerank_client_is_mirrored() {
 fn the_token_manager_is_mirrored() {
     check("TokenManager", &FACADE);
 }
+
+#[test]
+fn the_audio_client_is_mirrored() {
+    check("EvolutionAudio", &FACADE);
+}

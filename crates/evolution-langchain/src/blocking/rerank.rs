@@ -1,6 +1,6 @@
 //! Blocking `EvolutionRerank` and its builder.
 
-use super::wait;
+use super::{call, wait};
 use crate::builder::ClientBuilder;
 use crate::error::Result;
 use crate::flavor::{Async, Blocking};
@@ -77,9 +77,9 @@ impl EvolutionRerank {
         documents: &[S],
         options: RerankOptions,
     ) -> Result<RerankResponse> {
-        let inner = self.inner.clone();
         let query = query.to_string();
         let documents: Vec<String> = documents.iter().map(|d| d.as_ref().to_string()).collect();
-        wait(async move { inner.rerank_with(&query, &documents, options).await })?
+        call!(self, |reranker| reranker
+            .rerank_with(&query, &documents, options))
     }
 }

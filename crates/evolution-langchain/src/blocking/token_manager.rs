@@ -1,6 +1,6 @@
 //! Blocking `TokenManager` and its builder.
 
-use super::{runtime, wait};
+use super::{call, runtime, wait};
 use crate::auth::{AccessToken, TokenInfo};
 use crate::error::Result;
 use crate::flavor::{Async, Blocking};
@@ -60,8 +60,7 @@ impl TokenManager {
 
     /// See [`crate::TokenManager::get_token`].
     pub fn get_token(&self) -> Result<AccessToken> {
-        let inner = self.inner.clone();
-        wait(async move { inner.get_token().await })?
+        call!(self, |manager| manager.get_token())
     }
 
     /// See [`crate::TokenManager::cached_token`]; a background refresh it

@@ -79,7 +79,6 @@ pub(crate) enum Body {
     Json(Bytes),
     /// A multipart form, built anew for each attempt (a form is consumed
     /// by sending it), so a retry sends the whole upload again.
-    #[allow(dead_code)] // the audio group, next, sends multipart forms
     Multipart(Arc<dyn Fn() -> reqwest::multipart::Form + Send + Sync>),
 }
 
@@ -124,8 +123,6 @@ impl Request {
 
 /// A 2xx reply whose body has been read.
 pub(crate) struct Received {
-    #[allow(dead_code)] // read by the audio group, next (text formats)
-    pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) request_id: RequestId,
 }
@@ -226,13 +223,9 @@ impl Transport {
     /// Sends `request` and reads the whole reply body (within
     /// `max_response_size`).
     pub(crate) async fn receive(&self, request: Request) -> Result<Received> {
-        let (request_id, headers, reading) = self.call(&request, false).await?;
+        let (request_id, _, reading) = self.call(&request, false).await?;
         match reading {
-            Reading::Read(body) => Ok(Received {
-                headers,
-                body,
-                request_id,
-            }),
+            Reading::Read(body) => Ok(Received { body, request_id }),
             Reading::Open(_) => unreachable!("only streams are left open"),
         }
     }
