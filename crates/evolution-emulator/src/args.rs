@@ -81,6 +81,12 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub tpm: u32,
 
+    /// How many seconds of the sustained rate a key's --rpm/--tpm bucket holds: 60 (the
+    /// default) lets a fresh key send a minute's worth at once; 1 enforces the limit per
+    /// second, as large providers do.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub rate_burst_secs: f64,
+
     /// Wait this long before every chat, embeddings, rerank and transcription answer, in
     /// milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -114,6 +120,7 @@ impl Default for EmulatorArgs {
             request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             rpm: 0,
             tpm: 0,
+            rate_burst_secs: 60.0,
             latency_ms: 0,
             max_audio_bytes: DEFAULT_MAX_AUDIO_BYTES,
             fault: Vec::new(),
@@ -136,6 +143,10 @@ impl EmulatorArgs {
             .require_auth(!self.no_auth)
             .requests_per_minute(self.rpm)
             .tokens_per_minute(self.tpm)
+            .rate_burst(
+                Duration::try_from_secs_f64(self.rate_burst_secs)
+                    .unwrap_or(Duration::from_secs(60)),
+            )
             .latency(Duration::from_millis(self.latency_ms))
             .max_audio_bytes(self.max_audio_bytes);
         for key in &self.api_key {

@@ -46,6 +46,7 @@ pub struct EmulatorBuilder {
     request_log_limit: usize,
     requests_per_minute: u32,
     tokens_per_minute: u32,
+    rate_burst: Duration,
     latency: Duration,
     max_audio_bytes: usize,
     port: u16,
@@ -70,6 +71,7 @@ impl Default for EmulatorBuilder {
             request_log_limit: DEFAULT_REQUEST_LOG_LIMIT,
             requests_per_minute: 0,
             tokens_per_minute: 0,
+            rate_burst: Duration::from_secs(60),
             latency: Duration::ZERO,
             max_audio_bytes: DEFAULT_MAX_AUDIO_BYTES,
             port: 0,
@@ -212,6 +214,16 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How much of the sustained rate a key's buckets hold (default 60 s: the whole
+    /// per-minute limit, so a fresh key may send a minute's worth at once). A shorter
+    /// burst models a service that enforces its per-minute limits over shorter windows,
+    /// as large providers do: with `rpm` 600 and a burst of 1 s, a key may send 10
+    /// requests at once, then one every 100 ms. At least one request (or token) always fits.
+    pub fn rate_burst(mut self, burst: Duration) -> Self {
+        self.rate_burst = burst;
+        self
+    }
+
     /// How long every chat, embeddings, rerank and transcription answer waits before it
     /// is sent (a streamed chat answer: its head), like a server that takes this long to
     /// answer; default zero. Unlike [`EmulatorBuilder::word_delay`] it does not depend on
@@ -282,6 +294,7 @@ impl EmulatorBuilder {
             request_log_limit: self.request_log_limit,
             requests_per_minute: self.requests_per_minute,
             tokens_per_minute: self.tokens_per_minute,
+            rate_burst: self.rate_burst,
             latency: self.latency,
             max_audio_bytes: self.max_audio_bytes,
         };

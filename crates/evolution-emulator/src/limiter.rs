@@ -1,7 +1,8 @@
 //! Per-key rate limits like the service's: requests per minute and tokens per minute,
-//! each a token bucket whose capacity is the per-minute limit and which refills
-//! continuously at limit/60 per second. A fresh key can burst up to the limit, then is
-//! held to the sustained rate. A refused request takes nothing from either bucket.
+//! each a token bucket that refills continuously at limit/60 per second and holds
+//! `burst` seconds of that (by default 60: the whole per-minute limit). A fresh key can
+//! burst up to what its bucket holds, then is held to the sustained rate. A refused
+//! request takes nothing from either bucket.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -21,38 +22,60 @@ struct Bucket {
 /// Slack for float rounding: a bucket that is short by less than this has enough.
 const EPSILON: f64 = 1e-9;
 
+/// The shape of one limit's bucket: the per-minute limit and how much it holds.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// The per-minute limit.
+    limit: u32,
+    /// Most the bucket holds: `burst` seconds of the sustained rate, at least 1.
+    capacity: f64,
+}
+
+impl Shape {
+    fn new(limit: u32, burst: Duration) -> Self {
+        Shape {
+            limit,
+            capacity: (f64::from(limit) * burst.as_secs_f64() / 60.0).max(1.0),
+        }
+    }
+
+    /// Units per second.
+    fn rate(self) -> f64 {
+        f64::from(self.limit) / 60.0
+    }
+}
+
 impl Bucket {
-    fn full(capacity: u32, now: Instant) -> Self {
+    fn full(shape: Shape, now: Instant) -> Self {
         Bucket {
-            level: f64::from(capacity),
+            level: shape.capacity,
             updated: now,
         }
     }
 
-    /// Adds what has dripped in since `updated` (limit/60 per second), up to `capacity`.
-    fn refill(&mut self, capacity: u32, now: Instant) {
+    /// Adds what has dripped in since `updated` (limit/60 per second), up to the capacity.
+    fn refill(&mut self, shape: Shape, now: Instant) {
         let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        let capacity = f64::from(capacity);
-        self.level = (self.level + elapsed * capacity / 60.0).min(capacity);
+        self.level = (self.level + elapsed * shape.rate()).min(shape.capacity);
         self.updated = self.updated.max(now);
     }
 
     /// How long until the bucket holds `amount` (zero when it already does).
-    fn wait_for(&self, capacity: u32, amount: f64) -> Duration {
+    fn wait_for(&self, shape: Shape, amount: f64) -> Duration {
         let missing = amount - self.level;
-        if missing <= EPSILON {
+        if missing <= EPSILON || shape.limit == 0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(missing * 60.0 / f64::from(capacity))
+        Duration::from_secs_f64(missing / shape.rate())
     }
 
     /// What the bucket reports: its limit, what is left (whole units) and how long until
     /// it is full again.
-    fn snapshot(&self, capacity: u32) -> Snapshot {
+    fn snapshot(&self, shape: Shape) -> Snapshot {
         Snapshot {
-            limit: capacity,
+            limit: shape.limit,
             remaining: (self.level + EPSILON).floor().max(0.0) as u64,
-            reset: self.wait_for(capacity, f64::from(capacity)),
+            reset: self.wait_for(shape, shape.capacity),
         }
     }
 }
@@ -125,49 +148,57 @@ struct KeyBuckets {
 /// The buckets of every key, under one lock (each check is a few float operations).
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
-    requests_per_minute: u32,
-    tokens_per_minute: u32,
+    requests: Shape,
+    tokens: Shape,
     buckets: Mutex<HashMap<String, KeyBuckets>>,
 }
 
 impl RateLimiter {
-    /// A limiter with these per-minute limits; 0 means no limit of that kind.
+    /// A limiter with these per-minute limits (0 means no limit of that kind), whose
+    /// buckets hold the whole limit.
     pub fn new(requests_per_minute: u32, tokens_per_minute: u32) -> Self {
-        RateLimiter {
+        Self::with_burst(
             requests_per_minute,
             tokens_per_minute,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// A limiter whose buckets hold `burst` of the sustained rate (at least one unit).
+    pub fn with_burst(requests_per_minute: u32, tokens_per_minute: u32, burst: Duration) -> Self {
+        RateLimiter {
+            requests: Shape::new(requests_per_minute, burst),
+            tokens: Shape::new(tokens_per_minute, burst),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
     /// Whether any limit is set.
     pub fn enabled(&self) -> bool {
-        self.requests_per_minute > 0 || self.tokens_per_minute > 0
+        self.requests.limit > 0 || self.tokens.limit > 0
     }
 
     /// The requests-per-minute limit (0: none).
     pub fn requests_per_minute(&self) -> u32 {
-        self.requests_per_minute
+        self.requests.limit
     }
 
     /// The tokens-per-minute limit (0: none).
     pub fn tokens_per_minute(&self) -> u32 {
-        self.tokens_per_minute
+        self.tokens.limit
     }
 
     fn status(&self, buckets: &KeyBuckets) -> RateStatus {
         RateStatus {
-            requests: (self.requests_per_minute > 0)
-                .then(|| buckets.requests.snapshot(self.requests_per_minute)),
-            tokens: (self.tokens_per_minute > 0)
-                .then(|| buckets.tokens.snapshot(self.tokens_per_minute)),
+            requests: (self.requests.limit > 0).then(|| buckets.requests.snapshot(self.requests)),
+            tokens: (self.tokens.limit > 0).then(|| buckets.tokens.snapshot(self.tokens)),
         }
     }
 
     /// Charges `key` one request and `cost` tokens at `now`, or says why not; a refused
     /// request is charged nothing.
     pub fn check(&self, key: &str, cost: u64, now: Instant) -> Verdict {
-        let (rpm, tpm) = (self.requests_per_minute, self.tokens_per_minute);
+        let (rpm, tpm) = (self.requests, self.tokens);
         let mut all = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let buckets = all.entry(key.to_owned()).or_insert_with(|| KeyBuckets {
             requests: Bucket::full(rpm, now),
@@ -176,25 +207,23 @@ impl RateLimiter {
         buckets.requests.refill(rpm, now);
         buckets.tokens.refill(tpm, now);
 
-        if tpm > 0 && cost > u64::from(tpm) {
+        if tpm.limit > 0 && cost as f64 > tpm.capacity + EPSILON {
             return Verdict::TooLarge {
                 requested: cost,
                 status: self.status(buckets),
             };
         }
         let mut short: Option<(Kind, Duration, u64, u64)> = None;
-        let used = |bucket: &Bucket, capacity: u32| {
-            (f64::from(capacity) - bucket.level - EPSILON)
-                .ceil()
-                .max(0.0) as u64
+        let used = |bucket: &Bucket, shape: Shape| {
+            (shape.capacity - bucket.level - EPSILON).ceil().max(0.0) as u64
         };
-        if rpm > 0 {
+        if rpm.limit > 0 {
             let wait = buckets.requests.wait_for(rpm, 1.0);
             if !wait.is_zero() {
                 short = Some((Kind::Requests, wait, used(&buckets.requests, rpm), 1));
             }
         }
-        if tpm > 0 {
+        if tpm.limit > 0 {
             let wait = buckets.tokens.wait_for(tpm, cost as f64);
             if !wait.is_zero() && short.is_none_or(|(_, w, _, _)| wait > w) {
                 short = Some((Kind::Tokens, wait, used(&buckets.tokens, tpm), cost));
@@ -209,10 +238,10 @@ impl RateLimiter {
                 status: self.status(buckets),
             };
         }
-        if rpm > 0 {
+        if rpm.limit > 0 {
             buckets.requests.level -= 1.0;
         }
-        if tpm > 0 {
+        if tpm.limit > 0 {
             buckets.tokens.level -= cost as f64;
         }
         Verdict::Allowed(self.status(buckets))
@@ -223,8 +252,8 @@ impl RateLimiter {
         let mut all = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         all.iter_mut()
             .map(|(key, buckets)| {
-                buckets.requests.refill(self.requests_per_minute, now);
-                buckets.tokens.refill(self.tokens_per_minute, now);
+                buckets.requests.refill(self.requests, now);
+                buckets.tokens.refill(self.tokens, now);
                 (key.clone(), self.status(buckets))
             })
             .collect()
@@ -445,6 +474,26 @@ mod tests {
             panic!("no tokens left");
         };
         assert_eq!((kind, retry_after), (Kind::Tokens, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_short_burst_holds_that_much_of_the_rate() {
+        let limiter = RateLimiter::with_burst(600, 0, Duration::from_secs(1));
+        let start = Instant::now();
+        for _ in 0..10 {
+            assert!(matches!(limiter.check("k", 0, start), Verdict::Allowed(_)));
+        }
+        let Verdict::Limited { retry_after, .. } = limiter.check("k", 0, start) else {
+            panic!("the eleventh request at once is refused");
+        };
+        assert_eq!(retry_after, Duration::from_millis(100));
+        assert!(matches!(
+            limiter.check("k", 0, at(start, 100)),
+            Verdict::Allowed(_)
+        ));
+        // Never less than one unit, however short the burst.
+        let tiny = RateLimiter::with_burst(6, 0, Duration::from_millis(1));
+        assert!(matches!(tiny.check("k", 0, start), Verdict::Allowed(_)));
     }
 
     #[test]

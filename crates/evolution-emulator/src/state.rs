@@ -120,6 +120,8 @@ pub(crate) struct Config {
     pub requests_per_minute: u32,
     /// Per-key tokens per minute; 0 is no limit.
     pub tokens_per_minute: u32,
+    /// How many seconds of the sustained rate a key's bucket holds.
+    pub rate_burst: std::time::Duration,
     /// How long every counted `/v1` answer waits before it is sent.
     pub latency: Duration,
     /// The largest audio file `POST /v1/audio/transcriptions` accepts, in bytes.
@@ -259,7 +261,11 @@ impl State {
             requests: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(1),
             next_request_number: AtomicU64::new(1),
-            limiter: RateLimiter::new(config.requests_per_minute, config.tokens_per_minute),
+            limiter: RateLimiter::with_burst(
+                config.requests_per_minute,
+                config.tokens_per_minute,
+                config.rate_burst,
+            ),
             config,
         }
     }
