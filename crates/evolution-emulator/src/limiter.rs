@@ -156,6 +156,7 @@ pub(crate) struct RateLimiter {
 impl RateLimiter {
     /// A limiter with these per-minute limits (0 means no limit of that kind), whose
     /// buckets hold the whole limit.
+    #[cfg(test)]
     pub fn new(requests_per_minute: u32, tokens_per_minute: u32) -> Self {
         Self::with_burst(
             requests_per_minute,
