@@ -129,8 +129,9 @@ impl<S, M> ClientBuilder<S, M> {
         self
     }
 
-    /// Retries after a 429, 5xx, timeout or connection failure (default
-    /// 2; 0 sends each request once).
+    /// Retries after a 408, 5xx, timeout or connection failure (default
+    /// 2; 0 sends each request once). A `429` is waited out instead, up to
+    /// [`max_rate_limit_wait`](Self::max_rate_limit_wait).
     pub fn max_retries(mut self, max_retries: u32) -> Self {
         self.connection.max_retries = Some(max_retries);
         self
@@ -151,6 +152,40 @@ impl<S, M> ClientBuilder<S, M> {
     /// The token manager's refresh buffer (default 30 s).
     pub fn refresh_buffer(mut self, buffer: std::time::Duration) -> Self {
         self.connection.refresh_buffer = Some(buffer);
+        self
+    }
+
+    /// The key's limit of requests per minute (default: none). Set, calls
+    /// wait for capacity instead of being sent into a `429`: every request
+    /// of this client and its clones (and of clients sharing its transport,
+    /// e.g. [`EvolutionEmbeddings::from_inference`](crate::EvolutionEmbeddings::from_inference))
+    /// counts, paced at the limit with a burst of one second's worth.
+    /// `EVOLUTION_REQUESTS_PER_MINUTE` in [`from_env`](crate::EvolutionInference::from_env).
+    pub fn requests_per_minute(mut self, limit: u32) -> Self {
+        self.connection.limits.requests_per_minute = Some(limit);
+        self
+    }
+
+    /// The key's limit of tokens per minute (default: none), like
+    /// [`requests_per_minute`](Self::requests_per_minute). A request is
+    /// charged its estimated prompt tokens (a quarter of its characters)
+    /// plus `max_tokens` × `n` before it is sent, then corrected by the
+    /// usage the server reports. `EVOLUTION_TOKENS_PER_MINUTE`.
+    pub fn tokens_per_minute(mut self, limit: u32) -> Self {
+        self.connection.limits.tokens_per_minute = Some(limit);
+        self
+    }
+
+    /// How long one call may wait out the provider's rate limit before it
+    /// fails with [`Error::RateLimited`](crate::Error::RateLimited) (default
+    /// [`DEFAULT_MAX_RATE_LIMIT_WAIT`](crate::DEFAULT_MAX_RATE_LIMIT_WAIT),
+    /// five minutes; zero fails at the first `429`). A `429` is not a failed
+    /// attempt: it pauses the client for its `Retry-After` and is tried
+    /// again, however many times, within this bound; `max_retries` counts
+    /// only `5xx`, timeouts and connection failures.
+    /// `EVOLUTION_MAX_RATE_LIMIT_WAIT` (seconds).
+    pub fn max_rate_limit_wait(mut self, patience: std::time::Duration) -> Self {
+        self.connection.max_rate_limit_wait = Some(patience);
         self
     }
 

@@ -15,6 +15,15 @@ pub const ENV_MODEL: &str = "EVOLUTION_MODEL";
 pub const ENV_TOKEN_URL: &str = "EVOLUTION_TOKEN_URL";
 /// Environment variable holding the project id (`x-project-id` header).
 pub const ENV_PROJECT_ID: &str = "EVOLUTION_PROJECT_ID";
+/// Environment variable holding the key's requests-per-minute limit.
+pub const ENV_REQUESTS_PER_MINUTE: &str = "EVOLUTION_REQUESTS_PER_MINUTE";
+/// Environment variable holding the key's tokens-per-minute limit.
+pub const ENV_TOKENS_PER_MINUTE: &str = "EVOLUTION_TOKENS_PER_MINUTE";
+/// Environment variable holding the patience for `429`s, in seconds.
+pub const ENV_MAX_RATE_LIMIT_WAIT: &str = "EVOLUTION_MAX_RATE_LIMIT_WAIT";
+/// Environment variable holding the Redis URL a fleet shares its rate
+/// limits and IAM token through (feature `redis`).
+pub const ENV_REDIS_URL: &str = "EVOLUTION_REDIS_URL";
 
 /// Loads `.env` from the current directory (or a parent) into the process
 /// environment, once. Variables already set win over the file. A missing
@@ -87,6 +96,14 @@ pub struct EnvSettings {
     pub project_id: Option<String>,
     /// `EVOLUTION_MODEL`.
     pub model: Option<String>,
+    /// `EVOLUTION_REQUESTS_PER_MINUTE`.
+    pub requests_per_minute: Option<u32>,
+    /// `EVOLUTION_TOKENS_PER_MINUTE`.
+    pub tokens_per_minute: Option<u32>,
+    /// `EVOLUTION_MAX_RATE_LIMIT_WAIT`, in seconds.
+    pub max_rate_limit_wait: Option<std::time::Duration>,
+    /// `EVOLUTION_REDIS_URL`.
+    pub redis_url: Option<String>,
 }
 
 impl EnvSettings {
@@ -103,8 +120,24 @@ impl EnvSettings {
             auth_url: env_var(ENV_TOKEN_URL),
             project_id: env_var(ENV_PROJECT_ID),
             model: env_var(ENV_MODEL),
+            requests_per_minute: env_number(ENV_REQUESTS_PER_MINUTE)?,
+            tokens_per_minute: env_number(ENV_TOKENS_PER_MINUTE)?,
+            max_rate_limit_wait: env_number::<u64>(ENV_MAX_RATE_LIMIT_WAIT)?
+                .map(std::time::Duration::from_secs),
+            redis_url: env_var(ENV_REDIS_URL),
         })
     }
+}
+
+/// A whole number from the environment; a value that is not one is an
+/// error naming the variable.
+fn env_number<T: std::str::FromStr>(name: &str) -> Result<Option<T>> {
+    env_var(name)
+        .map(|text| {
+            text.parse()
+                .map_err(|_| Error::config(name, format!("must be a whole number, got {text:?}")))
+        })
+        .transpose()
 }
 
 /// How the environment says to authenticate.

@@ -14,7 +14,7 @@ use crate::config::env_var;
 use crate::error::{Error, Result};
 use crate::flavor::Async;
 use crate::telemetry;
-use crate::transport::{Body, Request, Transport};
+use crate::transport::{estimate_tokens, Body, Request, Transport};
 
 /// The path of the embeddings endpoint under the base URL.
 const PATH: &str = "embeddings";
@@ -120,10 +120,23 @@ impl EvolutionEmbeddings {
             input,
             dimensions: self.dimensions,
         };
+        let estimated = if self.transport.pipeline.throttle.counts_tokens() {
+            input
+                .iter()
+                .map(|text| estimate_tokens(text))
+                .fold(0, u32::saturating_add)
+        } else {
+            0
+        };
         let reply: EmbeddingResponse = self
             .transport
-            .json(Request::post(PATH, Body::json(&request)?))
+            .json(Request::post(PATH, Body::json(&request)?).tokens(estimated))
             .await?;
+        if let Some(usage) = reply.usage {
+            self.transport
+                .settle(estimated, usage.total_tokens.max(usage.prompt_tokens))
+                .await;
+        }
         let invalid = |message: String| Error::invalid_response(self.transport.url(PATH), message);
         if reply.data.len() != input.len() {
             return Err(invalid(format!(

@@ -15,7 +15,8 @@
 //! | the model API answered `401` to a refreshed token | `Error::Auth(AuthError::TokenRejected)` |
 //! | the model API answered `401` to a fixed API key | `Error::Auth(AuthError::KeyRejected)` |
 //! | another 4xx, or 501/505 | [`Error::Api`] |
-//! | 408, 429 or 5xx until the retries ran out | [`Error::Unavailable`] |
+//! | 408 or 5xx until the retries ran out | [`Error::Unavailable`] |
+//! | 429 past the patience bound (`max_rate_limit_wait`) | [`Error::RateLimited`] |
 //! | no answer in time / no connection | [`Error::Timeout`] / [`Error::Connection`] |
 //! | a 2xx that is not a valid reply | [`Error::InvalidResponse`] |
 //! | a stream that broke after it started | [`Error::Stream`] |
@@ -89,8 +90,8 @@ pub enum Error {
         request_id: Option<RequestId>,
     },
 
-    /// The model API kept answering 408, 429 or 5xx (except 501/505) until
-    /// the retries ran out.
+    /// The model API kept answering 408 or 5xx (except 501/505) until the
+    /// retries ran out.
     #[error("the model API is unavailable ({status}) after {attempts} attempt(s): {message}; try again later or raise max_retries{}", shown(request_id))]
     Unavailable {
         /// HTTP status of the last attempt.
@@ -99,6 +100,23 @@ pub enum Error {
         message: String,
         /// How many requests were sent.
         attempts: u32,
+        /// The server's last `Retry-After`, if any.
+        retry_after: Option<Duration>,
+        /// The call's request ids.
+        request_id: Option<RequestId>,
+    },
+
+    /// The provider's rate limit (`429`) held the call past the patience
+    /// bound (`max_rate_limit_wait`). Every `429` before that was waited out,
+    /// the whole client pausing for its `Retry-After`.
+    #[error("the model API kept answering 429 (rate limited) for {waited:?} over {attempts} attempt(s): {message}; set requests_per_minute / tokens_per_minute to the key's limits so calls wait instead of being refused, send fewer at once, or raise max_rate_limit_wait{}", shown(request_id))]
+    RateLimited {
+        /// The server's message from the last attempt.
+        message: String,
+        /// How many requests were sent.
+        attempts: u32,
+        /// How long the call waited from its first `429`.
+        waited: Duration,
         /// The server's last `Retry-After`, if any.
         retry_after: Option<Duration>,
         /// The call's request ids.
@@ -439,6 +457,9 @@ macro_rules! on_request_id {
             | Error::Unavailable {
                 request_id: $id, ..
             }
+            | Error::RateLimited {
+                request_id: $id, ..
+            }
             | Error::Timeout {
                 request_id: $id, ..
             }
@@ -480,7 +501,10 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Auth(e) => e.is_retryable(),
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connection { .. } => true,
+            Error::Unavailable { .. }
+            | Error::RateLimited { .. }
+            | Error::Timeout { .. }
+            | Error::Connection { .. } => true,
             Error::Config { .. }
             | Error::InvalidRequest { .. }
             | Error::Runtime { .. }
@@ -498,6 +522,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } | Error::Unavailable { status, .. } => Some(*status),
+            Error::RateLimited { .. } => Some(429),
             Error::UploadTooLarge {
                 request_id: Some(_),
                 ..
@@ -563,7 +588,9 @@ impl Error {
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Auth(e) => e.retry_after(),
-            Error::Unavailable { retry_after, .. } => *retry_after,
+            Error::Unavailable { retry_after, .. } | Error::RateLimited { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -572,6 +599,7 @@ impl Error {
         match self {
             Error::Auth(e) => e.set_attempts(n),
             Error::Unavailable { attempts, .. }
+            | Error::RateLimited { attempts, .. }
             | Error::Timeout { attempts, .. }
             | Error::Connection { attempts, .. } => *attempts = n,
             _ => {}

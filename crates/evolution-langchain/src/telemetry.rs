@@ -26,7 +26,7 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `gen_ai.operation.name` | [`OPERATION_CHAT`] `"chat"`, [`OPERATION_EMBEDDINGS`] `"embeddings"`, [`OPERATION_RERANK`] `"rerank"` (ours: the conventions name no rerank operation) |
+//! | `gen_ai.operation.name` | [`OPERATION_CHAT`] `"chat"`, [`OPERATION_EMBEDDINGS`] `"embeddings"`, [`OPERATION_RERANK`] `"rerank"` and `"transcription"` (ours: the conventions name neither) |
 //! | `gen_ai.provider.name` | [`PROVIDER_NAME`] `"cloud.ru"`, always (also against a local OpenAI-compatible server) |
 //! | `gen_ai.request.model` | the model asked for (empty: the endpoint's own) |
 //! | `gen_ai.request.max_tokens` | `max_tokens` sent |
@@ -45,6 +45,7 @@
 //! | `gen_ai.usage.output_tokens` | `usage.completion_tokens` (chat) |
 //! | `gen_ai.response.time_to_first_chunk` | streams: seconds from the call's start to its first chunk (ours; not in the conventions) |
 //! | `error.type` | on failure, a short stable class (see [`error_type`]) |
+//! | `evolution.rate_limit.wait_ms` | ([`RATE_LIMIT_WAIT_MS`], ours) milliseconds the call waited for the rate limiter or a `429`'s pause, when it waited |
 //! | `server.address` | the base URL's host |
 //! | `server.port` | the base URL's port (or its scheme's default) |
 //!
@@ -52,7 +53,8 @@
 //!
 //! The call future runs inside the span (and a stream enters it each time it
 //! is polled), so this crate's own events during the call are children of
-//! it: each retry (a `WARN` of target `evolution_langchain::retry`) and each
+//! it: each retry (a `WARN` of target `evolution_langchain::retry`; an
+//! `INFO` of that target for a `429` waited out) and each
 //! token refresh after a `401`/`403` (an `INFO` "the model API rejected the
 //! access token; …").
 //!
@@ -124,6 +126,10 @@ pub const OTEL_KIND: &str = "otel.kind";
 pub const OTEL_STATUS_CODE: &str = "otel.status_code";
 /// `gen_ai.operation.name`.
 pub const OPERATION_NAME: &str = "gen_ai.operation.name";
+/// How long the call waited for the rate limiter or a provider's
+/// `Retry-After` pause, in milliseconds (ours: the conventions have none);
+/// set only when it waited.
+pub const RATE_LIMIT_WAIT_MS: &str = "evolution.rate_limit.wait_ms";
 /// `gen_ai.provider.name`.
 pub const PROVIDER_NAME_ATTR: &str = "gen_ai.provider.name";
 /// `gen_ai.request.model`.
@@ -170,7 +176,7 @@ pub const SERVER_ADDRESS: &str = "server.address";
 pub const SERVER_PORT: &str = "server.port";
 
 /// Every field a span declares, in declaration order.
-pub const FIELDS: [&str; 26] = [
+pub const FIELDS: [&str; 27] = [
     OTEL_NAME,
     OTEL_KIND,
     OTEL_STATUS_CODE,
@@ -195,6 +201,7 @@ pub const FIELDS: [&str; 26] = [
     INPUT_MESSAGES,
     OUTPUT_MESSAGES,
     ERROR_TYPE,
+    RATE_LIMIT_WAIT_MS,
     SERVER_ADDRESS,
     SERVER_PORT,
 ];
@@ -202,14 +209,22 @@ pub const FIELDS: [&str; 26] = [
 /// The `error.type` of a failed call: a short, stable class.
 ///
 /// `http_{status}` for an answer the API refused or kept failing
-/// ([`Error::Api`], [`Error::Unavailable`]); otherwise one of `timeout`,
-/// `connection`, `invalid_response`, `invalid_request`, `config`, `auth`,
-/// `redirected`, `too_large`, `stream`, `runtime`, `batch`, or `_OTHER`.
+/// ([`Error::Api`], [`Error::Unavailable`], [`Error::RateLimited`] as
+/// `http_429`, [`Error::UploadTooLarge`] after a `413`); otherwise one of
+/// `timeout`, `connection`, `invalid_response`, `invalid_request`,
+/// `config`, `auth`, `redirected`, `too_large`, `stream`, `runtime`,
+/// `batch`, or `_OTHER`.
 pub fn error_type(error: &Error) -> Cow<'static, str> {
     match error {
         Error::Api { status, .. } | Error::Unavailable { status, .. } => {
             Cow::Owned(format!("http_{status}"))
         }
+        Error::RateLimited { .. } => "http_429".into(),
+        Error::UploadTooLarge {
+            request_id: Some(_),
+            ..
+        } => "http_413".into(),
+        Error::UploadTooLarge { .. } => "too_large".into(),
         Error::Timeout { .. } => "timeout".into(),
         Error::Connection { .. } => "connection".into(),
         Error::InvalidResponse { .. } => "invalid_response".into(),
@@ -255,6 +270,7 @@ pub(crate) fn span(operation: &'static str, model: &str, base_url: &str) -> Span
         gen_ai.input.messages = Empty,
         gen_ai.output.messages = Empty,
         error.type = Empty,
+        evolution.rate_limit.wait_ms = Empty,
         server.address = Empty,
         server.port = Empty,
     );

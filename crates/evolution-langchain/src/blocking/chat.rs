@@ -95,6 +95,11 @@ impl EvolutionInference {
         self.inner.llm_type()
     }
 
+    /// See [`crate::EvolutionInference::throttle_stats`].
+    pub fn throttle_stats(&self) -> crate::ThrottleStats {
+        self.inner.throttle_stats()
+    }
+
     /// See [`crate::EvolutionInference::identifying_params`].
     pub fn identifying_params(&self) -> Value {
         self.inner.identifying_params()

@@ -83,8 +83,9 @@ use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
 use crate::config::EnvSettings;
 use crate::error::{Error, Result};
 use crate::transport::pipeline::{
-    bearer, new_request_id, verdict_for_status, Attempt, Pipeline, Verdict,
+    bearer, new_request_id, verdict_for_failed_send, verdict_for_status, Attempt, Pipeline, Verdict,
 };
+use crate::transport::throttle::Throttle;
 use crate::{RetryPolicy, DEFAULT_BASE_URL};
 
 /// The async-openai this bridge is built against, so users get a matching version.
@@ -262,6 +263,7 @@ impl EvolutionAuthLayer {
             pipeline: Pipeline {
                 tokens: Some(source),
                 retry: RetryPolicy::default(),
+                throttle: Arc::new(Throttle::unlimited()),
             },
         }
     }
@@ -321,6 +323,7 @@ where
                 .run(
                     "async-openai request",
                     &request_id,
+                    0,
                     move |attempt| send(service.clone(), request, attempt),
                     judge,
                     token_error,
@@ -335,10 +338,9 @@ where
 /// status with a response, and fails only to send.
 fn judge(outcome: &Result<Response, OpenAIError>) -> Verdict {
     match outcome {
-        Ok(response) if response.status().is_success() => Verdict::Done,
         Ok(response) => verdict_for_status(response.status(), response.headers()),
         Err(OpenAIError::Reqwest(error)) if error.is_connect() || error.is_timeout() => {
-            Verdict::Retry { retry_after: None }
+            verdict_for_failed_send(error.is_timeout())
         }
         Err(_) => Verdict::Done,
     }

@@ -57,7 +57,10 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
 use crate::config::{EnvSettings, ENV_API_KEY};
 use crate::error::{Error, Result};
-use crate::transport::pipeline::{new_request_id, verdict_for_status, Attempt, Pipeline, Verdict};
+use crate::transport::pipeline::{
+    new_request_id, verdict_for_failed_send, verdict_for_status, Attempt, Pipeline, Verdict,
+};
+use crate::transport::throttle::Throttle;
 use crate::{RetryPolicy, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES};
 
 pub use ::rig_agent;
@@ -87,6 +90,8 @@ pub struct EvolutionRig {
     source: Arc<dyn TokenSource>,
     http: reqwest::Client,
     max_retries: u32,
+    /// Shared by clones and every model made from this provider.
+    throttle: Arc<Throttle>,
 }
 
 impl EvolutionRig {
@@ -99,6 +104,7 @@ impl EvolutionRig {
             source,
             http: super::default_http_client(),
             max_retries: DEFAULT_MAX_RETRIES,
+            throttle: Arc::new(Throttle::unlimited()),
         }
     }
 
@@ -175,6 +181,7 @@ impl EvolutionRig {
             pipeline: Pipeline {
                 tokens: Some(Arc::clone(&self.source)),
                 retry: RetryPolicy::with_max_retries(self.max_retries),
+                throttle: Arc::clone(&self.throttle),
             },
             project_id: self.project_id.clone(),
         })
@@ -234,22 +241,18 @@ struct PipelineHttp {
 /// into an error that keeps its status and headers.
 fn judge<R>(outcome: &http_client::Result<R>) -> Verdict {
     let Err(error) = outcome else {
-        return Verdict::Done;
+        return Verdict::Success;
     };
     if let Some(status) = error.non_success_status() {
         let none = HeaderMap::new();
         return verdict_for_status(status, error.non_success_headers().unwrap_or(&none));
     }
-    let failed_to_send = match error {
-        http_client::Error::Instance(inner) => inner
-            .downcast_ref::<reqwest::Error>()
-            .is_some_and(|e| e.is_connect() || e.is_timeout()),
-        _ => false,
-    };
-    if failed_to_send {
-        Verdict::Retry { retry_after: None }
-    } else {
-        Verdict::Done
+    match error {
+        http_client::Error::Instance(inner) => match inner.downcast_ref::<reqwest::Error>() {
+            Some(e) if e.is_connect() || e.is_timeout() => verdict_for_failed_send(e.is_timeout()),
+            _ => Verdict::Done,
+        },
+        _ => Verdict::Done,
     }
 }
 
@@ -278,6 +281,7 @@ impl PipelineHttp {
             .run(
                 &what,
                 &request_id,
+                0,
                 |headers: Attempt| {
                     attempt(
                         self.inner.clone(),

@@ -157,6 +157,9 @@ impl EvolutionInference {
 
     /// Sends every conversation, at most `max_concurrency` at a time, and
     /// returns each outcome in input order: one failure costs nothing else.
+    /// The number in flight adapts: it halves when the server answers
+    /// `429`, `503` or times out, and grows back with successes (see
+    /// [`throttle_stats`](Self::throttle_stats)).
     pub async fn batch(
         &self,
         conversations: Vec<Vec<ChatMessage>>,
@@ -164,7 +167,10 @@ impl EvolutionInference {
     ) -> Vec<Result<ChatResponse>> {
         let options = options.borrow();
         futures::stream::iter(conversations)
-            .map(|messages| async move { self.chat(&messages, options).await })
+            .map(|messages| async move {
+                let _place = self.window_place().await;
+                self.chat(&messages, options).await
+            })
             .buffered(self.max_concurrency)
             .collect()
             .await
@@ -187,8 +193,21 @@ impl EvolutionInference {
         futures::stream::iter(conversations.into_iter().enumerate())
             .map(move |(index, messages)| {
                 let options = Arc::clone(&options);
-                async move { (index, self.chat(&messages, &*options).await) }
+                async move {
+                    let _place = self.window_place().await;
+                    (index, self.chat(&messages, &*options).await)
+                }
             })
             .buffer_unordered(self.max_concurrency)
+    }
+
+    /// A place in the adaptive batch window (at most `max_concurrency`,
+    /// fewer while the server shows overload).
+    async fn window_place(&self) -> crate::transport::throttle::WindowPermit {
+        self.transport
+            .pipeline
+            .throttle
+            .permit(self.max_concurrency)
+            .await
     }
 }

@@ -16,7 +16,8 @@ use super::PATH;
 use crate::auth::TokenManager;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, StreamTrace};
-use crate::transport::{Body, Request, Transport};
+use crate::transport::throttle::ThrottleStats;
+use crate::transport::{estimate_tokens, Body, Request, Transport};
 
 /// What [`EvolutionInference::llm_type`] returns, as in the original package.
 pub const LLM_TYPE: &str = "cloud-ru-tech";
@@ -222,6 +223,7 @@ impl EvolutionInference {
     ) -> Result<ChatResponse> {
         check(&body)?;
         if body.stream == Some(true) {
+            // The stream settles the tokens limiter itself, from its usage chunk.
             let stream = self.open_stream(&body, trace).await?;
             let id = stream.request_id().cloned();
             let response = stream.collect_response().await?;
@@ -230,13 +232,46 @@ impl EvolutionInference {
                 (outcome, _) => outcome.map(|()| response),
             }
         } else {
-            self.transport
+            let estimated = self.estimate(&body);
+            let response: ChatResponse = self
+                .transport
                 .json_checked(
-                    Request::post(PATH, Body::json(&body)?),
+                    Request::post(PATH, Body::json(&body)?).tokens(estimated),
                     |response: &ChatResponse| self.check_answers(response),
                 )
-                .await
+                .await?;
+            if let Some(usage) = response.usage {
+                self.transport.settle(estimated, usage.total_tokens).await;
+            }
+            Ok(response)
         }
+    }
+
+    /// What a request is expected to cost against a tokens-per-minute
+    /// limit: its text's estimated tokens, plus `max_tokens` for each of
+    /// the `n` answers. Zero (and nothing counted) when no such limit is set.
+    fn estimate(&self, body: &RequestBody<'_>) -> u32 {
+        if !self.transport.pipeline.throttle.counts_tokens() {
+            return 0;
+        }
+        let prompt: u32 = body
+            .messages
+            .iter()
+            .map(|m| estimate_tokens(&m.content_text()))
+            .fold(0, u32::saturating_add);
+        let answers = body
+            .options
+            .max_tokens
+            .unwrap_or(0)
+            .saturating_mul(body.options.n.unwrap_or(1));
+        prompt.saturating_add(answers)
+    }
+
+    /// What the rate control has seen: the batch window now, time spent
+    /// waiting for the limiter or a `429`'s pause, and the `429`s met.
+    /// Shared by clones and by the clients made from this one.
+    pub fn throttle_stats(&self) -> ThrottleStats {
+        self.transport.pipeline.throttle.stats()
     }
 
     /// Sends `request` as it is, streamed (whatever its `stream` says).
@@ -278,11 +313,15 @@ impl EvolutionInference {
         request: &RequestBody<'_>,
         trace: StreamTrace,
     ) -> Result<ChatStream> {
+        let estimated = self.estimate(request);
         let open = self
             .transport
-            .stream(Request::post(PATH, Body::json(request)?))
+            .stream(Request::post(PATH, Body::json(request)?).tokens(estimated))
             .await?;
-        let stream = ChatStream::from_open(open);
+        let mut stream = ChatStream::from_open(open);
+        if estimated > 0 {
+            stream = stream.settling(Arc::clone(&self.transport), estimated);
+        }
         // A disabled span stays disabled: its stream skips the bookkeeping.
         Ok(if trace.span().is_disabled() {
             stream

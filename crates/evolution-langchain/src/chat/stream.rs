@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::telemetry::StreamTrace;
 use crate::transport::connection::DEFAULT_MAX_EVENT_SIZE;
 use crate::transport::http::describe_error;
 use crate::transport::server_error::ServerError;
-use crate::transport::OpenStream;
+use crate::transport::{OpenStream, Transport};
 
 /// A streamed answer: chunks as the model writes them.
 ///
@@ -78,6 +78,22 @@ impl ChatStream {
             request_id: None,
         };
         Self::decode(body, limits)
+    }
+
+    /// This stream, correcting the tokens limiter of `transport` (which
+    /// charged `estimated` tokens for it) when the usage chunk arrives.
+    pub(crate) fn settling(mut self, transport: Arc<Transport>, estimated: u32) -> Self {
+        let inner = std::mem::replace(&mut self.inner, Box::pin(futures::stream::empty()));
+        self.inner = Box::pin(inner.inspect(move |item| {
+            let Some(usage) = item.as_ref().ok().and_then(|chunk| chunk.usage) else {
+                return;
+            };
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let transport = Arc::clone(&transport);
+                runtime.spawn(async move { transport.settle(estimated, usage.total_tokens).await });
+            }
+        }));
+        self
     }
 
     /// The ids of the call that opened this stream (`None` for a stream

@@ -12,6 +12,8 @@ use secrecy::SecretString;
 use super::http::{default_client, project_id_header, validate_http_url};
 use super::pipeline::Pipeline;
 use super::retry::RetryPolicy;
+use super::shared::Buckets;
+use super::throttle::{Limits, Throttle, DEFAULT_MAX_RATE_LIMIT_WAIT};
 use super::Transport;
 use crate::auth::{AccessToken, Credentials, StaticToken, TokenManager, TokenSource};
 use crate::config::{EnvAuth, EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
@@ -71,6 +73,8 @@ pub(crate) struct Connection {
     pub(crate) stream_deadline: Option<Duration>,
     /// Offer HTTP/2 to HTTPS servers (the crate's own client only).
     pub(crate) http2: bool,
+    pub(crate) limits: Limits,
+    pub(crate) max_rate_limit_wait: Option<Duration>,
     pub(crate) headers: HeaderMap,
     /// A header that could not be parsed, reported by `build`.
     pub(crate) header_error: Option<Error>,
@@ -131,6 +135,12 @@ impl Connection {
         fill(&mut self.base_url, &env.base_url);
         fill(&mut self.auth_url, &env.auth_url);
         fill(&mut self.project_id, &env.project_id);
+        fill(
+            &mut self.limits.requests_per_minute,
+            &env.requests_per_minute,
+        );
+        fill(&mut self.limits.tokens_per_minute, &env.tokens_per_minute);
+        fill(&mut self.max_rate_limit_wait, &env.max_rate_limit_wait);
         Ok(())
     }
 
@@ -163,6 +173,17 @@ impl Connection {
         }
         if self.stream_deadline.is_some_and(|d| d.is_zero()) {
             return Err(Error::config("stream_deadline", "must be longer than zero"));
+        }
+        for (field, value) in [
+            ("requests_per_minute", self.limits.requests_per_minute),
+            ("tokens_per_minute", self.limits.tokens_per_minute),
+        ] {
+            if value == Some(0) {
+                return Err(Error::config(
+                    field,
+                    "must be at least 1 (leave it unset for no limit)",
+                ));
+            }
         }
         let has_credentials = !self.credentials.key_id().trim().is_empty()
             || !self.credentials.expose_secret().trim().is_empty();
@@ -238,6 +259,12 @@ impl Connection {
                 retry: RetryPolicy::with_max_retries(
                     self.max_retries.unwrap_or(DEFAULT_MAX_RETRIES),
                 ),
+                throttle: Arc::new(Throttle::new(
+                    self.limits,
+                    Buckets::local(),
+                    self.max_rate_limit_wait
+                        .unwrap_or(DEFAULT_MAX_RATE_LIMIT_WAIT),
+                )),
             },
             token_manager,
             base_url,
@@ -250,7 +277,7 @@ impl Connection {
     }
 }
 
-fn fill(slot: &mut Option<String>, from: &Option<String>) {
+fn fill<T: Clone>(slot: &mut Option<T>, from: &Option<T>) {
     if slot.is_none() {
         slot.clone_from(from);
     }
@@ -275,6 +302,8 @@ impl fmt::Debug for Connection {
             .field("max_response_size", &self.max_response_size)
             .field("max_event_size", &self.max_event_size)
             .field("stream_deadline", &self.stream_deadline)
+            .field("limits", &self.limits)
+            .field("max_rate_limit_wait", &self.max_rate_limit_wait)
             .finish_non_exhaustive()
     }
 }

@@ -17,6 +17,8 @@ pub(crate) mod http;
 pub(crate) mod pipeline;
 pub(crate) mod retry;
 pub(crate) mod server_error;
+pub(crate) mod shared;
+pub(crate) mod throttle;
 pub(crate) mod tls;
 
 use std::fmt;
@@ -34,7 +36,9 @@ use crate::auth::TokenManager;
 use crate::error::{AuthError, Error, RequestId, Result};
 use body::{read_limited, read_prefix, BodyError};
 use http::{describe_error, redirect_of};
-use pipeline::{new_request_id, verdict_for_status, Attempt, Pipeline, Sent, Verdict};
+use pipeline::{
+    new_request_id, verdict_for_failed_send, verdict_for_status, Attempt, Pipeline, Sent, Verdict,
+};
 use retry::parse_retry_after;
 use server_error::{status_error, ServerError};
 
@@ -93,12 +97,16 @@ impl Body {
     }
 }
 
-/// One request of an API group: method, path under the base URL, body.
+/// One request of an API group: method, path under the base URL, body,
+/// and what it is expected to cost against a tokens-per-minute limit.
 pub(crate) struct Request {
     pub(crate) method: Method,
     /// Under the base URL, without a leading slash, e.g. `chat/completions`.
     pub(crate) path: &'static str,
     pub(crate) body: Body,
+    /// Estimated tokens (prompt and answer), corrected later with
+    /// [`Transport::settle`] when the server reports usage.
+    pub(crate) tokens: u32,
 }
 
 impl Request {
@@ -108,6 +116,7 @@ impl Request {
             method: Method::GET,
             path,
             body: Body::Empty,
+            tokens: 0,
         }
     }
 
@@ -117,8 +126,23 @@ impl Request {
             method: Method::POST,
             path,
             body,
+            tokens: 0,
         }
     }
+
+    /// The same request, expected to cost `tokens`.
+    pub(crate) fn tokens(mut self, tokens: u32) -> Self {
+        self.tokens = tokens;
+        self
+    }
+}
+
+/// A rough token count of `text` for the limiter, before the server counts
+/// it: a token is about four characters of English (fewer of Russian, so
+/// this errs high there, which only makes the limiter cautious until the
+/// server's usage corrects it).
+pub(crate) fn estimate_tokens(text: &str) -> u32 {
+    u32::try_from(text.len().div_ceil(4)).unwrap_or(u32::MAX)
 }
 
 /// A 2xx reply whose body has been read.
@@ -165,13 +189,12 @@ enum Reading {
 /// The pipeline's view of an attempt of ours.
 fn judge(outcome: &Result<Answer>) -> Verdict {
     match outcome {
-        Ok(Answer::Success { .. }) => Verdict::Done,
+        Ok(Answer::Success { .. }) => Verdict::Success,
         Ok(Answer::Failure {
             status, headers, ..
         }) => verdict_for_status(*status, headers),
-        // Token errors are excluded: the token source retried them already.
-        Err(error) if error.is_retryable() && !matches!(error, Error::Auth(_)) => {
-            Verdict::Retry { retry_after: None }
+        Err(error @ (Error::Timeout { .. } | Error::Connection { .. })) => {
+            verdict_for_failed_send(matches!(error, Error::Timeout { .. }))
         }
         Err(_) => Verdict::Done,
     }
@@ -260,11 +283,16 @@ impl Transport {
             Error::config("base_url", format!("gives no valid URL for {text:?}: {e}"))
         })?;
         let sent = new_request_id();
-        let Sent { outcome, attempts } = self
+        let Sent {
+            outcome,
+            attempts,
+            rate_limit_wait,
+        } = self
             .pipeline
             .run(
                 &text,
                 &sent,
+                request.tokens,
                 |attempt| self.attempt(request, &url, attempt, streaming, &sent),
                 judge,
                 |error| error,
@@ -278,7 +306,7 @@ impl Transport {
                 headers,
                 body,
             }) => {
-                let mut error = self.status_error(status, &headers, &body);
+                let mut error = self.status_error(status, &headers, &body, rate_limit_wait);
                 error.set_attempts(attempts);
                 tracing::debug!(url = text, status = status.as_u16(), %error, "the model API answered with an error");
                 Err(error.with_request_id(&id))
@@ -410,8 +438,27 @@ impl Transport {
     /// The error a final non-2xx reply means. A `401` after the pipeline's
     /// recovery is final: a fixed key cannot be replaced, and a fresh token
     /// failed too.
-    fn status_error(&self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
+    fn status_error(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+        rate_limit_wait: Duration,
+    ) -> Error {
         let server = ServerError::parse(body);
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Error::RateLimited {
+                message: if server.message.is_empty() {
+                    "Too Many Requests".into()
+                } else {
+                    server.message
+                },
+                attempts: 1,
+                waited: rate_limit_wait,
+                retry_after: parse_retry_after(headers),
+                request_id: None,
+            };
+        }
         if status == StatusCode::UNAUTHORIZED && self.pipeline.tokens.is_some() {
             let message = server.message;
             return if self.pipeline.refreshes() {
@@ -428,6 +475,11 @@ impl Transport {
             .into();
         }
         status_error(status.as_u16(), server, parse_retry_after(headers))
+    }
+
+    /// Corrects the tokens-per-minute limiter once a call's usage is known.
+    pub(crate) async fn settle(&self, estimated: u32, actual: u32) {
+        self.pipeline.throttle.settle(estimated, actual).await;
     }
 
     /// A timeout, or a connection failure saying what happened.

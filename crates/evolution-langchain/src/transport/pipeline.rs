@@ -12,6 +12,10 @@
 //! - retries with exponential backoff and full jitter, a server's
 //!   `Retry-After` (seconds, milliseconds or an HTTP date) honoured up to a cap
 //!   ([`RetryPolicy`]);
+//! - rate control ([`Throttle`]): each attempt waits for the limiter and
+//!   any pause; a `429` pauses the whole client and is waited out up to a
+//!   patience bound rather than counted against `max_retries`; overload
+//!   shrinks the batch window and successes grow it;
 //! - one `X-Request-ID` per call, the same on each of its attempts.
 //!
 //! The pipeline does not know what a request or a response is: the caller
@@ -28,6 +32,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
 
 use super::retry::{parse_retry_after, retryable_status, RetryPolicy};
+use super::throttle::Throttle;
 use crate::auth::{AccessToken, TokenSource};
 use crate::error::{Error, Result};
 
@@ -37,8 +42,9 @@ pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-requ
 /// What one attempt's outcome means to the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// A success, or a failure that another attempt cannot mend: the
-    /// outcome goes back to the caller as it is.
+    /// A success: the outcome goes back to the caller.
+    Success,
+    /// A failure that another attempt cannot mend: back to the caller too.
     Done,
     /// The API refused the bearer (`401`/`403`): a new token may help.
     Rejected,
@@ -48,18 +54,51 @@ pub(crate) enum Verdict {
     Retry {
         /// The server's wish, when it stated one.
         retry_after: Option<Duration>,
+        /// What kind of failure it was.
+        kind: RetryKind,
     },
+}
+
+/// Why an attempt is worth repeating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryKind {
+    /// `429`: the provider's rate limit. Waited out (up to the patience
+    /// bound), not counted against `max_retries`.
+    RateLimited,
+    /// `503`, `408`, `504`, a timeout: the server is overloaded; the batch
+    /// window shrinks.
+    Overloaded,
+    /// Anything else worth another try (`500`, `502`, a dropped connection).
+    Failed,
 }
 
 /// The verdict on a reply with `status` and `headers`: the one table every
 /// client of this crate follows.
 pub(crate) fn verdict_for_status(status: StatusCode, headers: &HeaderMap) -> Verdict {
-    match status.as_u16() {
-        401 | 403 => Verdict::Rejected,
-        code if retryable_status(code) => Verdict::Retry {
-            retry_after: parse_retry_after(headers),
+    let kind = match status.as_u16() {
+        code if (200..300).contains(&code) => return Verdict::Success,
+        401 | 403 => return Verdict::Rejected,
+        code if !retryable_status(code) => return Verdict::Done,
+        429 => RetryKind::RateLimited,
+        408 | 503 | 504 => RetryKind::Overloaded,
+        _ => RetryKind::Failed,
+    };
+    Verdict::Retry {
+        retry_after: parse_retry_after(headers),
+        kind,
+    }
+}
+
+/// The verdict on a request that got no reply: worth another attempt, and
+/// a sign of overload when it timed out.
+pub(crate) fn verdict_for_failed_send(timed_out: bool) -> Verdict {
+    Verdict::Retry {
+        retry_after: None,
+        kind: if timed_out {
+            RetryKind::Overloaded
+        } else {
+            RetryKind::Failed
         },
-        _ => Verdict::Done,
     }
 }
 
@@ -87,27 +126,34 @@ pub(crate) struct Sent<T> {
     pub(crate) outcome: T,
     /// Requests sent, the one after a token refresh included.
     pub(crate) attempts: u32,
+    /// How long the call waited for the provider's rate limit, from its
+    /// first `429` on.
+    pub(crate) rate_limit_wait: Duration,
 }
 
-/// Tokens and retries: the part of a client every request goes through.
-/// Cheap to clone (an `Arc` and a few numbers).
+/// Tokens, rate control and retries: the part of a client every request
+/// goes through. Cheap to clone (`Arc`s and a few numbers).
 #[derive(Debug, Clone)]
 pub(crate) struct Pipeline {
     /// `None`: no `Authorization` header (a model run with auth off).
     pub(crate) tokens: Option<Arc<dyn TokenSource>>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) throttle: Arc<Throttle>,
 }
 
 impl Pipeline {
-    /// Sends a call's attempts through `send` until one is [`Verdict::Done`]
-    /// (as `judge` sees it), the retries run out, or a rejected token cannot
-    /// be replaced. `what` names the call in log events; `request_id` goes
-    /// out with every attempt. A token that cannot be had ends the call with
-    /// `lift(error)`: the token source has retried in its own way.
+    /// Sends a call's attempts through `send` until one succeeds or fails
+    /// for good (as `judge` sees it), the retries run out, the provider's
+    /// rate limit outlasts the patience bound, or a rejected token cannot be
+    /// replaced. `what` names the call in log events; `request_id` goes out
+    /// with every attempt; `tokens` is what the call is expected to cost
+    /// against a tokens-per-minute limit. A token that cannot be had ends
+    /// the call with `lift(error)`: the token source has retried in its own way.
     pub(crate) async fn run<T, E, F, Fut>(
         &self,
         what: &str,
         request_id: &str,
+        tokens: u32,
         mut send: F,
         judge: impl Fn(&Result<T, E>) -> Verdict,
         lift: impl Fn(Error) -> E,
@@ -119,41 +165,61 @@ impl Pipeline {
         let request_id = HeaderValue::from_str(request_id)
             .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let mut backoff = self.retry.backoff().build();
-        let mut attempts = 0u32;
+        let mut sent = Sent {
+            outcome: (),
+            attempts: 0u32,
+            rate_limit_wait: Duration::ZERO,
+        };
+        let mut first_rate_limit: Option<tokio::time::Instant> = None;
+        let mut waited = Duration::ZERO;
         let mut refreshed = false;
         let mut token = match self.token().await {
             Ok(token) => token,
-            Err(error) => return Sent::new(Err(lift(error)), attempts),
+            Err(error) => return sent.with(Err(lift(error))),
         };
         loop {
+            waited += self.throttle.admit(tokens).await;
+            if let Some(since) = first_rate_limit {
+                sent.rate_limit_wait = since.elapsed();
+            }
             let bearer = match token.as_ref().map(bearer).transpose() {
                 Ok(bearer) => bearer,
-                Err(error) => return Sent::new(Err(lift(error)), attempts),
+                Err(error) => return sent.with(Err(lift(error))),
             };
-            attempts += 1;
+            sent.attempts += 1;
+            let started = tokio::time::Instant::now();
             let outcome = send(Attempt {
                 bearer,
                 request_id: request_id.clone(),
             })
             .await;
-            match judge(&outcome) {
-                Verdict::Done => return Sent::new(outcome, attempts),
+            let verdict = judge(&outcome);
+            match verdict {
+                Verdict::Success => {
+                    self.throttle.succeeded(started.elapsed());
+                    record_wait(waited);
+                    return sent.with(outcome);
+                }
+                Verdict::Done => {
+                    record_wait(waited);
+                    return sent.with(outcome);
+                }
                 Verdict::Rejected => {
                     let (Some(tokens), Some(rejected)) = (&self.tokens, &token) else {
-                        return Sent::new(outcome, attempts);
+                        return sent.with(outcome);
                     };
                     if refreshed || !tokens.refreshes() {
-                        return Sent::new(outcome, attempts);
+                        return sent.with(outcome);
                     }
                     refreshed = true;
                     tokens.invalidate_token(rejected);
                     let fresh = match tokens.token().await {
                         Ok(fresh) => fresh,
-                        Err(error) => return Sent::new(Err(lift(error)), attempts),
+                        Err(error) => return sent.with(Err(lift(error))),
                     };
                     if fresh.same_as(rejected) {
                         // The source has nothing newer: the rejection stands.
-                        return Sent::new(outcome, attempts);
+                        return sent.with(outcome);
                     }
                     tracing::info!(
                         what,
@@ -162,29 +228,60 @@ impl Pipeline {
                         "the model API rejected the access token; trying once more with a new one"
                     );
                     token = Some(fresh);
+                    continue;
                 }
-                Verdict::Retry { retry_after } => {
+                Verdict::Retry {
+                    retry_after,
+                    kind: RetryKind::RateLimited,
+                } => {
+                    // Waited out up to the patience bound, the whole client
+                    // pausing; the next attempt's admission does the waiting.
+                    let since = *first_rate_limit.get_or_insert_with(tokio::time::Instant::now);
+                    let patience = self.throttle.max_rate_limit_wait;
+                    let left = patience.saturating_sub(since.elapsed());
+                    sent.rate_limit_wait = since.elapsed();
+                    if left.is_zero() || retry_after.is_some_and(|wait| wait > left) {
+                        record_wait(waited);
+                        return sent.with(outcome);
+                    }
+                    let pause = self
+                        .throttle
+                        .rate_limited(retry_after, self.retry.max_retry_after.min(left));
+                    tracing::info!(
+                        target: "evolution_langchain::retry",
+                        what,
+                        attempt = sent.attempts,
+                        pause_ms = pause.as_millis() as u64,
+                        request_id = request_id.to_str().unwrap_or_default(),
+                        "rate limited (429): pausing new sends, then trying again"
+                    );
+                }
+                Verdict::Retry { retry_after, kind } => {
+                    if kind == RetryKind::Overloaded {
+                        self.throttle.congested();
+                    }
                     let Some(step) = backoff.next() else {
-                        return Sent::new(outcome, attempts);
+                        record_wait(waited);
+                        return sent.with(outcome);
                     };
                     let pause = self.retry.pause(retry_after, step);
                     tracing::warn!(
                         target: "evolution_langchain::retry",
                         what,
-                        attempt = attempts,
+                        attempt = sent.attempts,
                         pause_ms = pause.as_millis() as u64,
                         request_id = request_id.to_str().unwrap_or_default(),
                         "request failed, retrying"
                     );
                     drop(outcome);
                     tokio::time::sleep(pause).await;
-                    // A token that expired during the pause is replaced.
-                    token = match self.token().await {
-                        Ok(token) => token,
-                        Err(error) => return Sent::new(Err(lift(error)), attempts),
-                    };
                 }
             }
+            // A token that expired while waiting is replaced.
+            token = match self.token().await {
+                Ok(token) => token,
+                Err(error) => return sent.with(Err(lift(error))),
+            };
         }
     }
 
@@ -202,9 +299,24 @@ impl Pipeline {
     }
 }
 
-impl<T> Sent<T> {
-    fn new(outcome: T, attempts: u32) -> Self {
-        Self { outcome, attempts }
+impl Sent<()> {
+    fn with<T>(self, outcome: T) -> Sent<T> {
+        Sent {
+            outcome,
+            attempts: self.attempts,
+            rate_limit_wait: self.rate_limit_wait,
+        }
+    }
+}
+
+/// Records on the call's span how long it waited for the limiter or a
+/// pause, when it did.
+fn record_wait(waited: Duration) {
+    if !waited.is_zero() {
+        tracing::Span::current().record(
+            crate::telemetry::RATE_LIMIT_WAIT_MS,
+            waited.as_millis() as u64,
+        );
     }
 }
 
@@ -264,6 +376,7 @@ mod tests {
         Pipeline {
             tokens,
             retry: RetryPolicy::with_max_retries(max_retries),
+            throttle: Arc::new(Throttle::unlimited()),
         }
     }
 
@@ -279,6 +392,7 @@ mod tests {
             .run(
                 "test",
                 "0123",
+                0,
                 |attempt| {
                     let i = next.fetch_add(1, Ordering::SeqCst) as usize;
                     let bearer = attempt
@@ -297,10 +411,8 @@ mod tests {
                     }
                 },
                 |outcome| match outcome {
-                    Ok((status, headers)) if !status.is_success() => {
-                        verdict_for_status(*status, headers)
-                    }
-                    _ => Verdict::Done,
+                    Ok((status, headers)) => verdict_for_status(*status, headers),
+                    Err(_) => Verdict::Done,
                 },
                 |e| e,
             )
@@ -344,6 +456,40 @@ mod tests {
             let (_, status, attempts) = replay(&p, &[(permanent, None), (200, None)]).await;
             assert_eq!((status, attempts), (permanent, 1));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_is_waited_out_within_the_patience_not_the_retries() {
+        // No retries at all, yet five 429s in a row are waited out.
+        let p = pipeline(None, 0);
+        let start = tokio::time::Instant::now();
+        let script = [(429, Some("2")); 5];
+        let mut with_answer = script.to_vec();
+        with_answer.push((200, None));
+        let (_, status, attempts) = replay(&p, &with_answer).await;
+        assert_eq!((status, attempts), (200, 6));
+        assert_eq!(start.elapsed().as_secs(), 10);
+        assert_eq!(p.throttle.stats().rate_limited, 5);
+        // Past the patience: the 429 is the outcome.
+        let impatient = Pipeline {
+            throttle: Arc::new(Throttle::new(
+                Default::default(),
+                super::super::shared::Buckets::local(),
+                Duration::from_secs(5),
+            )),
+            ..pipeline(None, 2)
+        };
+        let start = tokio::time::Instant::now();
+        let (_, status, attempts) = replay(&impatient, &[(429, Some("2"))]).await;
+        assert_eq!(status, 429);
+        assert_eq!(
+            attempts, 3,
+            "two waits of 2 s fit in 5 s; a third would not"
+        );
+        assert_eq!(start.elapsed().as_secs(), 4);
+        // A Retry-After longer than the patience left is not waited for.
+        let (_, status, attempts) = replay(&impatient, &[(429, Some("60"))]).await;
+        assert_eq!((status, attempts), (429, 1));
     }
 
     #[tokio::test(start_paused = true)]
