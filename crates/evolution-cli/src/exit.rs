@@ -123,6 +123,7 @@ pub fn classify(error: &Error) -> Exit {
         | Error::TooLarge { .. }
         | Error::Stream { .. } => Exit::Api,
         Error::Batch { first, .. } => classify(first),
+        Error::Runtime { .. } => Exit::Failure,
         // `Error` is non-exhaustive: a new variant is at least an error.
         _ => Exit::Failure,
     }
@@ -130,7 +131,7 @@ pub fn classify(error: &Error) -> Exit {
 
 impl From<Error> for CliError {
     fn from(error: Error) -> Self {
-        Self::new(classify(&error), one_line(&error.to_string()))
+        Self::new(classify(&error), crate::message::describe(&error))
     }
 }
 
@@ -140,9 +141,10 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Renders a clap error as one line: clap's own text minus its blank-line
-/// separated usage block, with a pointer to `--help`. `--help` and
-/// `--version` are not errors and are printed as clap formats them.
+/// Renders a clap error as one line: clap's message, its tips ("a similar
+/// argument exists: '--temperature'"), and a pointer to the help of the
+/// command at hand. `--help` and `--version` are not errors and are printed
+/// as clap formats them.
 pub fn clap_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -160,17 +162,48 @@ pub fn clap_error(error: clap::Error) -> ExitCode {
             Exit::Ok.into()
         };
     }
-    let rendered = error.render().to_string();
-    // The first paragraph is the message; what follows is usage and hints.
+    eprintln!("evolution: {}", clap_message(&error.render().to_string()));
+    Exit::Usage.into()
+}
+
+/// One line from clap's rendered error (see [`clap_error`]).
+fn clap_message(rendered: &str) -> String {
+    // The first paragraph is the message; then come tips, the usage line
+    // and clap's own pointer to --help.
     let message: Vec<&str> = rendered
         .lines()
         .take_while(|line| !line.trim().is_empty())
         .map(str::trim)
         .collect();
     let message = message.join(" ");
-    let message = message.strip_prefix("error: ").unwrap_or(&message);
-    eprintln!("evolution: {message} (see 'evolution --help')");
-    Exit::Usage.into()
+    let mut text = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_string();
+    for tip in rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("tip: "))
+    {
+        text.push_str("; ");
+        text.push_str(tip);
+    }
+    // "Usage: evolution chat [OPTIONS] [PROMPT]": the command is the words
+    // before the first placeholder.
+    let command = rendered
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['[', '<', '-', '{']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|command| !command.is_empty())
+        .unwrap_or_else(|| "evolution".into());
+    text.push_str(&format!(" (see '{command} --help')"));
+    text
 }
 
 #[cfg(test)]
@@ -224,6 +257,35 @@ mod tests {
             message: "out of range".into(),
         };
         assert_eq!(classify(&config), Exit::Usage);
+    }
+
+    #[test]
+    fn a_stalled_stream_is_a_timeout() {
+        let stalled = Error::Timeout {
+            url: "http://x/v1/chat/completions".into(),
+            timeout: std::time::Duration::from_secs(1),
+            attempts: 1,
+            request_id: None,
+        };
+        assert_eq!(classify(&stalled), Exit::Network);
+        let broken = Error::Stream {
+            message: "cut".into(),
+            request_id: None,
+        };
+        assert_eq!(classify(&broken), Exit::Api);
+    }
+
+    #[test]
+    fn clap_errors_keep_their_tips() {
+        let rendered = "error: unexpected argument '--temprature' found\n\n  \
+            tip: a similar argument exists: '--temperature'\n\n\
+            Usage: evolution chat --temperature <T> [PROMPT]\n\n\
+            For more information, try '--help'.\n";
+        assert_eq!(
+            clap_message(rendered),
+            "unexpected argument '--temprature' found; tip: a similar argument exists: \
+             '--temperature' (see 'evolution chat --help')"
+        );
     }
 
     #[test]
