@@ -41,6 +41,16 @@ pub fn setting(field: &str) -> String {
     }
 }
 
+/// The flag alone (or the variable, for settings without a flag), for a
+/// remedy already in parentheses.
+fn flag(field: &str) -> String {
+    let setting = setting(field);
+    match setting.split_once(" (") {
+        Some((flag, _)) => flag.to_string(),
+        None => setting,
+    }
+}
+
 /// The message for a library error, on one line (server messages may hold
 /// line breaks).
 pub fn describe(error: &Error) -> String {
@@ -162,8 +172,7 @@ fn auth_error(error: &AuthError) -> String {
     match error {
         AuthError::InvalidCredentials { key_id } => format!(
             "IAM rejected the credentials for key `{key_id}` (401 Unauthorized): check the \
-             key id and secret ({}, EVOLUTION_SECRET)",
-            setting("key_id")
+             key id (--key-id or EVOLUTION_KEY_ID) and the secret (EVOLUTION_SECRET)"
         ),
         AuthError::Forbidden { key_id } => format!(
             "IAM refused key `{key_id}` (403 Forbidden): the key has no rights for this \
@@ -204,7 +213,7 @@ fn auth_error(error: &AuthError) -> String {
         } => format!(
             "the model API rejected a freshly issued access token (401): {message}; check \
              that the key has access to this endpoint ({}) and that {} is right{}",
-            setting("base_url"),
+            flag("base_url"),
             setting("project_id"),
             shown(request_id.as_ref())
         ),
@@ -215,7 +224,7 @@ fn auth_error(error: &AuthError) -> String {
             "the model API rejected the API key (401): {message}; check {} and that it is \
              meant for this endpoint ({}){}",
             setting("api_key"),
-            setting("base_url"),
+            flag("base_url"),
             shown(request_id.as_ref())
         ),
         AuthError::Redirected {
@@ -245,12 +254,12 @@ fn refusal_remedy(status: u16) -> String {
         403 => format!(
             "the key or token has no permission for this model or project: check the key's \
              rights, the model name ({}) and the project ({}) with your Cloud.ru administrator",
-            setting("model"),
-            setting("project_id")
+            flag("model"),
+            flag("project_id")
         ),
         404 => format!(
             "check the model name ({}) and that {} points at the API (e.g. …/v1)",
-            setting("model"),
+            flag("model"),
             setting("base_url")
         ),
         413 => "the request is too large for the server: send less at once".into(),
@@ -385,5 +394,7 @@ mod tests {
         assert_eq!(setting("n"), "`n`");
         assert_eq!(setting("temperature"), "--temperature");
         assert_eq!(setting("secret"), "EVOLUTION_SECRET");
+        assert_eq!(flag("model"), "--model");
+        assert_eq!(flag("secret"), "EVOLUTION_SECRET");
     }
 }

@@ -135,10 +135,16 @@ impl Write for Fnv1a {
 const OWN_KEYS: [&str; 4] = ["id", "prompt", "messages", "system"];
 
 /// Parses every non-blank line of `text` (for tests: a batch reads its
-/// input line by line through [`Scanner`]).
+/// input line by line through [`Scanner`]), finding duplicate ids as a
+/// batch does: one reading to collect the ids, another with them known.
 #[cfg(test)]
 pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
-    let mut scanner = Scanner::new(defaults);
+    let mut collect = Scanner::new(defaults, Duplicates::collect());
+    for (index, raw) in text.lines().enumerate() {
+        collect.line(index + 1, raw);
+    }
+    let duplicates = collect.finish().0;
+    let mut scanner = Scanner::new(defaults, duplicates);
     let mut jobs = Vec::new();
     let mut bad = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -151,40 +157,104 @@ pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
     (jobs, bad)
 }
 
-/// Turns input lines, one at a time and in order, into jobs or bad lines.
-/// A repeated explicit id makes the later line bad: with two answers under
-/// one id, the output could not be joined by id. Bad lines take part in
-/// that check: an id claimed by a bad line is taken.
+/// Repeated explicit ids. With two answers under one id the output could
+/// not be joined by id, so every use of an id after its first makes its
+/// line bad; a bad line's id counts too (an id claimed by a bad line is
+/// taken). Line-numbered prompts cannot repeat and take no part.
 ///
-/// Memory: besides the line at hand it keeps one entry per explicit id
-/// (a 128-bit hash of the id and its first line, 24 bytes), never the lines
-/// themselves, and nothing for line-numbered prompts, which cannot repeat.
-/// Two different ids sharing a 128-bit hash is as likely as guessing a
-/// random UUID.
-pub struct Scanner<'a> {
-    defaults: &'a Defaults,
-    seen: HashMap<(u64, u64), usize>,
-    hashers: (RandomState, RandomState),
+/// Found in two steps, to keep memory to 16 bytes per explicit id: the
+/// first reading of the input collects a 96-bit hash of each id with its
+/// line ([`Duplicates::collect`]); sorting them then finds the repeats, and
+/// only those are kept (line → the id's first line) for the readings that
+/// follow. Two different ids sharing a 96-bit hash is about as likely, in a
+/// batch of a million ids, as guessing a 64-bit key on the first try.
+pub enum Duplicates {
+    /// Collecting: one entry per explicit id seen.
+    Collect {
+        /// (hash, hash, line with the high bit set when the line had a job).
+        ids: Vec<(u64, u32, u32)>,
+        /// Seeds the hashes (ids never leave the process).
+        hashers: (RandomState, RandomState),
+    },
+    /// Known: each line whose id was used before, with the id's first line.
+    Known(HashMap<usize, usize>),
 }
 
-impl<'a> Scanner<'a> {
-    /// A scanner for a new input.
-    pub fn new(defaults: &'a Defaults) -> Self {
-        Self {
-            defaults,
-            seen: HashMap::new(),
+impl Default for Duplicates {
+    /// None known.
+    fn default() -> Self {
+        Duplicates::Known(HashMap::new())
+    }
+}
+
+/// The bit of a collected line number that says the line had a job.
+const HAD_JOB: u32 = 1 << 31;
+
+/// What collecting found: the duplicates, and the lines among them that
+/// had a job (and now do not).
+pub struct Found(pub Duplicates, pub Vec<usize>);
+
+impl Duplicates {
+    /// Ready to collect ids.
+    pub fn collect() -> Self {
+        Duplicates::Collect {
+            ids: Vec::new(),
             hashers: (RandomState::new(), RandomState::new()),
         }
     }
 
-    /// The key of an explicit id: a hash of its JSON text, so `7` and `"7"`
-    /// stay different ids.
-    fn id_key(&self, id: &Value) -> (u64, u64) {
-        let text = id.to_string();
-        (
-            self.hashers.0.hash_one(&text),
-            self.hashers.1.hash_one(&text),
-        )
+    /// Whether a line number fits the collected form (below 2^31).
+    pub fn fits(line: usize) -> bool {
+        line < HAD_JOB as usize
+    }
+}
+
+/// Turns input lines, one at a time and in order, into jobs or bad lines
+/// (duplicate ids among them once they are [known](Duplicates::Known)).
+///
+/// Memory: besides the line at hand, what [`Duplicates`] holds; never the
+/// lines themselves.
+pub struct Scanner<'a> {
+    defaults: &'a Defaults,
+    duplicates: Duplicates,
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner for a new reading of the input.
+    pub fn new(defaults: &'a Defaults, duplicates: Duplicates) -> Self {
+        Self {
+            defaults,
+            duplicates,
+        }
+    }
+
+    /// After collecting: the repeated ids, and which of their lines had a
+    /// job (they are bad lines now).
+    pub fn finish(self) -> Found {
+        let ids = match self.duplicates {
+            Duplicates::Collect { ids, .. } => ids,
+            known @ Duplicates::Known(_) => return Found(known, Vec::new()),
+        };
+        let mut ids = ids;
+        ids.sort_unstable_by_key(|&(a, b, line)| (a, b, line & !HAD_JOB));
+        let mut repeated = HashMap::new();
+        let mut lost_jobs = Vec::new();
+        let mut first = 0;
+        for (index, &(a, b, line)) in ids.iter().enumerate() {
+            if (a, b) != (ids[first].0, ids[first].1) {
+                first = index;
+                continue;
+            }
+            if index == first {
+                continue;
+            }
+            let line = line & !HAD_JOB;
+            repeated.insert(line as usize, (ids[first].2 & !HAD_JOB) as usize);
+            if ids[index].2 & HAD_JOB != 0 {
+                lost_jobs.push(line as usize);
+            }
+        }
+        Found(Duplicates::Known(repeated), lost_jobs)
     }
 
     /// Line number `line` (1-based) with the text `raw`: `None` for a blank
@@ -207,14 +277,28 @@ impl<'a> Scanner<'a> {
         }
         let (id, parsed) = parse_json(line, raw, defaults);
         if let Some(id) = id {
-            let key = self.id_key(&id);
-            if let Some(first) = self.seen.get(&key) {
-                return Some(Err(BadLine {
-                    line,
-                    message: format!("duplicate id {id} (first used on line {first})"),
-                }));
+            match &mut self.duplicates {
+                Duplicates::Collect { ids, hashers } => {
+                    let text = id.to_string();
+                    let had_job = if parsed.is_ok() { HAD_JOB } else { 0 };
+                    // Callers check `fits` first; a larger number is not collected.
+                    if let Ok(number) = u32::try_from(line).map(|l| l & !HAD_JOB) {
+                        ids.push((
+                            hashers.0.hash_one(&text),
+                            hashers.1.hash_one(&text) as u32,
+                            number | had_job,
+                        ));
+                    }
+                }
+                Duplicates::Known(repeated) => {
+                    if let Some(first) = repeated.get(&line) {
+                        return Some(Err(BadLine {
+                            line,
+                            message: format!("duplicate id {id} (first used on line {first})"),
+                        }));
+                    }
+                }
             }
-            self.seen.insert(key, line);
         }
         Some(parsed.map_err(|message| BadLine { line, message }))
     }

@@ -1,6 +1,8 @@
 //! Per-line tables of a batch, sized by the input's line count: a bit per
 //! line, or a fingerprint per line, never the lines themselves.
 
+use std::collections::HashMap;
+
 use super::input::Fingerprint;
 
 /// A set of line numbers, one bit each (a million lines: 125 KB).
@@ -52,6 +54,13 @@ impl Asked {
         }
     }
 
+    /// Forgets the job on `line` (it turned out to be a bad line).
+    pub fn forget(&mut self, line: usize) {
+        if let Some(fingerprint) = self.fingerprints.get_mut(line) {
+            *fingerprint = 0;
+        }
+    }
+
     /// The fingerprint of the job on `line`, if there is one.
     pub fn fingerprint(&self, line: usize) -> Option<Fingerprint> {
         self.fingerprints
@@ -66,18 +75,59 @@ impl Asked {
         self.numbered.contains(line)
     }
 
-    /// The lines that have a job and are not in `done`, ordered by
-    /// fingerprint (then line).
-    pub fn open_by_fingerprint(&self, done: &LineSet) -> Vec<(u64, u32)> {
-        let mut open: Vec<(u64, u32)> = self
-            .fingerprints
-            .iter()
-            .enumerate()
-            .filter(|&(line, &f)| f != 0 && !done.contains(line))
-            .filter_map(|(line, &f)| Some((f, u32::try_from(line).ok()?)))
-            .collect();
-        open.sort_unstable();
-        open
+    /// Finds, for answers whose own line now asks something else, a line
+    /// that asks their question (see [`Vacancies`]).
+    pub fn vacancies(&self) -> Vacancies<'_> {
+        Vacancies {
+            asked: self,
+            lines: None,
+            cursors: HashMap::new(),
+        }
+    }
+}
+
+/// The lines with a job, ordered by fingerprint, for answers looking for
+/// the line that now asks their question: four bytes per line, built the
+/// first time an answer looks, and a cursor for each question asked on more
+/// than one line, so that taking every line of a question repeated k times
+/// costs O(k), not O(k²).
+pub struct Vacancies<'a> {
+    asked: &'a Asked,
+    lines: Option<Vec<u32>>,
+    cursors: HashMap<usize, usize>,
+}
+
+impl Vacancies<'_> {
+    /// The first line (in line order) that asks `fingerprint` and is not in
+    /// `done`, if there is one.
+    pub fn take(&mut self, fingerprint: Fingerprint, done: &LineSet) -> Option<usize> {
+        let asked = self.asked;
+        let of = |line: u32| asked.fingerprints[line as usize];
+        let lines = self.lines.get_or_insert_with(|| {
+            let mut lines: Vec<u32> = (0..asked.fingerprints.len())
+                .filter(|&line| asked.fingerprints[line] != 0)
+                .filter_map(|line| u32::try_from(line).ok())
+                .collect();
+            lines.sort_unstable_by_key(|&line| (of(line), line));
+            lines
+        });
+        let group = lines.partition_point(|&line| of(line) < fingerprint.0);
+        let mut at = self.cursors.get(&group).copied().unwrap_or(group);
+        while at < lines.len() && of(lines[at]) == fingerprint.0 {
+            let line = lines[at] as usize;
+            at += 1;
+            if !done.contains(line) {
+                // Only a question on several lines needs its cursor kept.
+                if at < lines.len() && of(lines[at]) == fingerprint.0 {
+                    self.cursors.insert(group, at);
+                } else {
+                    self.cursors.remove(&group);
+                }
+                return Some(line);
+            }
+        }
+        self.cursors.remove(&group);
+        None
     }
 }
 
@@ -98,15 +148,47 @@ mod tests {
     }
 
     #[test]
-    fn open_lines_come_in_fingerprint_order() {
+    fn vacancies_are_the_open_lines_asking_the_question_in_line_order() {
         let mut asked = Asked::default();
         asked.record(1, Fingerprint(30), true);
         asked.record(2, Fingerprint(10), false);
         asked.record(4, Fingerprint(10), true);
-        let mut done = LineSet::default();
-        done.insert(4);
-        assert_eq!(asked.open_by_fingerprint(&done), [(10, 2), (30, 1)]);
+        asked.record(5, Fingerprint(10), true);
+        asked.record(6, Fingerprint(20), true);
         assert_eq!(asked.fingerprint(3), None);
         assert!(asked.numbered(1) && !asked.numbered(2));
+        let mut done = LineSet::default();
+        done.insert(4);
+        let mut vacancies = asked.vacancies();
+        let mut take = |f: u64, done: &mut LineSet| {
+            let line = vacancies.take(Fingerprint(f), done);
+            if let Some(line) = line {
+                done.insert(line);
+            }
+            line
+        };
+        assert_eq!(take(10, &mut done), Some(2));
+        assert_eq!(take(10, &mut done), Some(5));
+        assert_eq!(take(10, &mut done), None);
+        assert_eq!(take(15, &mut done), None);
+        assert_eq!(take(30, &mut done), Some(1));
+        assert_eq!(take(30, &mut done), None);
+        assert_eq!(take(99, &mut done), None);
+        assert_eq!(take(20, &mut done), Some(6));
+    }
+
+    #[test]
+    fn a_question_repeated_many_times_is_taken_in_linear_time() {
+        let mut asked = Asked::default();
+        for line in 1..=200_000 {
+            asked.record(line, Fingerprint(7), true);
+        }
+        let mut done = LineSet::default();
+        let mut vacancies = asked.vacancies();
+        for line in 1..=200_000 {
+            assert_eq!(vacancies.take(Fingerprint(7), &done), Some(line));
+            done.insert(line);
+        }
+        assert_eq!(vacancies.take(Fingerprint(7), &done), None);
     }
 }

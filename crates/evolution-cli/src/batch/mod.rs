@@ -22,7 +22,7 @@ use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 use crate::message::describe;
 use crate::options::SamplingArgs;
-use input::{for_each_line, BadLine, Defaults, Job, ReadError, Scanner};
+use input::{for_each_line, BadLine, Defaults, Duplicates, Found, Job, ReadError, Scanner};
 use lines::{Asked, LineSet};
 use output::{reconcile, Answer, Resumed, Sink};
 use progress::Progress;
@@ -103,7 +103,7 @@ struct Tally {
 }
 
 /// What the first reading of the input found.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Survey {
     /// Non-blank lines.
     lines: usize,
@@ -113,17 +113,21 @@ struct Survey {
     runnable: usize,
     /// What each line asks (only kept for `--resume`).
     asked: Asked,
+    /// The repeated ids.
+    duplicates: Duplicates,
 }
 
 /// Runs `batch`.
 ///
-/// The input is read line by line, never whole: once to report its bad
-/// lines, count the work and (for `--resume`) note what each line asks, and
+/// The input is read line by line, never whole: once to count the work,
+/// find duplicate ids and (for `--resume`) note what each line asks, once
+/// more to report its bad lines if it has any, and
 /// once more while answering, with only the lines in flight (and a
-/// channel's worth read ahead) in memory. Besides those, a batch keeps one
-/// small entry per explicit id (for duplicates; line-numbered prompts need
-/// none), a bit per line for the lines already answered, and with
-/// `--resume`, while it reconciles the output, eight bytes per line. The
+/// channel's worth read ahead) in memory. Besides those, a batch keeps 16
+/// bytes per explicit id while it looks for duplicates (line-numbered
+/// prompts need nothing), then only the duplicates; a bit per line for the
+/// lines already answered; and with `--resume`, while it reconciles the
+/// output, eight bytes per line (twelve when answers move). The
 /// output is read as a stream too. Standard input is first copied to an
 /// unnamed temporary file, so it can be read again like a file.
 pub async fn run(
@@ -165,6 +169,7 @@ pub async fn run(
         args.input.clone(),
         input,
         defaults,
+        survey.duplicates,
         resumed.done,
         2 * usize::from(args.concurrency),
     );
@@ -282,9 +287,11 @@ fn read_error(path: &Path, error: ReadError) -> CliError {
     }
 }
 
-/// Reads the whole input once, before anything is sent or any output
-/// touched: it must be UTF-8 text; bad lines are reported on stderr; the
-/// work is counted; and with `resume`, what each line asks is noted.
+/// Reads the whole input before anything is sent or any output touched:
+/// it must be UTF-8 text; the work is counted; duplicate ids are found;
+/// with `resume`, what each line asks is noted; and the bad lines are
+/// reported on stderr (a second reading, only when there are any, so they
+/// come in line order with the duplicates among them).
 fn survey(
     path: &Path,
     input: &mut File,
@@ -292,7 +299,8 @@ fn survey(
     resume: bool,
 ) -> Result<Survey, CliError> {
     let mut survey = Survey::default();
-    scan(path, input, defaults, |item| {
+    let mut scanner = Scanner::new(defaults, Duplicates::collect());
+    scan(path, input, &mut scanner, |item| {
         survey.lines += 1;
         match item {
             Ok(job) => {
@@ -301,33 +309,59 @@ fn survey(
                     survey.asked.record(job.line, job.fingerprint, job.numbered);
                 }
             }
-            Err(line) => {
-                survey.bad += 1;
-                eprintln!("evolution: input line {}: {}", line.line, line.message);
-            }
+            Err(_) => survey.bad += 1,
         }
         ControlFlow::Continue(())
     })?;
+    let Found(duplicates, lost_jobs) = scanner.finish();
+    survey.runnable -= lost_jobs.len();
+    survey.bad += lost_jobs.len();
+    for line in lost_jobs {
+        survey.asked.forget(line);
+    }
+    if survey.bad == 0 {
+        survey.duplicates = duplicates;
+        return Ok(survey);
+    }
+    let mut scanner = Scanner::new(defaults, duplicates);
+    scan(path, input, &mut scanner, |item| {
+        if let Err(line) = item {
+            eprintln!("evolution: input line {}: {}", line.line, line.message);
+        }
+        ControlFlow::Continue(())
+    })?;
+    survey.duplicates = scanner.finish().0;
     Ok(survey)
 }
 
-/// Reads the input from the start, handing each non-blank line's job (or
-/// why it cannot be run) to `each`.
+/// Reads the input from the start through `scanner`, handing each
+/// non-blank line's job (or why it cannot be run) to `each`.
 fn scan(
     path: &Path,
     input: &mut File,
-    defaults: &Defaults,
+    scanner: &mut Scanner<'_>,
     mut each: impl FnMut(Result<Job, BadLine>) -> ControlFlow<()>,
 ) -> Result<(), CliError> {
     rewind(path, input)?;
-    let mut scanner = Scanner::new(defaults);
+    let mut too_long = false;
     for_each_line(BufReader::new(&mut *input), |number, text| {
+        if !Duplicates::fits(number) {
+            too_long = true;
+            return ControlFlow::Break(());
+        }
         match scanner.line(number, text) {
             None => ControlFlow::Continue(()),
             Some(item) => each(item),
         }
     })
-    .map_err(|e| read_error(path, e))
+    .map_err(|e| read_error(path, e))?;
+    if too_long {
+        return Err(CliError::usage(format!(
+            "{} has more than 2^31 lines: split it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// A line of the input, as the batch loop takes it. Only a channel's and a
@@ -348,12 +382,14 @@ fn read_items(
     path: PathBuf,
     mut input: File,
     defaults: Defaults,
+    duplicates: Duplicates,
     done: LineSet,
     ahead: usize,
 ) -> impl futures::Stream<Item = Result<Item, CliError>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
     std::thread::spawn(move || {
-        let scanned = scan(&path, &mut input, &defaults, |item| {
+        let mut scanner = Scanner::new(&defaults, duplicates);
+        let scanned = scan(&path, &mut input, &mut scanner, |item| {
             let item = match item {
                 Ok(job) if done.contains(job.line) => return ControlFlow::Continue(()),
                 Ok(job) => Item::Job(job),

@@ -32,7 +32,7 @@
 //! crash during the rewrite leaves the original intact.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use evolution_langchain::Usage;
@@ -166,9 +166,9 @@ impl Sink {
 
 /// Reconciles the saved output at `path` with the input `asked` (see the
 /// module docs), rewriting the file when anything is dropped or moved.
-/// Reads the file as a stream: besides `asked`, memory holds the lines
-/// done (a bit each) and, only when answers have to move, 16 bytes per
-/// answer that might.
+/// Reads the file as a stream, once: besides `asked`, memory holds the
+/// lines done (a bit each) and, only when answers have to move, four bytes
+/// per line (see [`Vacancies`](super::lines::Vacancies)).
 pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
     let cannot = |e: io::Error| {
         CliError::failure(format!("cannot rewrite {} to resume: {e}", path.display()))
@@ -190,19 +190,16 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
         // Whether the file must be rewritten: something dropped or moved,
         // or a last line without its line break.
         let mut changed = false;
-        // Answers whose line now asks something else: (fingerprint, offset).
-        let mut elsewhere: Vec<(u64, u64)> = Vec::new();
+        // Lines that ask the question of an answer whose own line now asks
+        // something else.
+        let mut vacancies = asked.vacancies();
         let mut reader = BufReader::new(file);
         let mut buffer = Vec::new();
-        let mut offset = 0u64;
         loop {
             buffer.clear();
-            let read = reader.read_until(b'\n', &mut buffer)?;
-            if read == 0 {
+            if reader.read_until(b'\n', &mut buffer)? == 0 {
                 break;
             }
-            let at = offset;
-            offset += read as u64;
             if !buffer.ends_with(b"\n") {
                 changed = true;
             }
@@ -224,45 +221,24 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
                 out.write_all(buffer.trim_ascii_end())?;
                 out.write_all(b"\n")?;
                 resumed.kept += 1;
-            } else {
-                changed = true;
-                elsewhere.push((fingerprint.0, at));
+                continue;
             }
-        }
-        if !elsewhere.is_empty() {
-            let moves = pair_up(&mut elsewhere, asked, &resumed.done);
-            resumed.stale = elsewhere.len() - moves.len();
-            // A second pass over the file, picking the moved answers up in
-            // order of their offsets.
-            reader.seek(SeekFrom::Start(0))?;
-            let mut offset = 0u64;
-            for (at, line) in moves {
-                loop {
-                    buffer.clear();
-                    let read = reader.read_until(b'\n', &mut buffer)?;
-                    if read == 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the file changed while it was read",
-                        ));
-                    }
-                    offset += read as u64;
-                    if offset - read as u64 == at {
-                        break;
-                    }
-                }
-                let mut answer: Answer = serde_json::from_slice(&buffer)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                answer.line = line;
-                if asked.numbered(line) {
-                    answer.id = Value::from(line);
-                }
-                serde_json::to_writer(&mut out, &answer)?;
-                out.write_all(b"\n")?;
-                resumed.done.insert(line);
-                resumed.kept += 1;
-                resumed.moved += 1;
+            changed = true;
+            let Some(line) = vacancies.take(fingerprint, &resumed.done) else {
+                resumed.stale += 1;
+                continue;
+            };
+            let mut answer: Answer = serde_json::from_slice(&buffer)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            answer.line = line;
+            if asked.numbered(line) {
+                answer.id = Value::from(line);
             }
+            serde_json::to_writer(&mut out, &answer)?;
+            out.write_all(b"\n")?;
+            resumed.done.insert(line);
+            resumed.kept += 1;
+            resumed.moved += 1;
         }
         if changed {
             out.into_inner().map_err(io::Error::from)?.sync_all()?;
@@ -277,31 +253,6 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
         let _ = fs::remove_file(&temp);
     }
     result.map_err(cannot)
-}
-
-/// Pairs saved answers that left their line (`elsewhere`: fingerprint and
-/// file offset) with the lines not yet done that ask the same thing, in
-/// line order within each fingerprint: a merge of two sorted lists, so
-/// linear after sorting whatever the number of repeated prompts. Returns
-/// (offset, new line) for each pair, by offset.
-fn pair_up(elsewhere: &mut [(u64, u64)], asked: &Asked, done: &LineSet) -> Vec<(u64, usize)> {
-    elsewhere.sort_unstable();
-    let open = asked.open_by_fingerprint(done);
-    let mut moves = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    while i < elsewhere.len() && j < open.len() {
-        match elsewhere[i].0.cmp(&open[j].0) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                moves.push((elsewhere[i].1, open[j].1 as usize));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    moves.sort_unstable();
-    moves
 }
 
 /// A temporary file next to `path`, for its rewrite.
