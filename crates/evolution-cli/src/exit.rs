@@ -24,7 +24,8 @@ pub enum Exit {
     BadCredentials = 3,
     /// The key is valid but has no rights (403, from IAM or the model API).
     Forbidden = 4,
-    /// The service could not be reached or did not answer in time.
+    /// The service could not be reached, or did not answer in time (a
+    /// stream that stalls past `--timeout` included).
     Network = 5,
     /// The service answered with an error: a rejected request, 429/5xx after
     /// the retries, a malformed reply, a stream that broke.
@@ -42,7 +43,8 @@ Exit codes:
   3    bad credentials (401): IAM rejected the key id or secret, or the model API
        rejected a freshly issued token
   4    forbidden (403): the key has no rights (IAM or the model API)
-  5    network: the service could not be reached or timed out
+  5    network or timeout: the service could not be reached, or did not answer
+       (or stopped mid-answer) within --timeout
   6    API error: the service refused the request or answered badly
   130  interrupted (Ctrl-C)";
 

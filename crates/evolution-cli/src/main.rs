@@ -29,7 +29,7 @@
 //! | 2 | usage or configuration error: bad flag, missing credentials, unreadable file |
 //! | 3 | bad credentials (401): IAM rejected the key id or secret, or the model API rejected a freshly issued token |
 //! | 4 | forbidden (403): the key has no rights, at IAM or at the model API |
-//! | 5 | network: the service could not be reached or timed out |
+//! | 5 | network or timeout: the service could not be reached, or did not answer (or stopped mid-answer) within `--timeout` |
 //! | 6 | API error: the service refused the request or answered badly |
 //! | 130 | interrupted (Ctrl-C) |
 //!

@@ -49,8 +49,8 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
 
-    /// Stop sequence (repeatable).
-    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    /// Stop sequence (repeatable; one starting with a hyphen: --stop=-x).
+    #[arg(long, value_name = "TEXT")]
     pub stop: Vec<String>,
 
     /// How hard a reasoning model thinks: none, minimal, low, medium, high, …

@@ -70,9 +70,11 @@ pub struct Defaults {
 }
 
 /// A 64-bit hash of what a line asks: its explicit id (or none), its
-/// messages and its parameters, as JSON. FNV-1a, so it is the same in
-/// every run and every build (the standard library's hashers promise
-/// neither). Never 0, which stands for "no job" in the batch's tables.
+/// messages and its parameters, as the JSON this crate writes for them
+/// (object keys sorted). FNV-1a, so it is the same from run to run (the
+/// standard library's hashers promise no such thing); a version of the CLI
+/// that writes a request differently asks such lines again, which is never
+/// wrong. Never 0, which stands for "no job" in the batch's tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fingerprint(pub u64);
 

@@ -171,9 +171,14 @@ fn emulator_help_lists_its_own_options_and_a_pattern_that_works() {
 fn the_emulator_writes_an_env_file_and_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("emu.env");
+    // The client settings of the environment are for the other commands:
+    // `emulator` neither refuses nor takes them.
     let mut child = evolution()
         .args(["emulator", "--port", "0", "--export", "--env-file"])
         .arg(&env_file)
+        .env("EVOLUTION_KEY_ID", "the-client-s-key")
+        .env("EVOLUTION_MAX_RETRIES", "5")
+        .env("EVOLUTION_EMULATOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -197,6 +202,10 @@ fn the_emulator_writes_an_env_file_and_keeps_serving() {
         })
         .collect();
     assert_eq!(vars.len(), 5, "{text}");
+    assert_eq!(
+        vars[0],
+        ("EVOLUTION_KEY_ID".into(), "emulator-key-id".into())
+    );
     // Still serving: a client configured from the file gets an answer.
     let mut chat = evolution();
     chat.args(["chat", "from the env file"]);
