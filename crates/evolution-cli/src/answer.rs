@@ -6,11 +6,11 @@ use std::io::{self, IsTerminal, Write};
 
 use evolution_langchain::chat::StreamAccumulator;
 use evolution_langchain::{
-    ChatMessage, ChatOptions, ChatResponse, EvolutionInference, ToolCall, Usage,
+    ChatMessage, ChatOptions, ChatResponse, Error, EvolutionInference, ToolCall, Usage,
 };
 use futures::StreamExt;
 
-use crate::config::{ConnectionArgs, Endpoint};
+use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::{CliError, Exit};
 
@@ -23,10 +23,10 @@ pub const ANSWER_MARK: &str = "[answer]";
 pub async fn client(
     connection: &ConnectionArgs,
     embedded: &EmbeddedArgs,
-) -> Result<(Endpoint, EvolutionInference), CliError> {
-    let endpoint = Endpoint::resolve(connection, embedded).await?;
-    let llm = endpoint.inference().build()?;
-    Ok((endpoint, llm))
+) -> Result<(Service, EvolutionInference), CliError> {
+    let service = Service::resolve(connection, embedded).await?;
+    let llm = service.inference().build()?;
+    Ok((service, llm))
 }
 
 /// Where a reasoning model's thinking goes.
@@ -247,7 +247,7 @@ pub async fn stream_answer(
             };
             let chunk = match item {
                 None => break 'answer Ending::Complete,
-                Some(Err(error)) => break 'answer Ending::Failed(error.into()),
+                Some(Err(error)) => break 'answer Ending::Failed(broken(error)),
                 Some(Ok(chunk)) => chunk,
             };
             accumulator.push(&chunk);
@@ -286,6 +286,16 @@ pub async fn stream_answer(
         text,
         usage,
         ending,
+    }
+}
+
+/// A stream that failed after it started: a stall past `--timeout` is a
+/// timeout like a reply that never came (exit code 5), said as what the
+/// user saw; anything else as the library reports it.
+fn broken(error: Error) -> CliError {
+    match crate::message::stalled(&error) {
+        Some(message) => CliError::new(crate::exit::classify(&error), message),
+        None => error.into(),
     }
 }
 

@@ -28,8 +28,8 @@ pub struct ChatArgs {
     pub no_stream: bool,
 
     /// Print the full response (choices, finish reason, usage, the model's
-    /// thinking) as JSON.
-    #[arg(long, conflicts_with = "no_stream")]
+    /// thinking) as JSON, once it is complete (so --no-stream is implied).
+    #[arg(long)]
     pub json: bool,
 
     /// Print a reasoning model's thinking on stdout too, before the answer,
@@ -51,13 +51,15 @@ pub struct ChatArgs {
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
-
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
 }
 
 /// Runs `chat`: reads the prompt, or hands over to the interactive session.
-pub fn run(runtime: &Runtime, args: ChatArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
+pub fn run(
+    runtime: &Runtime,
+    args: ChatArgs,
+    connection: &ConnectionArgs,
+    embedded: &EmbeddedArgs,
+) -> Result<(), CliError> {
     let prompt = match args.prompt.as_deref() {
         Some("-") => Some(read_stdin_prompt()?),
         Some(prompt) if prompt.trim().is_empty() => {
@@ -75,14 +77,14 @@ pub fn run(runtime: &Runtime, args: ChatArgs, embedded: &EmbeddedArgs) -> Result
         }
         return crate::interactive::run(
             runtime,
-            &args.connection,
+            connection,
             &args.sampling,
             args.history_file.as_deref(),
             Thinking::choose(args.show_reasoning),
             embedded,
         );
     };
-    runtime.block_on(one_shot(&args, embedded, prompt))
+    runtime.block_on(one_shot(&args, connection, embedded, prompt))
 }
 
 /// The tools of `--tools FILE`: a JSON array of tool definitions.
@@ -126,6 +128,7 @@ fn read_stdin_prompt() -> Result<String, CliError> {
 
 async fn one_shot(
     args: &ChatArgs,
+    connection: &ConnectionArgs,
     embedded: &EmbeddedArgs,
     prompt: String,
 ) -> Result<(), CliError> {
@@ -133,8 +136,8 @@ async fn one_shot(
         Some(path) => Some(read_tools(path)?),
         None => None,
     };
-    let (_endpoint, llm) = client(&args.connection, embedded).await?;
-    let mut options = args.sampling.chat_options();
+    let mut options = args.sampling.chat_options("chat")?;
+    let (_service, llm) = client(connection, embedded).await?;
     options.tools = tools;
     let thinking = Thinking::choose(args.show_reasoning);
     let mut messages: Vec<ChatMessage> = args.sampling.system_message().into_iter().collect();

@@ -19,54 +19,75 @@ use secrecy::ExposeSecret;
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 
-/// How to reach the service. The API key and the secret have no flag on
-/// purpose: a flag's value shows up in shell history and in `ps` output.
+/// How to reach the service: options of every command that calls it,
+/// accepted before or after the subcommand (`evolution --timeout 5 chat …`
+/// or `evolution chat --timeout 5 …`). The API key and the secret have no
+/// flag on purpose: a flag's value shows up in shell history and in `ps`
+/// output.
+///
+/// The ids are prefixed so they never meet the `emulator` subcommand's own
+/// (`--key-id` is also the emulator's key id), which these options are not
+/// for (see `main`).
 #[derive(Debug, Clone, Args)]
 #[command(
     next_help_heading = "Connection (secrets come from EVOLUTION_API_KEY or EVOLUTION_SECRET only)"
 )]
 pub struct ConnectionArgs {
     /// Access key id.
-    #[arg(long, value_name = "ID", env = ENV_KEY_ID)]
+    #[arg(id = "connection_key_id", long = "key-id", global = true, value_name = "ID",
+          env = ENV_KEY_ID)]
     pub key_id: Option<String>,
 
     /// Model API base URL [default: https://foundation-models.api.cloud.ru/v1]; a
     /// dedicated model run's is https://<model_run_id>.modelrun.inference.cloud.ru/v1.
-    #[arg(long, value_name = "URL", env = ENV_BASE_URL)]
+    #[arg(id = "connection_base_url", long = "base-url", global = true, value_name = "URL",
+          env = ENV_BASE_URL)]
     pub base_url: Option<String>,
 
     /// IAM token endpoint [default: Cloud.ru IAM].
-    #[arg(long, value_name = "URL", env = ENV_TOKEN_URL)]
+    #[arg(id = "connection_token_url", long = "token-url", global = true, value_name = "URL",
+          env = ENV_TOKEN_URL)]
     pub token_url: Option<String>,
 
     /// Project id, sent as the x-project-id header.
-    #[arg(long, value_name = "ID", env = ENV_PROJECT_ID)]
+    #[arg(id = "connection_project_id", long = "project-id", global = true, value_name = "ID",
+          env = ENV_PROJECT_ID)]
     pub project_id: Option<String>,
 
-    /// Timeout of each request attempt, in seconds, token requests included
-    /// (for streams: of each read).
-    #[arg(long, value_name = "SECS", env = "EVOLUTION_TIMEOUT", default_value = "60",
+    /// Timeout of each request attempt, token requests included (for
+    /// streams: the longest wait for more of the answer): seconds, or a
+    /// duration such as 500ms or 2m.
+    #[arg(id = "connection_timeout", long = "timeout", global = true, value_name = "SECS",
+          env = "EVOLUTION_TIMEOUT", default_value = "60", allow_negative_numbers = true,
           value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Retries after a 429, 5xx, timeout or connection failure (token
-    /// requests included).
-    #[arg(long, value_name = "N", env = "EVOLUTION_MAX_RETRIES", default_value_t = 2,
+    /// requests included), 0–10.
+    #[arg(id = "connection_max_retries", long = "max-retries", global = true, value_name = "N",
+          env = "EVOLUTION_MAX_RETRIES", default_value_t = 2, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     pub max_retries: u32,
 }
 
-/// A timeout in seconds: positive, finite, fractions allowed.
+/// A timeout: a number of seconds (fractions allowed) or a duration such as
+/// `500ms`; positive and finite.
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("expected a number of seconds, got {text:?}"))?;
-    // NaN fails `is_finite`, infinity too (it is no timeout).
-    if !seconds.is_finite() || seconds <= 0.0 {
-        return Err("must be more than 0 seconds".into());
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} seconds is too long"))
+    let text = text.trim();
+    let duration = match text.parse::<f64>() {
+        // NaN fails `is_finite`, infinity too (it is no timeout).
+        Ok(seconds) if !seconds.is_finite() || seconds <= 0.0 => None,
+        Ok(seconds) => Some(
+            Duration::try_from_secs_f64(seconds)
+                .map_err(|_| format!("{text:?} seconds is too long"))?,
+        ),
+        Err(_) => Some(humantime::parse_duration(text).map_err(|_| {
+            format!("expected a number of seconds or a duration such as 500ms, got {text:?}")
+        })?),
+    };
+    duration
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("must be more than 0 seconds, got {text}"))
 }
 
 /// How the command authenticates.
@@ -78,8 +99,10 @@ pub enum AuthMode {
     Iam,
 }
 
-/// Resolved connection settings, ready to build clients from.
-pub struct Endpoint {
+/// The service a command talks to: Cloud.ru's (or another base URL's), as
+/// the connection settings resolve it, or the embedded emulator. Holds the
+/// library's client builder with the connection filled in.
+pub struct Service {
     /// The library's builder with the connection filled in.
     builder: EvolutionInferenceBuilder,
     mode: AuthMode,
@@ -101,7 +124,7 @@ fn given(value: &Option<String>) -> Option<String> {
         .map(str::to_string)
 }
 
-impl Endpoint {
+impl Service {
     /// Resolves the settings, or starts the embedded emulator and points
     /// everything at it. Must run inside the runtime (the emulator is served
     /// by it).
@@ -256,6 +279,10 @@ mod tests {
     #[test]
     fn timeouts_must_be_positive() {
         assert_eq!(parse_timeout("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_timeout("-1").unwrap_err().contains("more than 0"));
+        assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("0").is_err());
         assert!(parse_timeout("-1").is_err());
         assert!(parse_timeout("NaN").is_err());

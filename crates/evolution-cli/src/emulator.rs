@@ -3,18 +3,20 @@
 //! newcomer sees the whole flow without an account.
 
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use evolution_emulator::{env_lines, env_lines_api_key, EmulatorArgs, EmulatorHandle, FaultSpec};
+use evolution_langchain::config::ENV_MODEL;
 
 use crate::exit::{CliError, Exit};
 
 /// Options of the embedded emulator (global `--emulator` mode).
 ///
-/// These are the top-level command's own flags, named apart from the
-/// `emulator` subcommand's (`--word-delay-ms`, `--token-ttl`, `--fault`) and
-/// from `chat --model`, so the two never clash. `--upstream` is accepted
-/// before the subcommand only: `evolution --emulator --upstream URL chat …`.
+/// Global flags, accepted before or after the subcommand like the
+/// connection flags, named apart from the `emulator` subcommand's
+/// (`--word-delay-ms`, `--token-ttl`, `--fault`) and from `chat --model`.
+/// They are not for `evolution emulator`, which refuses them (see `main`).
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Embedded emulator")]
 pub struct EmbeddedArgs {
@@ -29,6 +31,7 @@ pub struct EmbeddedArgs {
     #[arg(
         id = "embedded_upstream",
         long = "upstream",
+        global = true,
         value_name = "URL",
         env = "EVOLUTION_EMULATOR_UPSTREAM"
     )]
@@ -38,6 +41,7 @@ pub struct EmbeddedArgs {
     #[arg(
         id = "embedded_upstream_api_key",
         long = "upstream-api-key",
+        global = true,
         value_name = "KEY",
         env = "EVOLUTION_EMULATOR_UPSTREAM_API_KEY",
         hide_env_values = true
@@ -47,6 +51,7 @@ pub struct EmbeddedArgs {
     /// Pause of the embedded emulator before each streamed word, in milliseconds.
     #[arg(
         long,
+        global = true,
         value_name = "MS",
         env = "EVOLUTION_EMULATOR_WORD_DELAY_MS",
         default_value_t = 0
@@ -55,13 +60,14 @@ pub struct EmbeddedArgs {
 
     /// Lifetime of the embedded emulator's tokens, in seconds (1 to 31622400,
     /// i.e. 366 days).
-    #[arg(long, value_name = "SECS", env = "EVOLUTION_EMULATOR_TOKEN_TTL", default_value_t = 3600,
+    #[arg(long, global = true, value_name = "SECS", env = "EVOLUTION_EMULATOR_TOKEN_TTL",
+          default_value_t = 3600, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u64).range(1..=MAX_TOKEN_TTL_SECS))]
     pub emulator_token_ttl: u64,
 
     /// Queue a fault in the embedded emulator, `TARGET=FAULT[xN]`, e.g.
     /// `chat=status:503x2` (repeatable).
-    #[arg(long, value_name = "TARGET=FAULT[xN]")]
+    #[arg(long, global = true, value_name = "TARGET=FAULT[xN]")]
     pub emulator_fault: Vec<FaultSpec>,
 }
 
@@ -81,6 +87,19 @@ fn parse_switch(text: &str) -> Result<bool, String> {
 }
 
 impl EmbeddedArgs {
+    /// Whether `id` is one of the embedded emulator's own options (not
+    /// `--emulator` itself).
+    pub fn is_embedded_option(id: &str) -> bool {
+        matches!(
+            id,
+            "embedded_upstream"
+                | "embedded_upstream_api_key"
+                | "emulator_word_delay_ms"
+                | "emulator_token_ttl"
+                | "emulator_fault"
+        )
+    }
+
     /// Whether commands run against an embedded emulator.
     pub fn enabled(&self) -> bool {
         self.emulator || self.upstream().is_some()
@@ -119,18 +138,40 @@ fn non_blank(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// How to use `evolution emulator` from a script, shown in its help.
+pub const EMULATOR_HELP: &str = "\
+The emulator serves until Ctrl-C (or SIGTERM): it never returns, so its output
+cannot be captured with $(…). From a script, run it in the background and read
+the variables from the file it writes once it listens:
+  rm -f emu.env
+  evolution emulator --export --env-file emu.env &
+  emulator=$!
+  until [ -s emu.env ]; do sleep 0.1; done
+  . ./emu.env                 # EVOLUTION_* now point at the emulator
+  evolution chat \"Hello\"
+  kill $emulator
+For one command, `evolution --emulator …` embeds an emulator instead.";
+
 /// `evolution emulator`: the emulator's own options.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = EMULATOR_HELP)]
 pub struct EmulatorCommand {
     #[command(flatten)]
     args: EmulatorArgs,
 
-    /// Prefix each printed line with `export ` for `eval "$(…)"` in a shell.
+    /// Prefix each printed line with `export `, for a shell that sources
+    /// them (see --env-file).
     #[arg(long)]
     export: bool,
 
-    /// Print the API-key form (EVOLUTION_API_KEY and EVOLUTION_BASE_URL)
-    /// instead of the key id/secret one; needs --api-key.
+    /// Also write the variables to this file once the emulator listens
+    /// (replaced whole, never seen half-written), and keep serving: a
+    /// script waits for the file, then sources it (see below).
+    #[arg(long, value_name = "PATH")]
+    env_file: Option<PathBuf>,
+
+    /// Print the API-key form (EVOLUTION_API_KEY, EVOLUTION_BASE_URL and
+    /// EVOLUTION_MODEL) instead of the key id/secret one; needs --api-key.
     #[arg(long, requires = "api_key")]
     api_key_env: bool,
 }
@@ -150,20 +191,23 @@ async fn start(args: &EmulatorArgs) -> Result<EmulatorHandle, CliError> {
 }
 
 /// Runs the emulator until Ctrl-C or SIGTERM, after printing the variables a
-/// client needs (only those go to stdout, so the output can be sourced).
+/// client needs (only those go to stdout, so the output can be sourced) and
+/// writing them to `--env-file`.
 pub async fn run(command: EmulatorCommand) -> Result<(), CliError> {
     let handle = start(&command.args).await?;
     let prefix = if command.export { "export " } else { "" };
-    let lines = if command.api_key_env {
-        env_lines_api_key(&handle).unwrap_or_default()
-    } else {
-        env_lines(&handle)
-    };
-    let mut text = String::new();
-    for line in lines.lines() {
-        text.push_str(prefix);
-        text.push_str(line);
-        text.push('\n');
+    let text: String = env_lines_for(&handle, command.api_key_env)
+        .lines()
+        .map(|line| format!("{prefix}{line}\n"))
+        .collect();
+    if let Some(path) = &command.env_file {
+        if let Err(e) = write_whole(path, &text) {
+            handle.shutdown().await;
+            return Err(CliError::failure(format!(
+                "cannot write {}: {e}",
+                path.display()
+            )));
+        }
     }
     let mut stdout = io::stdout().lock();
     // A closed stdout (piped into `head`) must not stop the server.
@@ -177,6 +221,30 @@ pub async fn run(command: EmulatorCommand) -> Result<(), CliError> {
     crate::signal::ctrl_c_or_term().await;
     handle.shutdown().await;
     Ok(())
+}
+
+/// The variables a client needs: the key id/secret form, or the API-key
+/// form (with the model too, as the other form has it).
+fn env_lines_for(handle: &EmulatorHandle, api_key: bool) -> String {
+    match env_lines_api_key(handle).filter(|_| api_key) {
+        Some(lines) => format!("{lines}{ENV_MODEL}={}\n", handle.default_model()),
+        None => env_lines(handle),
+    }
+}
+
+/// Writes `text` to `path` through a temporary file renamed over it, so a
+/// reader waiting for the file never sees part of it.
+fn write_whole(path: &Path, text: &str) -> io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "env".into());
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
 }
 
 #[cfg(test)]

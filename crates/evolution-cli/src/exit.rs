@@ -24,7 +24,8 @@ pub enum Exit {
     BadCredentials = 3,
     /// The key is valid but has no rights (403, from IAM or the model API).
     Forbidden = 4,
-    /// The service could not be reached or did not answer in time.
+    /// The service could not be reached, or did not answer in time (a
+    /// stream that stalls past `--timeout` included).
     Network = 5,
     /// The service answered with an error: a rejected request, 429/5xx after
     /// the retries, a malformed reply, a stream that broke.
@@ -42,7 +43,8 @@ Exit codes:
   3    bad credentials (401): IAM rejected the key id or secret, or the model API
        rejected a freshly issued token
   4    forbidden (403): the key has no rights (IAM or the model API)
-  5    network: the service could not be reached or timed out
+  5    network or timeout: the service could not be reached, or did not answer
+       (or stopped mid-answer) within --timeout
   6    API error: the service refused the request or answered badly
   130  interrupted (Ctrl-C)";
 
@@ -123,6 +125,7 @@ pub fn classify(error: &Error) -> Exit {
         | Error::TooLarge { .. }
         | Error::Stream { .. } => Exit::Api,
         Error::Batch { first, .. } => classify(first),
+        Error::Runtime { .. } => Exit::Failure,
         // `Error` is non-exhaustive: a new variant is at least an error.
         _ => Exit::Failure,
     }
@@ -130,7 +133,7 @@ pub fn classify(error: &Error) -> Exit {
 
 impl From<Error> for CliError {
     fn from(error: Error) -> Self {
-        Self::new(classify(&error), one_line(&error.to_string()))
+        Self::new(classify(&error), crate::message::describe(&error))
     }
 }
 
@@ -140,9 +143,10 @@ pub fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Renders a clap error as one line: clap's own text minus its blank-line
-/// separated usage block, with a pointer to `--help`. `--help` and
-/// `--version` are not errors and are printed as clap formats them.
+/// Renders a clap error as one line: clap's message, its tips ("a similar
+/// argument exists: '--temperature'"), and a pointer to the help of the
+/// command at hand. `--help` and `--version` are not errors and are printed
+/// as clap formats them.
 pub fn clap_error(error: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     if matches!(
@@ -160,17 +164,48 @@ pub fn clap_error(error: clap::Error) -> ExitCode {
             Exit::Ok.into()
         };
     }
-    let rendered = error.render().to_string();
-    // The first paragraph is the message; what follows is usage and hints.
+    eprintln!("evolution: {}", clap_message(&error.render().to_string()));
+    Exit::Usage.into()
+}
+
+/// One line from clap's rendered error (see [`clap_error`]).
+fn clap_message(rendered: &str) -> String {
+    // The first paragraph is the message; then come tips, the usage line
+    // and clap's own pointer to --help.
     let message: Vec<&str> = rendered
         .lines()
         .take_while(|line| !line.trim().is_empty())
         .map(str::trim)
         .collect();
     let message = message.join(" ");
-    let message = message.strip_prefix("error: ").unwrap_or(&message);
-    eprintln!("evolution: {message} (see 'evolution --help')");
-    Exit::Usage.into()
+    let mut text = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_string();
+    for tip in rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("tip: "))
+    {
+        text.push_str("; ");
+        text.push_str(tip);
+    }
+    // "Usage: evolution chat [OPTIONS] [PROMPT]": the command is the words
+    // before the first placeholder.
+    let command = rendered
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Usage: "))
+        .map(|usage| {
+            usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['[', '<', '-', '{']))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|command| !command.is_empty())
+        .unwrap_or_else(|| "evolution".into());
+    text.push_str(&format!(" (see '{command} --help')"));
+    text
 }
 
 #[cfg(test)]
@@ -224,6 +259,35 @@ mod tests {
             message: "out of range".into(),
         };
         assert_eq!(classify(&config), Exit::Usage);
+    }
+
+    #[test]
+    fn a_stalled_stream_is_a_timeout() {
+        let stalled = Error::Timeout {
+            url: "http://x/v1/chat/completions".into(),
+            timeout: std::time::Duration::from_secs(1),
+            attempts: 1,
+            request_id: None,
+        };
+        assert_eq!(classify(&stalled), Exit::Network);
+        let broken = Error::Stream {
+            message: "cut".into(),
+            request_id: None,
+        };
+        assert_eq!(classify(&broken), Exit::Api);
+    }
+
+    #[test]
+    fn clap_errors_keep_their_tips() {
+        let rendered = "error: unexpected argument '--temprature' found\n\n  \
+            tip: a similar argument exists: '--temperature'\n\n\
+            Usage: evolution chat --temperature <T> [PROMPT]\n\n\
+            For more information, try '--help'.\n";
+        assert_eq!(
+            clap_message(rendered),
+            "unexpected argument '--temprature' found; tip: a similar argument exists: \
+             '--temperature' (see 'evolution chat --help')"
+        );
     }
 
     #[test]

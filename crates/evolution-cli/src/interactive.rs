@@ -29,8 +29,44 @@ const HELP: &str = "\
 Commands:
   /help    this text
   /reset   forget the conversation (the system prompt stays)
-  /exit    end the session (or Ctrl-D)
+  /exit    end the session (or Ctrl-D; /quit too)
+A line starting with / is a command; to send one to the model, double the
+slash: //etc/hosts is sent as /etc/hosts.
 Ctrl-C stops an answer; on an empty line it does nothing.";
+
+/// The commands, as listed when an unknown one is typed.
+const COMMANDS: &str = "/help, /reset, /exit";
+
+/// What a typed line is.
+#[derive(Debug, PartialEq, Eq)]
+enum Input<'a> {
+    /// Text for the model.
+    Message(&'a str),
+    /// `/help`.
+    Help,
+    /// `/reset`.
+    Reset,
+    /// `/exit` or `/quit`.
+    Exit,
+    /// A `/word` that is no command.
+    Unknown(&'a str),
+}
+
+/// Reads a typed line (already trimmed, not empty).
+fn input(line: &str) -> Input<'_> {
+    if let Some(text) = line.strip_prefix("//") {
+        return Input::Message(line.get(1..).filter(|_| !text.is_empty()).unwrap_or(line));
+    }
+    let Some(command) = line.strip_prefix('/') else {
+        return Input::Message(line);
+    };
+    match command.split_whitespace().next().unwrap_or("") {
+        "help" | "?" => Input::Help,
+        "reset" => Input::Reset,
+        "exit" | "quit" => Input::Exit,
+        _ => Input::Unknown(line.split_whitespace().next().unwrap_or(line)),
+    }
+}
 
 /// The prompt shown before each user turn.
 const PROMPT: &str = "you> ";
@@ -44,14 +80,14 @@ pub fn run(
     thinking: Thinking,
     embedded: &EmbeddedArgs,
 ) -> Result<(), CliError> {
-    let (endpoint, llm) = runtime.block_on(async {
+    let options = sampling.chat_options("chat")?;
+    let (service, llm) = runtime.block_on(async {
         // Registered inside the runtime, before the first answer: from here
         // on a Ctrl-C never kills the session.
         crate::signal::install()
             .map_err(|e| CliError::failure(format!("cannot handle Ctrl-C: {e}")))?;
         client(connection, embedded).await
     })?;
-    let options = sampling.chat_options();
     let system = sampling.system_message();
 
     let mut editor = DefaultEditor::new()
@@ -64,11 +100,11 @@ pub fn run(
     let model = options
         .model
         .clone()
-        .or_else(|| endpoint.fallback_model())
+        .or_else(|| service.fallback_model())
         .unwrap_or_else(|| "the default model".into());
-    let place = match endpoint.emulator() {
+    let place = match service.emulator() {
         Some(_) => "the embedded emulator".to_string(),
-        None => endpoint.base_url().to_string(),
+        None => service.base_url().to_string(),
     };
     eprintln!("Chatting with {model} at {place}. /help for commands, Ctrl-D to quit.");
 
@@ -86,21 +122,28 @@ pub fn run(
         }
         // Errors here only cost the up-arrow recall of this line.
         let _ = editor.add_history_entry(input);
-        match input {
-            "/exit" | "/quit" => break,
-            "/help" => {
+        let message = match self::input(input) {
+            Input::Message(message) => message,
+            Input::Exit => break,
+            Input::Help => {
                 eprintln!("{HELP}");
                 continue;
             }
-            "/reset" => {
+            Input::Reset => {
                 conversation = system.iter().cloned().collect();
                 eprintln!("(conversation cleared)");
                 continue;
             }
-            _ => {}
-        }
+            Input::Unknown(command) => {
+                eprintln!(
+                    "unknown command {command}: the commands are {COMMANDS} \
+                     (to send a line starting with /, start it with //)"
+                );
+                continue;
+            }
+        };
 
-        conversation.push(ChatMessage::user(input));
+        conversation.push(ChatMessage::user(message));
         let mut stdout = io::stdout();
         let streamed = runtime.block_on(stream_answer(
             &llm,
@@ -148,6 +191,17 @@ fn keep_partial(conversation: &mut Vec<ChatMessage>, text: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slash_lines_are_commands_unless_doubled() {
+        assert_eq!(input("hello"), Input::Message("hello"));
+        assert_eq!(input("/help"), Input::Help);
+        assert_eq!(input("/quit"), Input::Exit);
+        assert_eq!(input("/reset now"), Input::Reset);
+        assert_eq!(input("/rest please"), Input::Unknown("/rest"));
+        assert_eq!(input("//etc/hosts"), Input::Message("/etc/hosts"));
+        assert_eq!(input("//"), Input::Message("//"));
+    }
 
     #[test]
     fn partial_answers_stay_and_unanswered_questions_go() {

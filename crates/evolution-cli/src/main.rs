@@ -9,6 +9,11 @@
 //! evolution emulator                        run the emulator for other programs
 //! ```
 //!
+//! The connection flags (`--timeout`, `--max-retries`, `--base-url`, …),
+//! `--emulator` and the embedded emulator's flags, and `-v` are global:
+//! accepted before or after the subcommand. `evolution emulator` runs an
+//! emulator itself and refuses them (except `-v`).
+//!
 //! Configuration: flags > environment (`EVOLUTION_KEY_ID`, `EVOLUTION_SECRET`,
 //! `EVOLUTION_BASE_URL`, `EVOLUTION_TOKEN_URL`, `EVOLUTION_MODEL`,
 //! `EVOLUTION_PROJECT_ID`, …) > a `.env` file > defaults. `--emulator` (or
@@ -24,7 +29,7 @@
 //! | 2 | usage or configuration error: bad flag, missing credentials, unreadable file |
 //! | 3 | bad credentials (401): IAM rejected the key id or secret, or the model API rejected a freshly issued token |
 //! | 4 | forbidden (403): the key has no rights, at IAM or at the model API |
-//! | 5 | network: the service could not be reached or timed out |
+//! | 5 | network or timeout: the service could not be reached, or did not answer (or stopped mid-answer) within `--timeout` |
 //! | 6 | API error: the service refused the request or answered badly |
 //! | 130 | interrupted (Ctrl-C) |
 //!
@@ -41,6 +46,7 @@ mod config;
 mod emulator;
 mod exit;
 mod interactive;
+mod message;
 mod models;
 mod options;
 mod output;
@@ -50,9 +56,11 @@ mod token;
 
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use crate::config::ConnectionArgs;
 use crate::emulator::EmbeddedArgs;
 use crate::exit::{CliError, EXIT_CODES_HELP};
 
@@ -75,8 +83,96 @@ struct Cli {
     #[command(flatten)]
     embedded: EmbeddedArgs,
 
+    #[command(flatten)]
+    connection: ConnectionArgs,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The subcommand that runs an emulator itself, for which the global
+/// options of the commands that call the service mean nothing.
+const EMULATOR: &str = "emulator";
+
+/// The command line's definition: [`Cli`]'s, with the global options kept
+/// out of `evolution emulator`. Clap copies a global option into every
+/// subcommand unless the subcommand has an argument of the same id, so the
+/// emulator gets a hidden stand-in for each (under a name of its own where
+/// the emulator's own options use the option's): `emulator --help` does not
+/// list them, and [`refuse_for_emulator`] turns their use into a clear
+/// error instead of an "unexpected argument".
+fn command() -> clap::Command {
+    let cli = Cli::command();
+    let globals: Vec<clap::Arg> = cli
+        .get_arguments()
+        .filter(|arg| arg.is_global_set() && arg.get_id() != "verbose")
+        .cloned()
+        .collect();
+    cli.mut_subcommand(EMULATOR, |emulator| {
+        let taken: Vec<String> = emulator
+            .get_arguments()
+            .filter_map(|arg| arg.get_long().map(str::to_string))
+            .collect();
+        globals.into_iter().fold(emulator, |emulator, global| {
+            let mut stand_in = global.global(false).hide(true);
+            if let Some(long) = stand_in.get_long().filter(|l| taken.iter().any(|t| t == l)) {
+                // Clap takes `'static` names; the few bytes of the few
+                // renamed stand-ins live as long as the process anyway.
+                let long: &'static str = Box::leak(format!("client-{long}").into_boxed_str());
+                stand_in = stand_in.long(long);
+            }
+            emulator.arg(stand_in)
+        })
+    })
+}
+
+/// Parses the command line.
+fn parse() -> Result<Cli, clap::Error> {
+    let matches = command().try_get_matches()?;
+    refuse_for_emulator(&matches)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// `evolution --emulator emulator`, `evolution emulator --timeout 5`, …:
+/// options of the commands that call the service, given (on the command
+/// line; the environment may well hold them for the other commands) to the
+/// one that does not.
+fn refuse_for_emulator(matches: &ArgMatches) -> Result<(), clap::Error> {
+    let Some((EMULATOR, sub)) = matches.subcommand() else {
+        return Ok(());
+    };
+    let cli = Cli::command();
+    for global in cli.get_arguments().filter(|a| a.is_global_set()) {
+        let id = global.get_id().as_str();
+        if id == "verbose" || sub.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        let flag = format!("--{}", global.get_long().unwrap_or(id));
+        let message = if id == "emulator" {
+            "--emulator runs another command against an embedded emulator; \
+             `evolution emulator` is an emulator itself: drop --emulator"
+                .to_string()
+        } else if EmbeddedArgs::is_embedded_option(id) {
+            format!(
+                "{flag} configures the emulator that --emulator embeds in another command; \
+                 `evolution emulator` has options of its own"
+            )
+        } else {
+            format!(
+                "{flag} is an option of the commands that call the service (chat, batch, \
+                 token, models, rerank), not of `evolution emulator`"
+            )
+        };
+        // Raised by the subcommand, so the pointer to its help is the
+        // emulator's.
+        let mut command = command();
+        command.build();
+        let emulator = command
+            .find_subcommand_mut(EMULATOR)
+            .expect("the emulator subcommand");
+        return Err(emulator.error(clap::error::ErrorKind::ArgumentConflict, message));
+    }
+    Ok(())
 }
 
 /// The subcommands.
@@ -100,7 +196,7 @@ fn main() -> ExitCode {
     // `.env` goes into the environment before parsing, so the flags' `env`
     // fallbacks see it; variables already set win (dotenvy never overrides).
     let dotenv = evolution_langchain::config::load_dotenv();
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
         Err(error) => return exit::clap_error(error),
     };
@@ -121,14 +217,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
-    let embedded = cli.embedded;
+    let (connection, embedded) = (&cli.connection, &cli.embedded);
     match cli.command {
         // The interactive session drives the runtime itself, turn by turn.
-        Command::Chat(args) => chat::run(&runtime, args, &embedded),
-        Command::Batch(args) => runtime.block_on(batch::run(args, &embedded)),
-        Command::Token(args) => runtime.block_on(token::run(args, &embedded)),
-        Command::Models(args) => runtime.block_on(models::run(args, &embedded)),
-        Command::Rerank(args) => runtime.block_on(rerank::run(args, &embedded)),
+        Command::Chat(args) => chat::run(&runtime, args, connection, embedded),
+        Command::Batch(args) => runtime.block_on(batch::run(args, connection, embedded)),
+        Command::Token(args) => runtime.block_on(token::run(args, connection, embedded)),
+        Command::Models(args) => runtime.block_on(models::run(args, connection, embedded)),
+        Command::Rerank(args) => runtime.block_on(rerank::run(args, connection, embedded)),
         Command::Emulator(args) => runtime.block_on(emulator::run(args)),
     }
 }
@@ -197,16 +293,21 @@ fn init_logging(verbose: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+
+    fn parse_from(args: &[&str]) -> Result<Cli, clap::Error> {
+        let matches = command().try_get_matches_from(args)?;
+        refuse_for_emulator(&matches)?;
+        Cli::from_arg_matches(&matches)
+    }
 
     #[test]
     fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
     fn emulator_flags_before_the_subcommand() {
-        let cli = Cli::try_parse_from([
+        let cli = parse_from(&[
             "evolution",
             "--emulator",
             "--upstream",
@@ -227,8 +328,44 @@ mod tests {
     }
 
     #[test]
+    fn global_options_go_on_either_side_of_the_subcommand() {
+        for args in [
+            &[
+                "evolution",
+                "--max-retries",
+                "5",
+                "--timeout",
+                "3",
+                "models",
+            ][..],
+            &[
+                "evolution",
+                "models",
+                "--max-retries",
+                "5",
+                "--timeout",
+                "3",
+            ],
+            &[
+                "evolution",
+                "--max-retries",
+                "5",
+                "models",
+                "--timeout",
+                "3",
+            ],
+        ] {
+            let cli = parse_from(args).unwrap();
+            assert_eq!(cli.connection.max_retries, 5, "{args:?}");
+            assert_eq!(cli.connection.timeout.as_secs(), 3, "{args:?}");
+        }
+        let cli = parse_from(&["evolution", "chat", "--upstream", "http://h/v1", "hi"]).unwrap();
+        assert_eq!(cli.embedded.upstream(), Some("http://h/v1"));
+    }
+
+    #[test]
     fn the_emulator_subcommand_keeps_its_own_flags() {
-        let cli = Cli::try_parse_from([
+        let cli = parse_from(&[
             "evolution",
             "emulator",
             "--port",
@@ -237,9 +374,57 @@ mod tests {
             "a",
             "--upstream",
             "http://127.0.0.1:9/v1",
+            "--key-id",
+            "k",
+            "-v",
         ])
         .unwrap();
         assert!(matches!(cli.command, Command::Emulator(_)));
         assert!(cli.embedded.upstream().is_none());
+        assert!(cli.connection.key_id.is_none());
+    }
+
+    #[test]
+    fn the_emulator_subcommand_refuses_the_client_options() {
+        for (args, named) in [
+            (
+                &["evolution", "--emulator", "emulator"][..],
+                "drop --emulator",
+            ),
+            (&["evolution", "emulator", "--emulator"], "drop --emulator"),
+            (
+                &["evolution", "--max-retries", "1", "emulator"],
+                "--max-retries is an option",
+            ),
+            (
+                &["evolution", "emulator", "--timeout", "1"],
+                "--timeout is an option",
+            ),
+            (
+                &["evolution", "--upstream", "http://h/v1", "emulator"],
+                "--upstream configures",
+            ),
+        ] {
+            let error = parse_from(args).expect_err("refused").to_string();
+            assert!(error.contains(named), "{args:?}: {error}");
+        }
+        let help = command()
+            .try_get_matches_from(["evolution", "emulator", "--help"])
+            .expect_err("help")
+            .render()
+            .to_string();
+        for hidden in [
+            "  --emulator",
+            "--max-retries",
+            "--timeout",
+            "--base-url",
+            "eval",
+        ] {
+            assert!(
+                !help.contains(hidden),
+                "{hidden} in emulator --help:\n{help}"
+            );
+        }
+        assert!(help.contains("--env-file"), "{help}");
     }
 }

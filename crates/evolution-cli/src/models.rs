@@ -5,7 +5,7 @@
 use clap::Args;
 use evolution_langchain::ModelInfo;
 
-use crate::config::{ConnectionArgs, Endpoint};
+use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 use crate::output::print_text;
@@ -22,15 +22,16 @@ pub struct ModelsArgs {
     /// (`-` where the server says nothing).
     #[arg(short, long)]
     pub long: bool,
-
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
 }
 
 /// Runs `models`.
-pub async fn run(args: ModelsArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
-    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
-    let llm = endpoint.inference().build()?;
+pub async fn run(
+    args: ModelsArgs,
+    connection: &ConnectionArgs,
+    embedded: &EmbeddedArgs,
+) -> Result<(), CliError> {
+    let service = Service::resolve(connection, embedded).await?;
+    let llm = service.inference().build()?;
     let models = tokio::select! {
         models = llm.list_models() => models?,
         () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 use evolution_langchain::{EvolutionRerank, RerankOptions, ENV_RERANK_MODEL};
 
-use crate::config::{ConnectionArgs, Endpoint};
+use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 use crate::output::print_text;
@@ -35,19 +35,20 @@ pub struct RerankArgs {
     /// Reranker model [default: the endpoint's].
     #[arg(short, long, value_name = "NAME", env = ENV_RERANK_MODEL)]
     pub model: Option<String>,
-
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
 }
 
 /// Runs `rerank`.
-pub async fn run(args: RerankArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
+pub async fn run(
+    args: RerankArgs,
+    connection: &ConnectionArgs,
+    embedded: &EmbeddedArgs,
+) -> Result<(), CliError> {
     if args.query.trim().is_empty() {
         return Err(CliError::usage("the query is empty"));
     }
     let documents = read_documents(&args.input)?;
-    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
-    let llm = endpoint.inference().build()?;
+    let service = Service::resolve(connection, embedded).await?;
+    let llm = service.inference().build()?;
     let model = args.model.as_deref().map(str::trim).unwrap_or_default();
     let reranker = EvolutionRerank::from_inference(&llm, model);
     let mut options = RerankOptions::new();

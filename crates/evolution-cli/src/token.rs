@@ -2,12 +2,12 @@
 //! how long it lives. The token itself is never printed; `--show-prefix`
 //! shows its first eight characters, enough to match it in a server log.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use serde_json::json;
 
-use crate::config::{AuthMode, ConnectionArgs, Endpoint};
+use crate::config::{AuthMode, ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
 use crate::output::print_text;
@@ -22,19 +22,20 @@ pub struct TokenArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     pub json: bool,
-
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
 }
 
 /// Runs `token`.
-pub async fn run(args: TokenArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
-    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
-    let llm = endpoint.inference().build()?;
+pub async fn run(
+    args: TokenArgs,
+    connection: &ConnectionArgs,
+    embedded: &EmbeddedArgs,
+) -> Result<(), CliError> {
+    let service = Service::resolve(connection, embedded).await?;
+    let llm = service.inference().build()?;
     let started = std::time::Instant::now();
     let Some(manager) = llm
         .token_manager()
-        .filter(|_| endpoint.mode() == AuthMode::Iam)
+        .filter(|_| service.mode() == AuthMode::Iam)
     else {
         // An API key has nothing to exchange: ask the API whether it takes it.
         let models = tokio::select! {
@@ -46,7 +47,7 @@ pub async fn run(args: TokenArgs, embedded: &EmbeddedArgs) -> Result<(), CliErro
             let report = json!({
                 "ok": true,
                 "mode": "api-key",
-                "base_url": endpoint.base_url(),
+                "base_url": service.base_url(),
                 "models": models.len(),
             });
             return print_text(&format!("{report}\n"));
@@ -55,7 +56,7 @@ pub async fn run(args: TokenArgs, embedded: &EmbeddedArgs) -> Result<(), CliErro
             "credentials: ok (API key, accepted by GET /models in {} ms: {} model(s))\nbase url:    {}\n",
             took.as_millis(),
             models.len(),
-            endpoint.base_url()
+            service.base_url()
         ));
     };
     let token = tokio::select! {
@@ -110,38 +111,15 @@ fn human(duration: Duration) -> String {
     }
 }
 
-/// A wall-clock time as RFC 3339 in UTC, e.g. `2026-11-26T03:20:08Z`.
+/// A wall-clock time as RFC 3339 in UTC, whole seconds, e.g. `2026-11-26T03:20:08Z`.
 fn rfc3339(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rest = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
-/// Hinnant's `civil_from_days`, restricted to dates after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn dates_are_rfc3339_utc() {

@@ -126,3 +126,25 @@ fn ctrl_c_stops_the_answer_not_the_session() {
     assert_eq!(messages[2], json!({"role": "user", "content": "after"}));
     quit(chat);
 }
+
+#[test]
+fn an_unknown_command_is_flagged_not_sent() {
+    let emu = Emu::start(Emulator::builder());
+    let mut chat = session(&emu);
+
+    chat.send_line("/rest").expect("type");
+    chat.exp_string("unknown command /rest: the commands are /help, /reset, /exit")
+        .expect("flagged");
+    chat.exp_string(PROMPT).expect("prompt");
+    assert_eq!(emu.handle.counters().stream_requests, 0);
+
+    // A doubled slash sends the line, one slash less.
+    chat.send_line("//etc/hosts").expect("type");
+    chat.exp_regex(r"\n/etc/hosts\r?\n").expect("answer");
+    chat.exp_string(PROMPT).expect("prompt");
+    assert_eq!(
+        last_messages(&emu.handle),
+        [json!({"role": "user", "content": "/etc/hosts"})]
+    );
+    quit(chat);
+}

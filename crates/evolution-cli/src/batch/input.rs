@@ -1,37 +1,53 @@
 //! The batch input: one prompt per line, as plain text or as a JSON object.
 //!
-//! A JSON line is `{"id": …, "prompt": "…"}` or `{"id": …, "messages": […]}`
-//! with optional parameters (`system`, `model`, `temperature`, `max_tokens`,
-//! `top_p`, `frequency_penalty`, `presence_penalty`, `stop`, `seed`) that
-//! override the command's flags for that line. Unknown keys are errors: a
-//! misspelt `temprature` silently ignored would cost a whole batch. A line
-//! without an id gets its line number; blank lines are skipped, and so is a
-//! UTF-8 byte order mark at the very start.
+//! A JSON line is `{"id": …, "prompt": "…"}` or `{"id": …, "messages": […]}`,
+//! optionally with `system` and any parameter of the library's
+//! [`ChatOptions`] under its own name (`model`, `temperature`, `max_tokens`,
+//! `seed`, `n`, `reasoning_effort`, `extra_body`, …), overriding the
+//! command's flags for that line. Everything but the line's own four keys
+//! is read by `ChatOptions` itself, so the keys are exactly the library's
+//! parameters and an unknown one is an error naming the known ones: a
+//! misspelt `temprature` silently ignored would cost a whole batch.
+//! `stop` may be one string or a list. Blank lines are skipped, and so is
+//! a UTF-8 byte order mark at the very start.
 //!
-//! A line that cannot be run (a "bad line") is reported under the id `null`
-//! with its line number, so its error can never be mistaken for the answer
-//! of a line that has the same id, in this run or when resuming.
+//! A line's id is its own `id` when it has one, else its line number. Ids
+//! given in the input must be unique among themselves; line numbers are a
+//! namespace apart (a plain prompt on line 2 and `{"id": 2, …}` on line 3
+//! are two different lines), so answers are joined to input lines by their
+//! `line`. A line that cannot be run (a "bad line") is reported under the
+//! id `null` with its line number, so its error can never be mistaken for
+//! the answer of a line that has the same id, in this run or when resuming.
+//!
+//! Every job carries a [`Fingerprint`] of what it asks: the id it was given
+//! (none for a line-numbered one), the messages and the parameters after the
+//! flags and the line's own are combined. It is written with the answer, and
+//! `--resume` keeps an answer only for a line that still asks exactly that.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::ops::ControlFlow;
 
 use evolution_langchain::{ChatMessage, ChatOptions, Role};
-use serde::Deserialize;
-use serde_json::Value;
+use serde::Serialize;
+use serde_json::{Map, Value};
 
 /// One prompt to answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     /// 1-based line number in the input.
     pub line: usize,
-    /// The id written with the answer.
+    /// The id written with the answer: the line's own, or its line number.
     pub id: Value,
+    /// Whether the id is the line number (the line gave none).
+    pub numbered: bool,
     /// The conversation to send.
     pub messages: Vec<ChatMessage>,
     /// Per-line parameters (the flags, overridden by the line's own).
     pub options: ChatOptions,
+    /// What is asked, for `--resume`.
+    pub fingerprint: Fingerprint,
 }
 
 /// A line that cannot be run, with the reason. It has no id of its own in
@@ -47,50 +63,90 @@ pub struct BadLine {
 /// What the flags contribute to every line.
 #[derive(Debug, Clone, Default)]
 pub struct Defaults {
-    /// Options from the command line.
+    /// Options from the command line (already checked).
     pub options: ChatOptions,
     /// System prompt from the command line.
     pub system: Option<String>,
 }
 
-/// How answers and lines are matched across runs (for `--resume`): the id's
-/// JSON text, so `7` and `"7"` stay different ids.
-pub fn id_key(id: &Value) -> String {
-    id.to_string()
+/// A 64-bit hash of what a line asks: its explicit id (or none), its
+/// messages and its parameters, as the JSON this crate writes for them
+/// (object keys sorted). FNV-1a, so it is the same from run to run (the
+/// standard library's hashers promise no such thing); a version of the CLI
+/// that writes a request differently asks such lines again, which is never
+/// wrong. Never 0, which stands for "no job" in the batch's tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(pub u64);
+
+impl Fingerprint {
+    /// The fingerprint of a job with `id` (`None` for a line-numbered one).
+    pub fn of(id: Option<&Value>, messages: &[ChatMessage], options: &ChatOptions) -> Self {
+        #[derive(Serialize)]
+        struct Asked<'a> {
+            id: Option<&'a Value>,
+            messages: &'a [ChatMessage],
+            options: &'a ChatOptions,
+        }
+        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        // Writing into a hasher cannot fail, nor can serializing these types.
+        let _ = serde_json::to_writer(
+            &mut hasher,
+            &Asked {
+                id,
+                messages,
+                options,
+            },
+        );
+        Fingerprint(hasher.0.max(1))
+    }
+
+    /// As written in the output: 16 hex digits.
+    pub fn to_hex(self) -> String {
+        format!("{:016x}", self.0)
+    }
+
+    /// Reads [`to_hex`](Self::to_hex)'s form.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(text, 16)
+            .ok()
+            .filter(|&v| v != 0)
+            .map(Fingerprint)
+    }
 }
 
-/// A JSON line's fields.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Record {
-    #[serde(rename = "id")]
-    _id: Option<Value>,
-    prompt: Option<String>,
-    messages: Option<Vec<ChatMessage>>,
-    system: Option<String>,
-    model: Option<String>,
-    temperature: Option<f32>,
-    max_tokens: Option<u32>,
-    top_p: Option<f32>,
-    frequency_penalty: Option<f32>,
-    presence_penalty: Option<f32>,
-    stop: Option<Stop>,
-    seed: Option<u64>,
+/// FNV-1a over the bytes written.
+struct Fnv1a(u64);
+
+impl Write for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
-/// `stop` as OpenAI accepts it: one string or several.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
+/// A line's own keys, apart from the parameters.
+const OWN_KEYS: [&str; 4] = ["id", "prompt", "messages", "system"];
 
 /// Parses every non-blank line of `text` (for tests: a batch reads its
-/// input line by line through [`Scanner`]).
+/// input line by line through [`Scanner`]), finding duplicate ids as a
+/// batch does: one reading to collect the ids, another with them known.
 #[cfg(test)]
 pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
-    let mut scanner = Scanner::new(defaults);
+    let mut collect = Scanner::new(defaults, Duplicates::collect());
+    for (index, raw) in text.lines().enumerate() {
+        collect.line(index + 1, raw);
+    }
+    let duplicates = collect.finish().0;
+    let mut scanner = Scanner::new(defaults, duplicates);
     let mut jobs = Vec::new();
     let mut bad = Vec::new();
     for (index, raw) in text.lines().enumerate() {
@@ -103,35 +159,104 @@ pub fn parse(text: &str, defaults: &Defaults) -> (Vec<Job>, Vec<BadLine>) {
     (jobs, bad)
 }
 
-/// Turns input lines, one at a time and in order, into jobs or bad lines.
-/// Duplicate ids make the later line bad: with two answers under one id,
-/// `--resume` could not tell which is which. Bad lines take part in that
-/// check: an id claimed by a bad line is taken.
+/// Repeated explicit ids. With two answers under one id the output could
+/// not be joined by id, so every use of an id after its first makes its
+/// line bad; a bad line's id counts too (an id claimed by a bad line is
+/// taken). Line-numbered prompts cannot repeat and take no part.
 ///
-/// Memory: besides the line at hand it keeps one entry per id seen (a
-/// 128-bit hash of the id and its first line, about 32 bytes), never the
-/// lines themselves. Two different ids sharing a 128-bit hash is as likely
-/// as guessing a random UUID.
-pub struct Scanner<'a> {
-    defaults: &'a Defaults,
-    seen: HashMap<u128, usize>,
-    hashers: (RandomState, RandomState),
+/// Found in two steps, to keep memory to 16 bytes per explicit id: the
+/// first reading of the input collects a 96-bit hash of each id with its
+/// line ([`Duplicates::collect`]); sorting them then finds the repeats, and
+/// only those are kept (line → the id's first line) for the readings that
+/// follow. Two different ids sharing a 96-bit hash is about as likely, in a
+/// batch of a million ids, as guessing a 64-bit key on the first try.
+pub enum Duplicates {
+    /// Collecting: one entry per explicit id seen.
+    Collect {
+        /// (hash, hash, line with the high bit set when the line had a job).
+        ids: Vec<(u64, u32, u32)>,
+        /// Seeds the hashes (ids never leave the process).
+        hashers: (RandomState, RandomState),
+    },
+    /// Known: each line whose id was used before, with the id's first line.
+    Known(HashMap<usize, usize>),
 }
 
-impl<'a> Scanner<'a> {
-    /// A scanner for a new input.
-    pub fn new(defaults: &'a Defaults) -> Self {
-        Self {
-            defaults,
-            seen: HashMap::new(),
+impl Default for Duplicates {
+    /// None known.
+    fn default() -> Self {
+        Duplicates::Known(HashMap::new())
+    }
+}
+
+/// The bit of a collected line number that says the line had a job.
+const HAD_JOB: u32 = 1 << 31;
+
+/// What collecting found: the duplicates, and the lines among them that
+/// had a job (and now do not).
+pub struct Found(pub Duplicates, pub Vec<usize>);
+
+impl Duplicates {
+    /// Ready to collect ids.
+    pub fn collect() -> Self {
+        Duplicates::Collect {
+            ids: Vec::new(),
             hashers: (RandomState::new(), RandomState::new()),
         }
     }
 
-    fn id_hash(&self, id: &Value) -> u128 {
-        let key = id_key(id);
-        (u128::from(self.hashers.0.hash_one(&key)) << 64)
-            | u128::from(self.hashers.1.hash_one(&key))
+    /// Whether a line number fits the collected form (below 2^31).
+    pub fn fits(line: usize) -> bool {
+        line < HAD_JOB as usize
+    }
+}
+
+/// Turns input lines, one at a time and in order, into jobs or bad lines
+/// (duplicate ids among them once they are [known](Duplicates::Known)).
+///
+/// Memory: besides the line at hand, what [`Duplicates`] holds; never the
+/// lines themselves.
+pub struct Scanner<'a> {
+    defaults: &'a Defaults,
+    duplicates: Duplicates,
+}
+
+impl<'a> Scanner<'a> {
+    /// A scanner for a new reading of the input.
+    pub fn new(defaults: &'a Defaults, duplicates: Duplicates) -> Self {
+        Self {
+            defaults,
+            duplicates,
+        }
+    }
+
+    /// After collecting: the repeated ids, and which of their lines had a
+    /// job (they are bad lines now).
+    pub fn finish(self) -> Found {
+        let ids = match self.duplicates {
+            Duplicates::Collect { ids, .. } => ids,
+            known @ Duplicates::Known(_) => return Found(known, Vec::new()),
+        };
+        let mut ids = ids;
+        ids.sort_unstable_by_key(|&(a, b, line)| (a, b, line & !HAD_JOB));
+        let mut repeated = HashMap::new();
+        let mut lost_jobs = Vec::new();
+        let mut first = 0;
+        for (index, &(a, b, line)) in ids.iter().enumerate() {
+            if (a, b) != (ids[first].0, ids[first].1) {
+                first = index;
+                continue;
+            }
+            if index == first {
+                continue;
+            }
+            let line = line & !HAD_JOB;
+            repeated.insert(line as usize, (ids[first].2 & !HAD_JOB) as usize);
+            if ids[index].2 & HAD_JOB != 0 {
+                lost_jobs.push(line as usize);
+            }
+        }
+        Found(Duplicates::Known(repeated), lost_jobs)
     }
 
     /// Line number `line` (1-based) with the text `raw`: `None` for a blank
@@ -149,21 +274,33 @@ impl<'a> Scanner<'a> {
             return None;
         }
         let defaults = self.defaults;
-        let (id, parsed) = if raw.starts_with('{') {
-            parse_json(line, raw, defaults)
-        } else {
-            let job = plain(line, raw, defaults);
-            (Some(job.id.clone()), Ok(job))
-        };
+        if !raw.starts_with('{') {
+            return Some(Ok(plain(line, raw, defaults)));
+        }
+        let (id, parsed) = parse_json(line, raw, defaults);
         if let Some(id) = id {
-            let hash = self.id_hash(&id);
-            if let Some(first) = self.seen.get(&hash) {
-                return Some(Err(BadLine {
-                    line,
-                    message: format!("duplicate id {id} (first used on line {first})"),
-                }));
+            match &mut self.duplicates {
+                Duplicates::Collect { ids, hashers } => {
+                    let text = id.to_string();
+                    let had_job = if parsed.is_ok() { HAD_JOB } else { 0 };
+                    // Callers check `fits` first; a larger number is not collected.
+                    if let Ok(number) = u32::try_from(line).map(|l| l & !HAD_JOB) {
+                        ids.push((
+                            hashers.0.hash_one(&text),
+                            hashers.1.hash_one(&text) as u32,
+                            number | had_job,
+                        ));
+                    }
+                }
+                Duplicates::Known(repeated) => {
+                    if let Some(first) = repeated.get(&line) {
+                        return Some(Err(BadLine {
+                            line,
+                            message: format!("duplicate id {id} (first used on line {first})"),
+                        }));
+                    }
+                }
             }
-            self.seen.insert(hash, line);
         }
         Some(parsed.map_err(|message| BadLine { line, message }))
     }
@@ -209,25 +346,29 @@ pub fn for_each_line(
 }
 
 fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {
+    let messages = with_system(vec![ChatMessage::user(prompt)], defaults.system.as_deref());
+    let options = defaults.options.clone();
     Job {
         line,
         id: Value::from(line),
-        messages: with_system(vec![ChatMessage::user(prompt)], defaults.system.as_deref()),
-        options: defaults.options.clone(),
+        numbered: true,
+        fingerprint: Fingerprint::of(None, &messages, &options),
+        messages,
+        options,
     }
 }
 
-/// Parses a JSON line: its id, when it has a usable one (even if the line is
-/// bad otherwise), and the job or what is wrong with the line.
+/// Parses a JSON line: its explicit id, when it has a usable one (even if
+/// the line is bad otherwise), and the job or what is wrong with the line.
 fn parse_json(line: usize, raw: &str, defaults: &Defaults) -> (Option<Value>, Result<Job, String>) {
-    let value: Value = match serde_json::from_str(raw) {
-        Ok(value) => value,
+    let mut object: Map<String, Value> = match serde_json::from_str(raw) {
+        Ok(object) => object,
         Err(e) => return (None, Err(format!("invalid JSON: {e}"))),
     };
-    let id = match value.get("id") {
-        None | Some(Value::Null) => Value::from(line),
-        Some(id @ Value::String(s)) if !s.is_empty() => id.clone(),
-        Some(id @ Value::Number(n)) if n.is_i64() || n.is_u64() => id.clone(),
+    let id = match object.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(id @ Value::String(_)) if id.as_str().is_some_and(|s| !s.is_empty()) => Some(id),
+        Some(id @ Value::Number(_)) if id.is_i64() || id.is_u64() => Some(id),
         Some(_) => {
             return (
                 None,
@@ -235,40 +376,76 @@ fn parse_json(line: usize, raw: &str, defaults: &Defaults) -> (Option<Value>, Re
             )
         }
     };
-    let job = job_from_json(line, id.clone(), value, defaults);
-    (Some(id), job)
+    let job = job_from_json(line, id.clone(), object, defaults);
+    (id, job)
 }
 
-/// The job a JSON line (with a usable id) stands for.
-fn job_from_json(line: usize, id: Value, value: Value, defaults: &Defaults) -> Result<Job, String> {
-    let record: Record = serde_json::from_value(value).map_err(|e| e.to_string())?;
-    let messages = match (record.prompt, record.messages) {
+/// The job a JSON line stands for; `object` is the line without its `id`.
+fn job_from_json(
+    line: usize,
+    id: Option<Value>,
+    mut object: Map<String, Value>,
+    defaults: &Defaults,
+) -> Result<Job, String> {
+    let text = |key: &str, value: Value| match value {
+        Value::Null => Ok(None),
+        Value::String(text) => Ok(Some(text)),
+        _ => Err(format!("`{key}` must be text")),
+    };
+    let prompt = object
+        .remove("prompt")
+        .map_or(Ok(None), |v| text("prompt", v))?;
+    let system = object
+        .remove("system")
+        .map_or(Ok(None), |v| text("system", v))?;
+    let messages: Option<Vec<ChatMessage>> = match object.remove("messages") {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            serde_json::from_value(value)
+                .map_err(|e| format!("`messages` is not a list of chat messages: {e}"))?,
+        ),
+    };
+    let messages = match (prompt, messages) {
         (Some(prompt), None) if !prompt.trim().is_empty() => vec![ChatMessage::user(prompt)],
         (None, Some(messages)) if !messages.is_empty() => messages,
         (Some(_), Some(_)) => return Err("give either `prompt` or `messages`, not both".into()),
         _ => return Err("needs a non-empty `prompt` (text) or `messages` (array)".into()),
     };
-    let system = record.system.or_else(|| defaults.system.clone());
-    let mut options = defaults.options.clone();
-    if let Some(model) = record.model {
-        options.model = Some(model);
-    }
-    options.temperature = record.temperature.or(options.temperature);
-    options.max_tokens = record.max_tokens.or(options.max_tokens);
-    options.top_p = record.top_p.or(options.top_p);
-    options.frequency_penalty = record.frequency_penalty.or(options.frequency_penalty);
-    options.presence_penalty = record.presence_penalty.or(options.presence_penalty);
-    options.seed = record.seed.or(options.seed);
-    match record.stop {
-        Some(Stop::One(stop)) => options.stop = Some(vec![stop]),
-        Some(Stop::Many(stop)) => options.stop = Some(stop),
-        None => {}
-    }
+    let options = line_options(object)?;
+    let mut merged = defaults.options.clone();
+    merged.apply(options);
+    merged
+        .check()
+        .map_err(|(field, message)| format!("`{field}` {message}"))?;
+    let system = system.or_else(|| defaults.system.clone());
+    let messages = with_system(messages, system.as_deref());
     Ok(Job {
         line,
-        messages: with_system(messages, system.as_deref()),
-        options,
-        id,
+        fingerprint: Fingerprint::of(id.as_ref(), &messages, &merged),
+        numbered: id.is_none(),
+        id: id.unwrap_or_else(|| Value::from(line)),
+        messages,
+        options: merged,
+    })
+}
+
+/// The parameters of a line: every key but its own four, read by
+/// `ChatOptions` (a single `stop` string becomes a list of one).
+fn line_options(mut object: Map<String, Value>) -> Result<ChatOptions, String> {
+    if let Some(Value::String(stop)) = object.get("stop") {
+        let one = Value::from(vec![stop.clone()]);
+        object.insert("stop".into(), one);
+    }
+    serde_json::from_value(Value::Object(object)).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("unknown field") {
+            format!(
+                "{message}, or a line's own {}",
+                OWN_KEYS.map(|k| format!("`{k}`")).join(", ")
+            )
+        } else {
+            message
+        }
     })
 }
 
@@ -299,11 +476,54 @@ mod tests {
         );
         assert!(bad.is_empty(), "{bad:?}");
         assert_eq!(jobs.len(), 3);
-        assert_eq!((jobs[0].line, &jobs[0].id), (1, &json!(1)));
-        assert_eq!(jobs[1].id, json!("a"));
+        assert_eq!(
+            (jobs[0].line, &jobs[0].id, jobs[0].numbered),
+            (1, &json!(1), true)
+        );
+        assert_eq!((&jobs[1].id, jobs[1].numbered), (&json!("a"), false));
         assert_eq!(jobs[1].options.temperature, Some(0.5));
-        assert_eq!(jobs[2].id, json!(4));
+        assert_eq!((&jobs[2].id, jobs[2].numbered), (&json!(4), true));
         assert_eq!(jobs[2].options.stop, Some(vec!["x".to_string()]));
+    }
+
+    #[test]
+    fn every_library_parameter_is_a_line_key() {
+        let (jobs, bad) = run(
+            "{\"prompt\":\"q\",\"seed\":7,\"n\":2,\"reasoning_effort\":\"high\",\
+             \"frequency_penalty\":0.5,\"extra_body\":{\"top_k\":20},\"stop\":[\"a\",\"b\"]}\n",
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        let options = &jobs[0].options;
+        assert_eq!(options.seed, Some(7));
+        assert_eq!(options.n, Some(2));
+        assert_eq!(options.reasoning_effort, Some("high".into()));
+        assert_eq!(options.frequency_penalty, Some(0.5));
+        assert_eq!(
+            options.extra_body.as_ref().unwrap().get("top_k"),
+            Some(&json!(20))
+        );
+        assert_eq!(options.stop, Some(vec!["a".to_string(), "b".to_string()]));
+    }
+
+    #[test]
+    fn a_line_overrides_the_flags_and_the_library_checks_the_result() {
+        let defaults = Defaults {
+            options: ChatOptions::new().temperature(0.2).seed(1),
+            system: None,
+        };
+        let (jobs, bad) = parse(
+            "{\"prompt\":\"q\",\"seed\":2}\n{\"prompt\":\"q\",\"n\":0}\n\
+             {\"prompt\":\"q\",\"extra_body\":{\"model\":\"x\"}}\n",
+            &defaults,
+        );
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].options.temperature, Some(0.2));
+        assert_eq!(jobs[0].options.seed, Some(2));
+        assert!(
+            bad[0].message.starts_with("`n` must be between 1 and"),
+            "{bad:?}"
+        );
+        assert!(bad[1].message.starts_with("`extra_body`"), "{bad:?}");
     }
 
     #[test]
@@ -320,7 +540,17 @@ mod tests {
             "{}",
             bad[0].message
         );
-        assert!(bad[1].message.contains("temprature"), "{}", bad[1].message);
+        // serde names the unknown key and the known ones; the line's own
+        // keys are listed too.
+        let unknown = &bad[1].message;
+        for part in [
+            "unknown field `temprature`",
+            "`temperature`",
+            "`reasoning_effort`",
+            "`prompt`",
+        ] {
+            assert!(unknown.contains(part), "{part}: {unknown}");
+        }
         assert!(
             bad[2].message.contains("duplicate id 1"),
             "{}",
@@ -328,6 +558,30 @@ mod tests {
         );
         assert!(bad[3].message.contains("`id`"), "{}", bad[3].message);
         assert!(bad[4].message.contains("prompt"), "{}", bad[4].message);
+    }
+
+    #[test]
+    fn line_numbers_and_explicit_ids_never_collide() {
+        let (jobs, bad) = run(
+            "plain\n{\"id\":1,\"prompt\":\"explicit one\"}\n{\"prompt\":\"numbered\"}\n\
+             {\"id\":3,\"prompt\":\"explicit three\"}\n",
+        );
+        assert!(bad.is_empty(), "{bad:?}");
+        let ids: Vec<(Value, bool)> = jobs.iter().map(|j| (j.id.clone(), j.numbered)).collect();
+        assert_eq!(
+            ids,
+            [
+                (json!(1), true),
+                (json!(1), false),
+                (json!(3), true),
+                (json!(3), false)
+            ]
+        );
+        // The same prompt, numbered or with an id, asks different things.
+        assert_ne!(
+            Fingerprint::of(None, &jobs[0].messages, &jobs[0].options),
+            Fingerprint::of(Some(&json!(1)), &jobs[0].messages, &jobs[0].options)
+        );
     }
 
     #[test]
@@ -372,7 +626,27 @@ mod tests {
     }
 
     #[test]
-    fn ids_of_different_types_differ() {
-        assert_ne!(id_key(&json!(7)), id_key(&json!("7")));
+    fn fingerprints_follow_what_is_asked() {
+        let (a, _) = run("alpha\nalpha\nbeta\n");
+        // Line-numbered prompts: the text decides, not the line.
+        assert_eq!(a[0].fingerprint, a[1].fingerprint);
+        assert_ne!(a[0].fingerprint, a[2].fingerprint);
+        // Parameters count, from the flags or the line.
+        let defaults = Defaults {
+            options: ChatOptions::new().temperature(0.0),
+            system: None,
+        };
+        let (b, _) = parse("alpha\n", &defaults);
+        assert_ne!(a[0].fingerprint, b[0].fingerprint);
+        let (c, _) = run("{\"prompt\":\"alpha\",\"temperature\":0}\n");
+        assert_eq!(b[0].fingerprint, c[0].fingerprint);
+        // Stable across runs and builds: FNV-1a of the JSON.
+        let hex = a[0].fingerprint.to_hex();
+        assert_eq!(Fingerprint::from_hex(&hex), Some(a[0].fingerprint));
+        assert_eq!(Fingerprint::from_hex("0000000000000000"), None);
+        assert_eq!(Fingerprint::from_hex("xyz"), None);
+        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        hasher.write_all(b"a").unwrap();
+        assert_eq!(hasher.0, 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -1,11 +1,12 @@
 //! `evolution batch`: many prompts, answered concurrently, each answer saved
-//! the moment it arrives, so an interrupted batch resumes where it stopped.
+//! the moment it arrives, so an interrupted batch resumes where it stopped,
+//! and a resumed batch answers exactly the input as it is now.
 
 mod input;
+mod lines;
 mod output;
 mod progress;
 
-use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, IsTerminal, Seek};
 use std::ops::ControlFlow;
@@ -16,12 +17,14 @@ use clap::Args;
 use evolution_langchain::{ChatResponse, Error, EvolutionInference};
 use futures::StreamExt;
 
-use crate::config::{ConnectionArgs, Endpoint};
+use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
-use crate::exit::{one_line, CliError};
+use crate::exit::CliError;
+use crate::message::describe;
 use crate::options::SamplingArgs;
-use input::{for_each_line, id_key, BadLine, Defaults, Job, ReadError, Scanner};
-use output::{Answer, Sink};
+use input::{for_each_line, BadLine, Defaults, Duplicates, Found, Job, ReadError, Scanner};
+use lines::{Asked, LineSet};
+use output::{reconcile, Answer, Resumed, Sink};
 use progress::Progress;
 
 /// `evolution batch` options.
@@ -30,13 +33,29 @@ use progress::Progress;
 Input lines are plain prompts, or JSON objects such as
   {\"id\": \"q1\", \"prompt\": \"Hello\", \"temperature\": 0.2}
   {\"id\": 2, \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"max_tokens\": 64}
-(keys: id, prompt | messages, system, model, temperature, max_tokens, top_p,
-frequency_penalty, presence_penalty, stop, seed). A line without an id gets its
-line number. Each answer is one JSON line:
-  {\"id\", \"line\", \"content\", \"finish_reason\", \"usage\", \"error\"}
-A line that cannot be run (invalid JSON, unknown key, duplicate id, …) gets an
-error line with \"id\": null and its line number, on every run (--resume
-included), and makes the exit code 1.")]
+A JSON line has `prompt` or `messages`, optionally `id` and `system`, and any
+chat parameter of the library under its own name, overriding the flags for that
+line: model, max_tokens, temperature, top_p, frequency_penalty, presence_penalty,
+stop (a string or a list), n, seed, tools, tool_choice, parallel_tool_calls,
+response_format, reasoning_effort, extra_body (an object of provider fields), …
+An unknown key is an error that lists the known ones.
+
+A line without an id is known by its line number; ids given in the input must
+be unique, and never clash with line numbers: join answers to input lines by
+`line`. Each answer is one JSON line:
+  {\"id\", \"line\", \"fingerprint\", \"content\", \"finish_reason\", \"usage\", \"error\"}
+(and \"choices\", every choice's text, when a line asks for n > 1). \"fingerprint\"
+is a hash of what was asked: the line's id if it has one, its messages and its
+parameters after the flags. A line that cannot be run (invalid JSON, unknown
+key, duplicate id, …) gets an error line with \"id\": null and its line number,
+on every run (--resume included), and makes the exit code 1.
+
+--resume keeps a saved answer only while the input still asks its question:
+an answer stays with its line when the line is unchanged, follows its question
+to its new line when lines were inserted or deleted above it, and is dropped
+when its line was edited or deleted (or the flags change what is asked); every
+line left without an answer is asked. Afterwards the output holds exactly one
+line per input line, each answer with the prompt on its line now.")]
 pub struct BatchArgs {
     /// Input file, one prompt per line (plain text or JSONL); `-` for stdin.
     #[arg(value_name = "INPUT")]
@@ -47,13 +66,13 @@ pub struct BatchArgs {
     pub output: Option<PathBuf>,
 
     /// Requests in flight at once.
-    #[arg(short, long, value_name = "N", default_value_t = 8,
+    #[arg(short, long, value_name = "N", default_value_t = 8, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
 
-    /// Keep the answers already in OUTPUT and run only the prompts that have
-    /// none (failed and unfinished ones run again; bad input lines are
-    /// reported again).
+    /// Keep the answers in OUTPUT that still answer their line's prompt and
+    /// ask the rest: failed, unfinished, new and edited lines (bad input
+    /// lines are reported again). See below.
     #[arg(long, requires = "output")]
     pub resume: bool,
 
@@ -73,9 +92,6 @@ pub struct BatchArgs {
 
     #[command(flatten)]
     pub sampling: SamplingArgs,
-
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
 }
 
 /// Counts for the summary.
@@ -86,78 +102,82 @@ struct Tally {
     skipped: usize,
 }
 
+/// What the first reading of the input found.
+#[derive(Default)]
+struct Survey {
+    /// Non-blank lines.
+    lines: usize,
+    /// Lines that cannot be run.
+    bad: usize,
+    /// Lines with a job.
+    runnable: usize,
+    /// What each line asks (only kept for `--resume`).
+    asked: Asked,
+    /// The repeated ids.
+    duplicates: Duplicates,
+}
+
 /// Runs `batch`.
 ///
-/// The input is read line by line, never whole: once to check that it is
-/// text, once to report its bad lines and count the work, and once more
-/// while answering, with only the lines in flight (and a channel's worth
-/// read ahead) in memory. Besides those, a batch keeps one small entry per
-/// id (for duplicates) and, with `--resume`, the set of finished ids.
-/// Standard input is first copied to an unnamed temporary file, so it can be
-/// read again like a file.
-pub async fn run(args: BatchArgs, embedded: &EmbeddedArgs) -> Result<(), CliError> {
-    let mut input = open_input(&args.input)?;
-    check_text(&args.input, &mut input)?;
-    let endpoint = Endpoint::resolve(&args.connection, embedded).await?;
-    let llm = endpoint.inference().build()?;
-
+/// The input is read line by line, never whole: once to count the work,
+/// find duplicate ids and (for `--resume`) note what each line asks, once
+/// more to report its bad lines if it has any, and
+/// once more while answering, with only the lines in flight (and a
+/// channel's worth read ahead) in memory. Besides those, a batch keeps 16
+/// bytes per explicit id while it looks for duplicates (line-numbered
+/// prompts need nothing), then only the duplicates; a bit per line for the
+/// lines already answered; and with `--resume`, while it reconciles the
+/// output, eight bytes per line (twelve when answers move). The
+/// output is read as a stream too. Standard input is first copied to an
+/// unnamed temporary file, so it can be read again like a file.
+pub async fn run(
+    args: BatchArgs,
+    connection: &ConnectionArgs,
+    embedded: &EmbeddedArgs,
+) -> Result<(), CliError> {
     let defaults = Defaults {
-        options: args.sampling.chat_options(),
+        options: args.sampling.chat_options("batch")?,
         system: args.sampling.system.clone(),
     };
-    let (mut sink, done) = Sink::open(args.output.as_deref(), args.resume, args.overwrite)?;
+    Sink::check(args.output.as_deref(), args.resume, args.overwrite)?;
+    let mut input = open_input(&args.input)?;
+    let survey = survey(&args.input, &mut input, &defaults, args.resume)?;
+    let service = Service::resolve(connection, embedded).await?;
+    let llm = service.inference().build()?;
 
-    // Bad lines are worked out from the input on every run and never count
-    // as answered: `--resume` dropped their old error lines, and they are
-    // written (and reported) again, before any answer.
-    let mut tally = Tally::default();
-    let mut runnable = 0usize;
-    let mut write_failure = None;
-    let mut reader_gone = false;
-    let scanned = scan(&args.input, &mut input, &llm, &defaults, |item| {
-        tally.lines += 1;
-        match item {
-            Ok(job) if done.contains(&id_key(&job.id)) => tally.skipped += 1,
-            Ok(_) => runnable += 1,
-            Err(line) => {
-                tally.bad += 1;
-                eprintln!("evolution: input line {}: {}", line.line, line.message);
-                match write(&mut sink, &bad_answer(&line)) {
-                    Ok(ControlFlow::Continue(())) => {}
-                    Ok(ControlFlow::Break(())) => {
-                        reader_gone = true;
-                        return ControlFlow::Break(());
-                    }
-                    Err(e) => {
-                        write_failure = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                }
-            }
-        }
-        ControlFlow::Continue(())
-    });
-    if let Some(error) = write_failure {
-        return Err(error);
+    let resumed = match (&args.output, args.resume) {
+        (Some(path), true) => reconcile(path, &survey.asked)?,
+        _ => Resumed::default(),
+    };
+    drop(survey.asked);
+    if resumed.moved > 0 || resumed.stale > 0 {
+        eprintln!(
+            "evolution: resume: {} saved answers kept ({} moved with their prompt to its new \
+             line); {} no longer match the prompt on their line and were dropped",
+            resumed.kept, resumed.moved, resumed.stale
+        );
     }
-    scanned?;
-    if reader_gone {
-        return Ok(());
-    }
+    let mut sink = Sink::open(args.output.as_deref(), args.resume)?;
+    let tally = Tally {
+        lines: survey.lines,
+        bad: survey.bad,
+        skipped: resumed.kept,
+    };
 
     rewind(&args.input, &mut input)?;
-    let jobs = read_jobs(
+    let items = read_items(
         args.input.clone(),
         input,
-        llm.clone(),
         defaults,
-        done,
+        survey.duplicates,
+        resumed.done,
         2 * usize::from(args.concurrency),
     );
+    let runnable = survey.runnable.saturating_sub(resumed.kept);
     let mut progress = Progress::new(runnable, io::stderr().is_terminal(), args.quiet);
     let stop = answer_all(
         &llm,
-        jobs,
+        items,
         usize::from(args.concurrency),
         Duration::from_millis(args.progress_interval_ms),
         &mut sink,
@@ -213,10 +233,12 @@ fn bad_answer(line: &BadLine) -> Answer {
     Answer {
         id: serde_json::Value::Null,
         line: line.line,
+        fingerprint: None,
         content: None,
         finish_reason: None,
         usage: None,
         error: Some(format!("input line {}: {}", line.line, line.message)),
+        choices: None,
     }
 }
 
@@ -265,65 +287,118 @@ fn read_error(path: &Path, error: ReadError) -> CliError {
     }
 }
 
-/// Checks that the whole input is UTF-8 text before anything is sent or
-/// any output touched.
-fn check_text(path: &Path, input: &mut File) -> Result<(), CliError> {
-    for_each_line(
-        BufReader::new(&mut *input),
-        |_, _| ControlFlow::Continue(()),
-    )
-    .map_err(|e| read_error(path, e))?;
-    rewind(path, input)
+/// Reads the whole input before anything is sent or any output touched:
+/// it must be UTF-8 text; the work is counted; duplicate ids are found;
+/// with `resume`, what each line asks is noted; and the bad lines are
+/// reported on stderr (a second reading, only when there are any, so they
+/// come in line order with the duplicates among them).
+fn survey(
+    path: &Path,
+    input: &mut File,
+    defaults: &Defaults,
+    resume: bool,
+) -> Result<Survey, CliError> {
+    let mut survey = Survey::default();
+    let mut scanner = Scanner::new(defaults, Duplicates::collect());
+    scan(path, input, &mut scanner, |item| {
+        survey.lines += 1;
+        match item {
+            Ok(job) => {
+                survey.runnable += 1;
+                if resume {
+                    survey.asked.record(job.line, job.fingerprint, job.numbered);
+                }
+            }
+            Err(_) => survey.bad += 1,
+        }
+        ControlFlow::Continue(())
+    })?;
+    let Found(duplicates, lost_jobs) = scanner.finish();
+    survey.runnable -= lost_jobs.len();
+    survey.bad += lost_jobs.len();
+    for line in lost_jobs {
+        survey.asked.forget(line);
+    }
+    if survey.bad == 0 {
+        survey.duplicates = duplicates;
+        return Ok(survey);
+    }
+    let mut scanner = Scanner::new(defaults, duplicates);
+    scan(path, input, &mut scanner, |item| {
+        if let Err(line) = item {
+            eprintln!("evolution: input line {}: {}", line.line, line.message);
+        }
+        ControlFlow::Continue(())
+    })?;
+    survey.duplicates = scanner.finish().0;
+    Ok(survey)
 }
 
-/// Reads the input from the start, handing each non-blank line's job (or
-/// why it cannot be run) to `each`. A line whose parameters the client
-/// would refuse (ranges, model) is a bad line, so it is reported before
-/// anything is sent.
+/// Reads the input from the start through `scanner`, handing each
+/// non-blank line's job (or why it cannot be run) to `each`.
 fn scan(
     path: &Path,
     input: &mut File,
-    llm: &EvolutionInference,
-    defaults: &Defaults,
+    scanner: &mut Scanner<'_>,
     mut each: impl FnMut(Result<Job, BadLine>) -> ControlFlow<()>,
 ) -> Result<(), CliError> {
     rewind(path, input)?;
-    let mut scanner = Scanner::new(defaults);
+    let mut too_long = false;
     for_each_line(BufReader::new(&mut *input), |number, text| {
+        if !Duplicates::fits(number) {
+            too_long = true;
+            return ControlFlow::Break(());
+        }
         match scanner.line(number, text) {
             None => ControlFlow::Continue(()),
-            Some(Ok(job)) => match llm.build_request(&job.messages, &job.options, false) {
-                Ok(_) => each(Ok(job)),
-                Err(error) => each(Err(BadLine {
-                    line: job.line,
-                    message: one_line(&error.to_string()),
-                })),
-            },
-            Some(Err(bad)) => each(Err(bad)),
+            Some(item) => each(item),
         }
     })
-    .map_err(|e| read_error(path, e))
+    .map_err(|e| read_error(path, e))?;
+    if too_long {
+        return Err(CliError::usage(format!(
+            "{} has more than 2^31 lines: split it",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
-/// The jobs still to run, read lazily on a thread of their own: at most
-/// `ahead` of them wait in the channel; the thread stops when the input
-/// ends or the batch stops listening.
-fn read_jobs(
+/// A line of the input, as the batch loop takes it. Only a channel's and a
+/// buffer's worth exist at a time, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    /// A prompt to answer.
+    Job(Job),
+    /// A line that cannot be run: its error line is written.
+    Bad(BadLine),
+}
+
+/// The lines still to run and the bad lines, in input order, read lazily on
+/// a thread of their own: at most `ahead` of them wait in the channel; the
+/// thread stops when the input ends or the batch stops listening. Lines in
+/// `done` already have their answer.
+fn read_items(
     path: PathBuf,
     mut input: File,
-    llm: EvolutionInference,
     defaults: Defaults,
-    done: HashSet<String>,
+    duplicates: Duplicates,
+    done: LineSet,
     ahead: usize,
-) -> impl futures::Stream<Item = Result<Job, CliError>> {
+) -> impl futures::Stream<Item = Result<Item, CliError>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
     std::thread::spawn(move || {
-        let scanned = scan(&path, &mut input, &llm, &defaults, |item| match item {
-            Ok(job) if !done.contains(&id_key(&job.id)) => match sender.blocking_send(Ok(job)) {
+        let mut scanner = Scanner::new(&defaults, duplicates);
+        let scanned = scan(&path, &mut input, &mut scanner, |item| {
+            let item = match item {
+                Ok(job) if done.contains(job.line) => return ControlFlow::Continue(()),
+                Ok(job) => Item::Job(job),
+                Err(bad) => Item::Bad(bad),
+            };
+            match sender.blocking_send(Ok(item)) {
                 Ok(()) => ControlFlow::Continue(()),
                 Err(_) => ControlFlow::Break(()),
-            },
-            _ => ControlFlow::Continue(()),
+            }
         });
         if let Err(error) = scanned {
             let _ = sender.blocking_send(Err(error));
@@ -332,6 +407,13 @@ fn read_jobs(
     futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     })
+}
+
+/// A line done with: asked (and how that went), or bad.
+#[allow(clippy::large_enum_variant)]
+enum Finished {
+    Asked(Job, Result<ChatResponse, Error>),
+    Bad(BadLine),
 }
 
 /// How the run ended.
@@ -346,22 +428,26 @@ enum Stop {
 }
 
 /// Sends every job with at most `concurrency` in flight, writing each
-/// outcome as it arrives. An authentication failure stops the batch: it
-/// would fail every remaining line the same way, and lines not written can
-/// be resumed once the credentials are fixed.
+/// outcome (and each bad line's error) as it arrives. An authentication
+/// failure stops the batch: it would fail every remaining line the same
+/// way, and lines not written can be resumed once the credentials are fixed.
 async fn answer_all(
     llm: &EvolutionInference,
-    jobs: impl futures::Stream<Item = Result<Job, CliError>>,
+    items: impl futures::Stream<Item = Result<Item, CliError>>,
     concurrency: usize,
     plain_interval: Duration,
     sink: &mut Sink,
     progress: &mut Progress,
 ) -> Result<Stop, CliError> {
-    let mut outcomes = std::pin::pin!(jobs
-        .map(|job| async move {
-            let job = job?;
-            let outcome = llm.chat(&job.messages, &job.options).await;
-            Ok::<_, CliError>((job, outcome))
+    let mut outcomes = std::pin::pin!(items
+        .map(|item| async move {
+            Ok::<_, CliError>(match item? {
+                Item::Job(job) => {
+                    let outcome = llm.chat(&job.messages, &job.options).await;
+                    Finished::Asked(job, outcome)
+                }
+                Item::Bad(bad) => Finished::Bad(bad),
+            })
         })
         .buffer_unordered(concurrency));
     let interrupt = crate::signal::ctrl_c_or_term();
@@ -378,15 +464,22 @@ async fn answer_all(
                 let Some(next) = next else {
                     return Ok(Stop::Finished);
                 };
-                let (job, outcome) = next?;
-                if let Err(error @ Error::Auth(_)) = &outcome {
-                    return Err(CliError::from(error.clone()));
-                }
-                let ok = outcome.is_ok();
-                if write(sink, &answer(&job, outcome))?.is_break() {
+                let (line, ok) = match next? {
+                    Finished::Asked(_, Err(error @ Error::Auth(_))) => {
+                        return Err(CliError::from(error))
+                    }
+                    Finished::Asked(job, outcome) => {
+                        let ok = outcome.is_ok();
+                        (answer(&job, outcome), Some(ok))
+                    }
+                    Finished::Bad(bad) => (bad_answer(&bad), None),
+                };
+                if write(sink, &line)?.is_break() {
                     return Ok(Stop::ReaderGone);
                 }
-                progress.record(ok);
+                if let Some(ok) = ok {
+                    progress.record(ok);
+                }
             }
             _ = ticker.tick(), if plain => progress.print_plain(),
         }
@@ -395,24 +488,34 @@ async fn answer_all(
 
 /// The output line for a finished job.
 fn answer(job: &Job, outcome: Result<ChatResponse, Error>) -> Answer {
+    let mut answer = Answer {
+        id: job.id.clone(),
+        line: job.line,
+        fingerprint: Some(job.fingerprint.to_hex()),
+        content: None,
+        finish_reason: None,
+        usage: None,
+        error: None,
+        choices: None,
+    };
     match outcome {
-        Ok(response) => Answer {
-            id: job.id.clone(),
-            line: job.line,
-            content: Some(response.content().to_string()),
-            finish_reason: response.finish_reason().map(str::to_string),
-            usage: response.usage,
-            error: None,
-        },
-        Err(error) => Answer {
-            id: job.id.clone(),
-            line: job.line,
-            content: None,
-            finish_reason: None,
-            usage: None,
-            error: Some(one_line(&error.to_string())),
-        },
+        Ok(response) => {
+            answer.content = Some(response.content().to_string());
+            answer.finish_reason = response.finish_reason().map(str::to_string);
+            answer.usage = response.usage;
+            if response.choices.len() > 1 {
+                answer.choices = Some(
+                    response
+                        .choices
+                        .iter()
+                        .map(|c| c.message.content.clone().unwrap_or_default())
+                        .collect(),
+                );
+            }
+        }
+        Err(error) => answer.error = Some(describe(&error)),
     }
+    answer
 }
 
 /// Writes one line. A failure to write ends the batch (answers that cannot

@@ -525,3 +525,72 @@ fn batch_prints_plain_progress_lines_when_stderr_is_not_a_terminal() {
     quiet.ok();
     assert!(!quiet.stderr.contains("/6 done"), "{}", quiet.stderr);
 }
+
+#[test]
+fn batch_lines_take_every_parameter_of_the_library() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    fs::write(
+        &input,
+        "{\"prompt\":\"one two\",\"reasoning_effort\":\"high\",\"seed\":7,\"n\":2,\
+         \"extra_body\":{\"top_k\":20},\"stop\":\"x\",\"frequency_penalty\":0.5}\n",
+    )
+    .unwrap();
+    let out = run(emu.command().arg("batch").arg(&input), None);
+    let lines = parse_jsonl(out.ok());
+    assert_eq!(lines[0]["content"], "one two");
+    assert_eq!(lines[0]["choices"], json!(["one two", "one two"]));
+    let body = emu.handle.last_request().expect("a request").body;
+    assert_eq!(body["reasoning_effort"], "high");
+    assert_eq!(body["seed"], 7);
+    assert_eq!(body["n"], 2);
+    assert_eq!(body["top_k"], 20);
+    assert_eq!(body["stop"], json!(["x"]));
+    assert_eq!(body["frequency_penalty"], 0.5);
+
+    // A flag and a line: the line wins; both are checked by the library.
+    fs::write(
+        &input,
+        "{\"prompt\":\"a\",\"seed\":3}\n{\"prompt\":\"b\",\"n\":0}\n{\"prompt\":\"c\",\"temprature\":1}\n",
+    )
+    .unwrap();
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .args(["--seed", "9", "--concurrency", "1"]),
+        None,
+    );
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("input line 2: `n` must be between 1 and 128, got 0"),
+        "{}",
+        out.stderr
+    );
+    for part in [
+        "input line 3: unknown field `temprature`, expected one of",
+        "`reasoning_effort`",
+        "`extra_body`",
+        "or a line's own `id`, `prompt`, `messages`, `system`",
+    ] {
+        assert!(out.stderr.contains(part), "{part}: {}", out.stderr);
+    }
+    let body = emu.handle.last_request().expect("a request").body;
+    assert_eq!(body["seed"], 3);
+
+    // A flag out of range is a usage error naming the flag.
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .args(["--temperature", "3"]),
+        None,
+    );
+    let line = out.fails_with(2);
+    assert!(
+        line.contains("--temperature: must be between 0 and 2, got 3"),
+        "{line}"
+    );
+}

@@ -133,7 +133,11 @@ fn chat_errors_are_one_line_with_their_exit_code() {
     // same code as IAM's 403.
     emu.handle.inject(Target::Chat, Fault::Status(403), 2);
     let forbidden = run(emu.command().args(["chat", "hi"]), None);
-    assert!(forbidden.fails_with(4).contains("403"), "{forbidden:?}");
+    let line = forbidden.fails_with(4);
+    assert!(line.contains("403"), "{line}");
+    // A permission problem, not a malformed request.
+    assert!(line.contains("no permission"), "{line}");
+    assert!(!line.contains("fix the request"), "{line}");
 
     // The model API rejects a freshly issued token (401 twice): bad credentials.
     emu.handle.inject(Target::Chat, Fault::Status(401), 2);
@@ -157,7 +161,8 @@ fn chat_errors_are_one_line_with_their_exit_code() {
             .env("EVOLUTION_BASE_URL", "not a url"),
         None,
     );
-    assert!(invalid.fails_with(2).contains("base_url"), "{invalid:?}");
+    let line = invalid.fails_with(2);
+    assert!(line.contains("--base-url (EVOLUTION_BASE_URL)"), "{line}");
 }
 
 #[test]
@@ -224,4 +229,132 @@ fn very_verbose_output_shows_the_call_span_in_one_line() {
     for secret in ["emulator-secret", "Bearer"] {
         assert!(!out.stderr.contains(secret), "{secret} in {}", out.stderr);
     }
+}
+
+#[test]
+fn a_stalled_stream_exits_like_any_timeout() {
+    // The answer starts, then the next word is 3 s away: past --timeout.
+    let emu = Emu::start(Emulator::builder().word_delay(Duration::from_secs(3)));
+    let started = Instant::now();
+    let stalled = run(
+        emu.command().args([
+            "chat",
+            "--timeout",
+            "0.5",
+            "--max-retries",
+            "0",
+            "one two three",
+        ]),
+        None,
+    );
+    let line = stalled.fails_with(5);
+    assert!(line.contains("stopped arriving"), "{line}");
+    assert!(line.contains("raise --timeout"), "{line}");
+    assert!(!line.contains("request_timeout"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{stalled:?}");
+
+    // The same timeout without streaming: the same exit code.
+    emu.handle
+        .inject(Target::Chat, Fault::Delay(Duration::from_secs(3)), 1);
+    let whole = run(
+        emu.command().args([
+            "chat",
+            "--no-stream",
+            "--timeout",
+            "0.5",
+            "--max-retries",
+            "0",
+            "hi",
+        ]),
+        None,
+    );
+    let line = whole.fails_with(5);
+    assert!(line.contains("raise --timeout"), "{line}");
+}
+
+#[test]
+fn errors_name_the_flags_and_count_the_real_attempts() {
+    let emu = Emu::start(Emulator::builder());
+
+    // IAM unreachable: every attempt the CLI allowed is counted.
+    let closed = format!("http://127.0.0.1:{}/api/v1/auth/token", closed_port());
+    for (retries, attempts) in [("2", "after 3 attempts"), ("0", "after 1 attempt:")] {
+        for command in ["chat", "token"] {
+            let mut evolution = emu.command();
+            evolution
+                .args(["--max-retries", retries, command])
+                .env("EVOLUTION_TOKEN_URL", &closed);
+            if command == "chat" {
+                evolution.arg("hi");
+            }
+            let out = run(&mut evolution, None);
+            let line = out.fails_with(5);
+            assert!(
+                line.contains(attempts),
+                "{command} --max-retries {retries}: {line}"
+            );
+            assert!(line.contains("--token-url (EVOLUTION_TOKEN_URL)"), "{line}");
+            assert!(!line.contains("auth_url"), "{line}");
+        }
+    }
+
+    // 503 after the retries: the flag that raises them.
+    emu.handle.inject(Target::Chat, Fault::Status(503), 2);
+    let busy = run(
+        emu.command()
+            .args(["chat", "--no-stream", "--max-retries", "1", "hi"]),
+        None,
+    );
+    let line = busy.fails_with(6);
+    assert!(line.contains("after 2 attempts"), "{line}");
+    assert!(line.contains("raise --max-retries"), "{line}");
+    assert!(!line.contains("max_retries"), "{line}");
+
+    // 404: the model and the base URL, as flags.
+    emu.handle.inject(Target::Chat, Fault::Status(404), 1);
+    let missing = run(emu.command().args(["chat", "hi"]), None);
+    let line = missing.fails_with(6);
+    assert!(
+        line.contains("--model") && line.contains("--base-url"),
+        "{line}"
+    );
+}
+
+#[test]
+fn json_with_no_stream_is_json() {
+    let emu = Emu::start(Emulator::builder());
+    for args in [
+        &["chat", "--json", "--no-stream", "Hello JSON"][..],
+        &["chat", "--no-stream", "--json", "Hello JSON"],
+    ] {
+        let out = run(emu.command().args(args), None);
+        let response: Value = serde_json::from_str(out.ok()).expect("valid JSON");
+        assert_eq!(response["choices"][0]["message"]["content"], "Hello JSON");
+    }
+}
+
+#[test]
+fn new_sampling_flags_reach_the_request() {
+    let emu = Emu::start(Emulator::builder());
+    let out = run(
+        emu.command().args([
+            "chat",
+            "--seed",
+            "42",
+            "--frequency-penalty",
+            "-0.5",
+            "--presence-penalty",
+            "1",
+            "--reasoning-effort",
+            "low",
+            "hi",
+        ]),
+        None,
+    );
+    assert_eq!(out.ok(), "hi\n");
+    let body = emu.handle.last_request().expect("a request").body;
+    assert_eq!(body["seed"], 42);
+    assert_eq!(body["frequency_penalty"], -0.5);
+    assert_eq!(body["presence_penalty"], 1.0);
+    assert_eq!(body["reasoning_effort"], "low");
 }

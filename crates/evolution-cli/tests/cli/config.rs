@@ -42,7 +42,6 @@ fn invalid_flag_values_are_usage_errors() {
         &["chat", "--top-p", "1.5", "hi"],
         &["chat", "--max-tokens", "0", "hi"],
         &["chat", "--timeout", "-1", "hi"],
-        &["chat", "--json", "--no-stream", "hi"],
         &["batch", "in.txt", "--concurrency", "0"],
         &["batch", "in.txt", "--resume"],
         &["chat", "--no-such-flag"],
@@ -219,12 +218,14 @@ fn the_emulator_command_prints_the_api_key_form_when_asked() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let lines = read_lines(child.stdout.take().unwrap(), 2, Duration::from_secs(20));
+    let lines = read_lines(child.stdout.take().unwrap(), 3, Duration::from_secs(20));
     assert_eq!(lines[0], "EVOLUTION_API_KEY=emu-api-key-1");
     assert!(
         lines[1].starts_with("EVOLUTION_BASE_URL=http://127.0.0.1:"),
         "{lines:?}"
     );
+    // The model too, as in the key id/secret form.
+    assert_eq!(lines[2], "EVOLUTION_MODEL=emulator/echo-1");
     let vars: Vec<(String, String)> = lines
         .iter()
         .map(|l| {
@@ -237,6 +238,11 @@ fn the_emulator_command_prints_the_api_key_form_when_asked() {
     token.arg("token");
     token.envs(vars.iter().map(|(k, v)| (k, v)));
     assert!(run(&mut token, None).ok().contains("API key"));
+    let mut chat = evolution();
+    chat.args(["chat", "--json", "hi"]);
+    chat.envs(vars.iter().map(|(k, v)| (k, v)));
+    let response: Value = serde_json::from_str(run(&mut chat, None).ok()).unwrap();
+    assert_eq!(response["model"], "emulator/echo-1");
 
     signal(child.id(), Signal::SIGINT);
     assert!(wait(&mut child, Duration::from_secs(10)).success());

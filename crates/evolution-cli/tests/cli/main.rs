@@ -9,6 +9,8 @@ mod api_key;
 mod batch;
 mod chat;
 mod config;
+mod edges;
 mod reasoning;
 mod rerank;
+mod resume;
 mod token;
