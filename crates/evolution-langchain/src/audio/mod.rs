@@ -166,6 +166,7 @@ impl EvolutionAudio {
     }
 
     /// The largest upload this client sends.
+    #[cfg(feature = "blocking")]
     pub(crate) fn max_upload_size(&self) -> u64 {
         self.max_upload_size
     }

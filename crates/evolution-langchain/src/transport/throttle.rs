@@ -206,8 +206,8 @@ impl Throttle {
         }
     }
 
-    /// No limits, the default patience, local state: what a client has
-    /// unless configured otherwise (and what the bridges use).
+    /// No limits, the default patience, local state: what the bridges use.
+    #[cfg(any(test, feature = "async-openai", feature = "rig"))]
     pub(crate) fn unlimited() -> Self {
         Self::new(
             Limits::default(),
