@@ -11,7 +11,8 @@ use std::time::Duration;
 use clap::Args;
 use evolution_emulator::EmulatorHandle;
 use evolution_langchain::config::{
-    EnvSettings, ENV_API_KEY, ENV_BASE_URL, ENV_KEY_ID, ENV_PROJECT_ID, ENV_SECRET, ENV_TOKEN_URL,
+    EnvSettings, ENV_API_KEY, ENV_BASE_URL, ENV_KEY_ID, ENV_MAX_RATE_LIMIT_WAIT, ENV_PROJECT_ID,
+    ENV_REQUESTS_PER_MINUTE, ENV_SECRET, ENV_TOKENS_PER_MINUTE, ENV_TOKEN_URL,
 };
 use evolution_langchain::{EvolutionInference, EvolutionInferenceBuilder, DEFAULT_BASE_URL};
 use secrecy::ExposeSecret;
@@ -62,12 +63,42 @@ pub struct ConnectionArgs {
           value_parser = parse_timeout)]
     pub timeout: Duration,
 
-    /// Retries after a 429, 5xx, timeout or connection failure (token
-    /// requests included), 0–10.
+    /// Retries after a 5xx, timeout or connection failure (token requests
+    /// included), 0–10. A 429 is waited out instead (see
+    /// --max-rate-limit-wait).
     #[arg(id = "connection_max_retries", long = "max-retries", global = true, value_name = "N",
           env = "EVOLUTION_MAX_RETRIES", default_value_t = 2, allow_negative_numbers = true,
           value_parser = clap::value_parser!(u32).range(0..=10))]
     pub max_retries: u32,
+
+    /// The key's requests-per-minute limit: calls wait for it instead of
+    /// being sent into 429s [default: no limit].
+    #[arg(id = "connection_rpm", long = "rpm", global = true, value_name = "N",
+          env = ENV_REQUESTS_PER_MINUTE, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rpm: Option<u32>,
+
+    /// The key's tokens-per-minute limit (prompt and max tokens, estimated,
+    /// then corrected by the usage reported) [default: no limit].
+    #[arg(id = "connection_tpm", long = "tpm", global = true, value_name = "N",
+          env = ENV_TOKENS_PER_MINUTE, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub tpm: Option<u32>,
+
+    /// How long one call may wait out the provider's rate limit (429s)
+    /// before it fails: seconds, or a duration such as 10m.
+    #[arg(id = "connection_max_rate_limit_wait", long = "max-rate-limit-wait", global = true,
+          value_name = "SECS", env = ENV_MAX_RATE_LIMIT_WAIT, default_value = "300",
+          value_parser = parse_patience)]
+    pub max_rate_limit_wait: Duration,
+}
+
+/// A patience: like a timeout, but zero is allowed (fail at the first 429).
+fn parse_patience(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_timeout(text),
+    }
 }
 
 /// A timeout: a number of seconds (fractions allowed) or a duration such as
@@ -137,9 +168,18 @@ impl Service {
             .request_timeout(connection.timeout)
             .max_retries(connection.max_retries)
             .auth_timeout(connection.timeout)
-            .auth_max_retries(connection.max_retries);
+            .auth_max_retries(connection.max_retries)
+            .max_rate_limit_wait(connection.max_rate_limit_wait);
         let builder = match given(&connection.project_id) {
             Some(project) => builder.project_id(project),
+            None => builder,
+        };
+        let builder = match connection.rpm {
+            Some(rpm) => builder.requests_per_minute(rpm),
+            None => builder,
+        };
+        let builder = match connection.tpm {
+            Some(tpm) => builder.tokens_per_minute(tpm),
             None => builder,
         };
 

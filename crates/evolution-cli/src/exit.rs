@@ -120,6 +120,8 @@ pub fn classify(error: &Error) -> Exit {
         Error::Api { status: 403, .. } => Exit::Forbidden,
         Error::Api { .. }
         | Error::Unavailable { .. }
+        | Error::RateLimited { .. }
+        | Error::UploadTooLarge { .. }
         | Error::InvalidResponse { .. }
         | Error::Redirected { .. }
         | Error::TooLarge { .. }

@@ -93,6 +93,33 @@ fn render(error: &Error) -> String {
             attempts_text(*attempts),
             shown(request_id.as_ref())
         ),
+        Error::RateLimited {
+            message,
+            attempts,
+            waited,
+            request_id,
+            ..
+        } => format!(
+            "the model API kept answering 429 (rate limited) for {} over {}: {message}; set \
+             --rpm/--tpm to the key's limits so calls wait instead of being refused, lower \
+             --concurrency, or raise --max-rate-limit-wait{}",
+            duration(*waited),
+            attempts_text(*attempts),
+            shown(request_id.as_ref())
+        ),
+        Error::UploadTooLarge {
+            size,
+            limit,
+            request_id,
+        } => format!(
+            "the file is {size} bytes, {}; split it into shorter pieces or compress it (e.g. \
+             mono 16 kHz mp3 or ogg){}",
+            match limit {
+                Some(limit) => format!("over the limit of {limit} bytes"),
+                None => "more than the service takes (413)".to_string(),
+            },
+            shown(request_id.as_ref())
+        ),
         Error::Timeout {
             url,
             timeout,

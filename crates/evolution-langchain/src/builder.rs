@@ -159,7 +159,7 @@ impl<S, M> ClientBuilder<S, M> {
     /// wait for capacity instead of being sent into a `429`: every request
     /// of this client and its clones (and of clients sharing its transport,
     /// e.g. [`EvolutionEmbeddings::from_inference`](crate::EvolutionEmbeddings::from_inference))
-    /// counts, paced at the limit with a burst of one second's worth.
+    /// counts, paced at the limit with a burst of half a second's worth.
     /// `EVOLUTION_REQUESTS_PER_MINUTE` in [`from_env`](crate::EvolutionInference::from_env).
     pub fn requests_per_minute(mut self, limit: u32) -> Self {
         self.connection.limits.requests_per_minute = Some(limit);
@@ -169,8 +169,9 @@ impl<S, M> ClientBuilder<S, M> {
     /// The key's limit of tokens per minute (default: none), like
     /// [`requests_per_minute`](Self::requests_per_minute). A request is
     /// charged its estimated prompt tokens (a quarter of its characters)
-    /// plus `max_tokens` × `n` before it is sent, then corrected by the
-    /// usage the server reports. `EVOLUTION_TOKENS_PER_MINUTE`.
+    /// plus `max_tokens` × `n` before it is sent (as providers charge at
+    /// admission), and charged the rest when the usage the server reports
+    /// is more. `EVOLUTION_TOKENS_PER_MINUTE`.
     pub fn tokens_per_minute(mut self, limit: u32) -> Self {
         self.connection.limits.tokens_per_minute = Some(limit);
         self

@@ -172,7 +172,7 @@ pub use rerank::{
 };
 pub use transport::connection::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT};
 pub use transport::retry::RetryPolicy;
-pub use transport::throttle::{ThrottleStats, DEFAULT_MAX_RATE_LIMIT_WAIT};
+pub use transport::throttle::{BatchPermit, ThrottleStats, DEFAULT_MAX_RATE_LIMIT_WAIT};
 pub use {
     error::RequestId,
     transport::connection::{DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_RESPONSE_SIZE},

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use evolution_langchain::{ChatResponse, Error, EvolutionInference};
+use evolution_langchain::{ChatResponse, Error, EvolutionInference, ThrottleStats};
 use futures::StreamExt;
 
 use crate::config::{ConnectionArgs, Service};
@@ -143,7 +143,10 @@ pub async fn run(
     let mut input = open_input(&args.input)?;
     let survey = survey(&args.input, &mut input, &defaults, args.resume)?;
     let service = Service::resolve(connection, embedded).await?;
-    let llm = service.inference().build()?;
+    let llm = service
+        .inference()
+        .max_concurrency(usize::from(args.concurrency))
+        .build()?;
 
     let resumed = match (&args.output, args.resume) {
         (Some(path), true) => reconcile(path, &survey.asked)?,
@@ -187,7 +190,7 @@ pub async fn run(
     progress.finish();
     let stop = stop?;
     if !matches!(stop, Stop::ReaderGone) {
-        summarize(&progress, &tally);
+        summarize(&progress, &tally, llm.throttle_stats());
     }
 
     let api_failed = progress.failed() as usize;
@@ -443,6 +446,9 @@ async fn answer_all(
         .map(|item| async move {
             Ok::<_, CliError>(match item? {
                 Item::Job(job) => {
+                    // The concurrency is the ceiling; the library's window
+                    // shrinks it while the service shows overload.
+                    let _place = llm.batch_permit().await;
                     let outcome = llm.chat(&job.messages, &job.options).await;
                     Finished::Asked(job, outcome)
                 }
@@ -478,10 +484,10 @@ async fn answer_all(
                     return Ok(Stop::ReaderGone);
                 }
                 if let Some(ok) = ok {
-                    progress.record(ok);
+                    progress.record(ok, llm.throttle_stats());
                 }
             }
-            _ = ticker.tick(), if plain => progress.print_plain(),
+            _ = ticker.tick(), if plain => progress.print_plain(llm.throttle_stats()),
         }
     }
 }
@@ -532,7 +538,7 @@ fn write(sink: &mut Sink, answer: &Answer) -> Result<ControlFlow<()>, CliError> 
 }
 
 /// The closing line on stderr.
-fn summarize(progress: &Progress, tally: &Tally) {
+fn summarize(progress: &Progress, tally: &Tally, throttle: ThrottleStats) {
     let answered = progress.done() - progress.failed();
     let mut text = format!(
         "batch: {} lines: {answered} answered, {} failed",
@@ -550,5 +556,12 @@ fn summarize(progress: &Progress, tally: &Tally) {
         text.push_str(&format!(", {unfinished} not run"));
     }
     text.push_str(&format!(" in {:.1}s", progress.elapsed().as_secs_f64()));
+    if throttle.rate_limited > 0 || !throttle.waited.is_zero() {
+        text.push_str(&format!(
+            "; {} rate-limited (429) answers waited out, {:.1}s spent waiting for the limit",
+            throttle.rate_limited,
+            throttle.waited.as_secs_f64()
+        ));
+    }
     eprintln!("{text}");
 }

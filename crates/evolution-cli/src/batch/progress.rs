@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use evolution_langchain::ThrottleStats;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// Counts finished prompts and shows them.
@@ -54,23 +55,25 @@ impl Progress {
         self.plain
     }
 
-    /// One prompt finished.
-    pub fn record(&mut self, ok: bool) {
+    /// One prompt finished; `throttle` is the client's rate control now.
+    pub fn record(&mut self, ok: bool, throttle: ThrottleStats) {
         self.done += 1;
         if !ok {
             self.failed += 1;
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
-            if !ok {
-                bar.set_message(format!("{} failed", self.failed));
+            let mut message = limit_status(throttle);
+            if self.failed > 0 {
+                message = format!("{} failed {message}", self.failed);
             }
+            bar.set_message(message);
         }
     }
 
     /// Prints the plain status line.
-    pub fn print_plain(&self) {
-        eprintln!("batch: {}", self.status());
+    pub fn print_plain(&self, throttle: ThrottleStats) {
+        eprintln!("batch: {} {}", self.status(), limit_status(throttle));
     }
 
     /// `120/200 done, 3 failed, 24.1/s, ETA 3s`.
@@ -114,4 +117,20 @@ impl Progress {
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// `window 8, 12.5s waiting for the limit, 3 × 429`: the window always,
+/// the rest once there is something to say.
+fn limit_status(throttle: ThrottleStats) -> String {
+    let mut text = format!("window {}", throttle.window);
+    if !throttle.waited.is_zero() {
+        text.push_str(&format!(
+            ", {:.1}s waiting for the limit",
+            throttle.waited.as_secs_f64()
+        ));
+    }
+    if throttle.rate_limited > 0 {
+        text.push_str(&format!(", {} × 429", throttle.rate_limited));
+    }
+    text
 }

@@ -10,6 +10,7 @@ mod batch;
 mod chat;
 mod config;
 mod edges;
+mod rate_limits;
 mod reasoning;
 mod rerank;
 mod resume;

@@ -95,6 +95,12 @@ impl EvolutionInference {
         self.inner.llm_type()
     }
 
+    /// See [`crate::EvolutionInference::batch_permit`]: blocks until a
+    /// place in the window is free.
+    pub fn batch_permit(&self) -> Result<crate::BatchPermit> {
+        call!(self, |llm| async move { Ok(llm.batch_permit().await) })
+    }
+
     /// See [`crate::EvolutionInference::throttle_stats`].
     pub fn throttle_stats(&self) -> crate::ThrottleStats {
         self.inner.throttle_stats()

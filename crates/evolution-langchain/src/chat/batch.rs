@@ -11,6 +11,7 @@ use super::client::EvolutionInference;
 use super::options::ChatOptions;
 use super::wire::{ChatMessage, ChatResponse, ToolCall, Usage};
 use crate::error::{Error, Result};
+use crate::transport::throttle::BatchPermit;
 
 /// One generated answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +169,7 @@ impl EvolutionInference {
         let options = options.borrow();
         futures::stream::iter(conversations)
             .map(|messages| async move {
-                let _place = self.window_place().await;
+                let _place = self.batch_permit().await;
                 self.chat(&messages, options).await
             })
             .buffered(self.max_concurrency)
@@ -194,16 +195,28 @@ impl EvolutionInference {
             .map(move |(index, messages)| {
                 let options = Arc::clone(&options);
                 async move {
-                    let _place = self.window_place().await;
+                    let _place = self.batch_permit().await;
                     (index, self.chat(&messages, &*options).await)
                 }
             })
             .buffer_unordered(self.max_concurrency)
     }
 
-    /// A place in the adaptive batch window (at most `max_concurrency`,
-    /// fewer while the server shows overload).
-    async fn window_place(&self) -> crate::transport::throttle::WindowPermit {
+    /// Waits for a place in the adaptive batch window, for a batch loop of
+    /// your own (the batch methods here take one per call): at most
+    /// `max_concurrency` places, fewer while the server shows overload
+    /// (`429`, `503`, timeouts), growing back with successes. Hold the
+    /// permit for the duration of one call.
+    ///
+    /// ```no_run
+    /// # async fn run(llm: evolution_langchain::EvolutionInference) -> evolution_langchain::Result<()> {
+    /// for prompt in ["a", "b"] {
+    ///     let _place = llm.batch_permit().await;
+    ///     println!("{}", llm.invoke(prompt).await?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn batch_permit(&self) -> BatchPermit {
         self.transport
             .pipeline
             .throttle

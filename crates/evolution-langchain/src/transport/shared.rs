@@ -32,13 +32,14 @@ impl Buckets {
         }
     }
 
-    /// Corrects the tokens limit by `difference` tokens.
-    pub(crate) async fn settle(&self, limits: Limits, difference: i64) {
+    /// Charges the tokens limit `extra` more tokens.
+    pub(crate) async fn charge(&self, limits: Limits, extra: u32) {
         match self {
-            Buckets::Local(gcra) => gcra
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .settle(limits, difference),
+            Buckets::Local(gcra) => {
+                gcra.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .charge(limits, extra, Instant::now())
+            }
         }
     }
 }

@@ -8,10 +8,11 @@
 //! - **A limiter** for requests and tokens per minute (when configured):
 //!   GCRA, the "generic cell rate algorithm" (one timestamp per limit, the
 //!   time the bucket would be empty; a cost moves it forward by
-//!   `cost × 60 s / limit`), with a burst of one second of the rate. Each
+//!   `cost × 60 s / limit`), with a burst of half a second of the rate. Each
 //!   attempt waits until both limits can pay for it. A request's tokens are
-//!   estimated before it is sent and corrected by the usage the server
-//!   reports. The state is local, or shared by a fleet through Redis
+//!   estimated before it is sent (its text and `max_tokens`, as providers
+//!   charge at admission) and corrected upward when the usage the server
+//!   reports is more. The state is local, or shared by a fleet through Redis
 //!   (feature `redis`, [`shared`](super::shared)).
 //! - **A pause**: a `429` with `Retry-After` stops new sends of the whole
 //!   client until it passes, instead of every call in flight retrying on its
@@ -36,9 +37,11 @@ use tokio::time::Instant;
 pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(300);
 
 /// The burst a limit allows: this much of its sustained rate may be sent
-/// at once. One second keeps a fresh client from sending a minute's worth
-/// in one go (providers enforce their per-minute limits over short windows).
-const BURST: Duration = Duration::from_secs(1);
+/// at once. Short, because providers enforce their per-minute limits over
+/// short windows (a second, not a minute); and under a second, so that a
+/// server whose bucket holds one second keeps some of it in reserve for the
+/// jitter between when we send and when it counts.
+const BURST: Duration = Duration::from_millis(500);
 
 /// A pause after a `429` that named no `Retry-After`, before jitter.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
@@ -122,18 +125,13 @@ impl Gcra {
         }
     }
 
-    /// Moves the tokens limit by the difference between what a call was
-    /// charged and what it cost (negative: some is given back).
-    pub(crate) fn settle(&mut self, limits: Limits, difference: i64) {
-        let (Some(tpm), Some(tat)) = (limits.tokens_per_minute, self.tokens) else {
-            return;
-        };
-        let shift = emission(tpm, difference.unsigned_abs() as f64);
-        self.tokens = Some(if difference >= 0 {
-            tat + shift
-        } else {
-            tat.checked_sub(shift).unwrap_or(tat)
-        });
+    /// Charges the tokens limit `extra` more tokens: a call cost more than
+    /// its estimate.
+    pub(crate) fn charge(&mut self, limits: Limits, extra: u32, now: Instant) {
+        if let Some(tpm) = limits.tokens_per_minute {
+            let tat = self.tokens.map_or(now, |tat| tat.max(now));
+            self.tokens = Some(tat + emission(tpm, f64::from(extra)));
+        }
     }
 }
 
@@ -299,19 +297,19 @@ impl Throttle {
         }
     }
 
-    /// Gives back (or charges more of) the tokens limit once a call's real
-    /// cost is known.
+    /// Corrects the tokens limit once a call's real cost is known: a call
+    /// that cost more than estimated is charged the rest. One that cost
+    /// less is not refunded, as providers charge a request its estimate
+    /// (prompt and `max_tokens`) when they admit it.
     pub(crate) async fn settle(&self, estimated: u32, actual: u32) {
-        if self.limits.tokens_per_minute.is_some() && estimated != actual {
-            self.buckets
-                .settle(self.limits, i64::from(actual) - i64::from(estimated))
-                .await;
+        if self.limits.tokens_per_minute.is_some() && actual > estimated {
+            self.buckets.charge(self.limits, actual - estimated).await;
         }
     }
 
     /// A place in the batch window of a batch whose concurrency is
     /// `ceiling`: waits until fewer calls than the window are in flight.
-    pub(crate) async fn permit(self: &Arc<Self>, ceiling: usize) -> WindowPermit {
+    pub(crate) async fn permit(self: &Arc<Self>, ceiling: usize) -> BatchPermit {
         let ceiling = ceiling.max(1);
         loop {
             let notified = self.changed.notified();
@@ -327,7 +325,7 @@ impl Throttle {
                 let allowed = (state.window.floor() as usize).clamp(1, ceiling);
                 if state.in_flight < allowed {
                     state.in_flight += 1;
-                    return WindowPermit {
+                    return BatchPermit {
                         throttle: Arc::clone(self),
                     };
                 }
@@ -348,13 +346,16 @@ impl Throttle {
     }
 }
 
-/// A batch call's place in the window, given back when dropped.
+/// A call's place in the adaptive batch window
+/// ([`EvolutionInference::batch_permit`](crate::EvolutionInference::batch_permit)),
+/// given back when dropped.
 #[derive(Debug)]
-pub(crate) struct WindowPermit {
+#[must_use = "the place is given back as soon as the permit is dropped"]
+pub struct BatchPermit {
     throttle: Arc<Throttle>,
 }
 
-impl Drop for WindowPermit {
+impl Drop for BatchPermit {
     fn drop(&mut self) {
         self.throttle.state().in_flight -= 1;
         self.throttle.changed.notify_waiters();
@@ -373,17 +374,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn gcra_allows_a_second_of_burst_then_the_rate() {
+    async fn gcra_allows_half_a_second_of_burst_then_the_rate() {
         let mut gcra = Gcra::default();
         let now = Instant::now();
         let rpm = limits(Some(600), None);
-        for _ in 0..10 {
+        for _ in 0..5 {
             assert_eq!(gcra.take(rpm, 0, now), Ok(()));
         }
         assert_eq!(gcra.take(rpm, 0, now), Err(Duration::from_millis(100)));
         assert_eq!(gcra.take(rpm, 0, now + Duration::from_millis(100)), Ok(()));
         // Over a minute, the limit plus the burst is paid, no more.
-        let mut paid = 11;
+        let mut paid = 6;
         let mut t = now;
         while t < now + Duration::from_secs(60) {
             if gcra.take(rpm, 0, t).is_ok() {
@@ -391,7 +392,7 @@ mod tests {
             }
             t += Duration::from_millis(10);
         }
-        assert!((605..=611).contains(&paid), "{paid}");
+        assert!((600..=606).contains(&paid), "{paid}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -399,7 +400,8 @@ mod tests {
         let mut gcra = Gcra::default();
         let now = Instant::now();
         let both = limits(Some(60), Some(600));
-        // 600 tokens per minute: a second holds 10; a call of 10 goes.
+        // 600 tokens per minute: half a second holds 5; a call of 10 is
+        // more, so it goes alone into an empty bucket.
         assert_eq!(gcra.take(both, 10, now), Ok(()));
         // The request limit (1/s) refuses the next; the tokens are not paid.
         let wait = gcra.take(both, 5, now).unwrap_err();
@@ -414,17 +416,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn settling_gives_tokens_back() {
+    async fn a_call_that_cost_more_is_charged_the_rest() {
         let mut gcra = Gcra::default();
         let now = Instant::now();
         let tokens = limits(None, Some(60));
-        assert_eq!(gcra.take(tokens, 60, now), Ok(()));
-        assert!(gcra.take(tokens, 1, now).is_err());
-        // The call cost nothing after all: everything comes back.
-        gcra.settle(tokens, -60);
         assert_eq!(gcra.take(tokens, 1, now), Ok(()));
-        // Charged more than estimated: the next waits longer.
-        gcra.settle(tokens, 5);
+        // One token a second, a burst of one: the next waits a second...
+        assert_eq!(gcra.take(tokens, 1, now), Err(Duration::from_secs(1)));
+        // ...and five more once the call turned out to cost six.
+        gcra.charge(tokens, 5, now);
         assert_eq!(gcra.take(tokens, 1, now), Err(Duration::from_secs(6)));
     }
 
@@ -497,7 +497,7 @@ mod tests {
         for _ in 0..30 {
             throttle.admit(0).await;
         }
-        // Ten at once, then one every 100 ms.
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Five at once, then one every 100 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(2500));
     }
 }
