@@ -12,11 +12,12 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo test --workspace (unit, integration, doc tests)"
 cargo test --workspace
 
-step "the bridges and OpenTelemetry (features async-openai, rig, otel)"
+step "the bridges, OpenTelemetry and the Redis fleet (features async-openai, rig, otel, redis)"
 cargo test -p evolution-langchain --features async-openai --test async_openai
 cargo test -p evolution-langchain --features rig --test rig
 cargo test -p evolution-langchain --features otel --test otel --test telemetry
 cargo test -p evolution-langchain --features otel --doc otel
+cargo test -p evolution-langchain --features redis --test redis
 
 step "https through native-tls (the workspace build above used rustls, the default)"
 cargo test -p evolution-langchain --no-default-features --features native-tls --test tls

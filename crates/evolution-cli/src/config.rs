@@ -12,7 +12,7 @@ use clap::Args;
 use evolution_emulator::EmulatorHandle;
 use evolution_langchain::config::{
     EnvSettings, ENV_API_KEY, ENV_BASE_URL, ENV_KEY_ID, ENV_MAX_RATE_LIMIT_WAIT, ENV_PROJECT_ID,
-    ENV_REQUESTS_PER_MINUTE, ENV_SECRET, ENV_TOKENS_PER_MINUTE, ENV_TOKEN_URL,
+    ENV_REDIS_URL, ENV_REQUESTS_PER_MINUTE, ENV_SECRET, ENV_TOKENS_PER_MINUTE, ENV_TOKEN_URL,
 };
 use evolution_langchain::{EvolutionInference, EvolutionInferenceBuilder, DEFAULT_BASE_URL};
 use secrecy::ExposeSecret;
@@ -91,6 +91,12 @@ pub struct ConnectionArgs {
           value_name = "SECS", env = ENV_MAX_RATE_LIMIT_WAIT, default_value = "300",
           value_parser = parse_patience)]
     pub max_rate_limit_wait: Duration,
+
+    /// Share the key's rate limits and IAM token with every process using
+    /// it, through this Redis server (redis://host:port[/db]).
+    #[arg(id = "connection_redis_url", long = "redis-url", global = true, value_name = "URL",
+          env = ENV_REDIS_URL, hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 /// A patience: like a timeout, but zero is allowed (fail at the first 429).
@@ -180,6 +186,10 @@ impl Service {
         };
         let builder = match connection.tpm {
             Some(tpm) => builder.tokens_per_minute(tpm),
+            None => builder,
+        };
+        let builder = match given(&connection.redis_url) {
+            Some(url) => builder.redis_url(url),
             None => builder,
         };
 

@@ -190,6 +190,23 @@ impl<S, M> ClientBuilder<S, M> {
         self
     }
 
+    /// Shares this key's rate limits and IAM token with every process using
+    /// the same key, through the Redis server at `url`
+    /// (`redis://[:password@]host:port[/db]`, `rediss://` for TLS; feature
+    /// `redis`; `EVOLUTION_REDIS_URL`). The limiter's state lives there,
+    /// updated by an atomic script on the server's clock, so N processes
+    /// together stay under [`requests_per_minute`](Self::requests_per_minute)
+    /// and [`tokens_per_minute`](Self::tokens_per_minute); and the fleet
+    /// makes one IAM request per token lifetime. Nothing secret is in a key
+    /// name, and the token is stored encrypted with a key derived from the
+    /// secret. While Redis cannot answer, calls go on with this process's
+    /// own limiter and token cache (one warning), and nothing is lost.
+    #[cfg(feature = "redis")]
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.connection.redis_url = Some(url.into());
+        self
+    }
+
     /// Whether the crate's own HTTP client offers HTTP/2 to HTTPS servers
     /// (default `false`: HTTP/1.1).
     ///

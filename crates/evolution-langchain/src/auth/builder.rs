@@ -29,7 +29,19 @@ pub struct TokenManagerBuilder<M = Async> {
     retry: Option<RetryPolicy>,
     http_client: Option<reqwest::Client>,
     max_response_size: Option<usize>,
+    /// Redis for a fleet's shared token: a URL, or a connection shared with
+    /// a client's rate limiter.
+    #[cfg(feature = "redis")]
+    redis: Option<Redis>,
     flavor: PhantomData<M>,
+}
+
+/// Where a fleet's token lives.
+#[cfg(feature = "redis")]
+#[derive(Clone, Debug)]
+enum Redis {
+    Url(String),
+    Store(std::sync::Arc<crate::transport::redis::RedisStore>),
 }
 
 impl<M> Default for TokenManagerBuilder<M> {
@@ -44,6 +56,8 @@ impl<M> Default for TokenManagerBuilder<M> {
             retry: None,
             http_client: None,
             max_response_size: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             flavor: PhantomData,
         }
     }
@@ -156,8 +170,33 @@ impl<M> TokenManagerBuilder<M> {
             retry: self.retry,
             http_client: self.http_client,
             max_response_size: self.max_response_size,
+            #[cfg(feature = "redis")]
+            redis: self.redis,
             flavor: PhantomData,
         }
+    }
+
+    /// Shares the token with every process using the same key id and IAM
+    /// URL through the Redis server at `url` (`redis://host:port[/db]`,
+    /// `rediss://` for TLS; feature `redis`): the fleet makes one IAM
+    /// request per token lifetime. The token is stored encrypted with a key
+    /// derived from the secret, with its expiry as the key's TTL; see
+    /// `EVOLUTION_REDIS_URL` for clients. While Redis cannot answer, each
+    /// process fetches its own.
+    #[cfg(feature = "redis")]
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(Redis::Url(url.into()));
+        self
+    }
+
+    /// Shares the token through `store` (a client's connection).
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis_store(
+        mut self,
+        store: std::sync::Arc<crate::transport::redis::RedisStore>,
+    ) -> Self {
+        self.redis = Some(Redis::Store(store));
+        self
     }
 
     /// Checks the settings and creates the async manager.
@@ -183,20 +222,49 @@ impl<M> TokenManagerBuilder<M> {
                 }
             }
         };
+        let refresh_ahead = self.refresh_ahead.unwrap_or(refresh_buffer);
+        let auth_url = self
+            .auth_url
+            .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string());
+        #[cfg(feature = "redis")]
+        let (shared, client_error) = match self.redis {
+            None => (None, client_error),
+            Some(redis) => {
+                let store = match redis {
+                    Redis::Store(store) => Ok(store),
+                    Redis::Url(url) => {
+                        crate::transport::redis::RedisStore::open(&url).map(std::sync::Arc::new)
+                    }
+                };
+                match store {
+                    Ok(store) => (
+                        Some(super::shared::SharedToken::new(
+                            store,
+                            &self.credentials,
+                            &auth_url,
+                            // Less than this left, the cache would refresh at once.
+                            refresh_buffer + refresh_ahead + Duration::from_secs(5),
+                        )),
+                        client_error,
+                    ),
+                    Err(error) => (None, client_error.or(Some(error))),
+                }
+            }
+        };
         let mut credentials = vec![self.credentials];
         credentials.extend(self.fallbacks);
         let fetcher = IamFetcher::new(
             IamSettings {
                 credentials,
-                auth_url: self
-                    .auth_url
-                    .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string()),
+                auth_url,
                 timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
                 retry: self.retry.unwrap_or_default(),
                 client,
                 max_response_size: self
                     .max_response_size
                     .unwrap_or(DEFAULT_MAX_AUTH_RESPONSE_SIZE),
+                #[cfg(feature = "redis")]
+                shared,
             },
             client_error,
         );
@@ -204,7 +272,7 @@ impl<M> TokenManagerBuilder<M> {
             fetcher,
             CacheSettings {
                 refresh_buffer,
-                refresh_ahead: self.refresh_ahead.unwrap_or(refresh_buffer),
+                refresh_ahead,
                 ..CacheSettings::default()
             },
         )

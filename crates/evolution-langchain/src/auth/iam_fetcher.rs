@@ -26,6 +26,9 @@ pub(crate) struct IamSettings {
     pub(crate) client: reqwest::Client,
     /// Largest reply read, in bytes.
     pub(crate) max_response_size: usize,
+    /// The fleet's token in Redis, tried before IAM.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<super::shared::SharedToken>,
 }
 
 pub(crate) struct IamFetcher {
@@ -152,6 +155,27 @@ impl TokenFetcher for IamFetcher {
         if let Some(error) = &self.config_error {
             return Err(error.clone());
         }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.settings.shared {
+            return shared.fetch(|| self.exchange()).await;
+        }
+        self.exchange().await
+    }
+}
+
+impl IamFetcher {
+    /// The model API rejected `token`: a fleet's shared token is not
+    /// reused.
+    pub(crate) fn rejected(&self, token: &super::token::AccessToken) {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.settings.shared {
+            shared.rejected(token);
+        }
+        let _ = token;
+    }
+
+    /// One token from IAM, recorded in the statistics.
+    async fn exchange(&self) -> Result<IssuedToken> {
         let started = Instant::now();
         match self.request_with_fallback().await {
             Ok(issued) => {

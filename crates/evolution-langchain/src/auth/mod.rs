@@ -14,6 +14,8 @@ mod cache;
 mod credentials;
 mod iam;
 mod iam_fetcher;
+#[cfg(feature = "redis")]
+mod shared;
 mod source;
 mod stats;
 mod token;

@@ -95,8 +95,10 @@ impl TokenManager {
         self.cache.invalidate();
     }
 
-    /// Forgets the cached token if it is `rejected` (and not a newer one).
+    /// Forgets the cached token if it is `rejected` (and not a newer one);
+    /// with a fleet's token in Redis, that token is not taken from there again.
     pub fn invalidate_token(&self, rejected: &AccessToken) {
+        self.fetcher().rejected(rejected);
         self.cache.invalidate_token(rejected);
     }
 

@@ -75,6 +75,9 @@ pub(crate) struct Connection {
     pub(crate) http2: bool,
     pub(crate) limits: Limits,
     pub(crate) max_rate_limit_wait: Option<Duration>,
+    /// Redis for a fleet's limiter and token (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub(crate) redis_url: Option<String>,
     pub(crate) headers: HeaderMap,
     /// A header that could not be parsed, reported by `build`.
     pub(crate) header_error: Option<Error>,
@@ -141,6 +144,8 @@ impl Connection {
         );
         fill(&mut self.limits.tokens_per_minute, &env.tokens_per_minute);
         fill(&mut self.max_rate_limit_wait, &env.max_rate_limit_wait);
+        #[cfg(feature = "redis")]
+        fill(&mut self.redis_url, &env.redis_url);
         Ok(())
     }
 
@@ -187,6 +192,20 @@ impl Connection {
         }
         let has_credentials = !self.credentials.key_id().trim().is_empty()
             || !self.credentials.expose_secret().trim().is_empty();
+        #[cfg(feature = "redis")]
+        let redis = self
+            .redis_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+            .map(|url| super::redis::RedisStore::open(url).map(Arc::new))
+            .transpose()?;
+        // What names this key's shared limiter state in Redis, hashed.
+        #[cfg(feature = "redis")]
+        let scope = match &self.auth {
+            Auth::ApiKey(key) => super::redis::scope(&["api-key", key.expose_secret()]),
+            _ if has_credentials => super::redis::scope(&["key-id", self.credentials.key_id()]),
+            _ => super::redis::scope(&["base-url", &base_url]),
+        };
         let client = match self.http_client {
             Some(client) => client,
             None => {
@@ -242,12 +261,23 @@ impl Connection {
                 if let Some(limit) = self.max_auth_response_size {
                     manager = manager.max_response_size(limit);
                 }
+                #[cfg(feature = "redis")]
+                if let Some(store) = &redis {
+                    manager = manager.redis_store(Arc::clone(store));
+                }
                 let manager = manager.build()?;
                 token_manager = Some(manager.clone());
                 Some(Arc::new(manager))
             }
         };
 
+        #[cfg(feature = "redis")]
+        let buckets = match redis {
+            Some(store) => Buckets::shared(super::redis::RedisBuckets::new(store, &scope)),
+            None => Buckets::local(),
+        };
+        #[cfg(not(feature = "redis"))]
+        let buckets = Buckets::local();
         let mut headers = self.headers;
         if let Some(project_id) = self.project_id.filter(|p| !p.trim().is_empty()) {
             headers.insert("x-project-id", project_id_header(&project_id)?);
@@ -261,7 +291,7 @@ impl Connection {
                 ),
                 throttle: Arc::new(Throttle::new(
                     self.limits,
-                    Buckets::local(),
+                    buckets,
                     self.max_rate_limit_wait
                         .unwrap_or(DEFAULT_MAX_RATE_LIMIT_WAIT),
                 )),

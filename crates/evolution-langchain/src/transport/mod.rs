@@ -15,6 +15,8 @@ pub(crate) mod body;
 pub(crate) mod connection;
 pub(crate) mod http;
 pub(crate) mod pipeline;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
 pub(crate) mod retry;
 pub(crate) mod server_error;
 pub(crate) mod shared;

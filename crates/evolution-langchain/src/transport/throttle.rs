@@ -41,7 +41,7 @@ pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(300);
 /// short windows (a second, not a minute); and under a second, so that a
 /// server whose bucket holds one second keeps some of it in reserve for the
 /// jitter between when we send and when it counts.
-const BURST: Duration = Duration::from_millis(500);
+pub(crate) const BURST: Duration = Duration::from_millis(500);
 
 /// A pause after a `429` that named no `Retry-After`, before jitter.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
