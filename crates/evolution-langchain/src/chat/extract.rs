@@ -134,6 +134,12 @@ const MAX_REF_HOPS: u32 = 32;
 /// `serde_json::Value` field) is kept as it is and the schema is sent with
 /// `"strict": false` ([`is_strict`](Self::is_strict)).
 ///
+/// Models write the properties in the order the schema lists them. Without
+/// serde_json's `preserve_order` feature (the default) JSON objects, and so
+/// the schema, are in alphabetical order; with it on in your build (e.g.
+/// `schemars = { version = "1", features = ["preserve_order"] }`), in the
+/// order the fields are declared.
+///
 /// ```
 /// use evolution_langchain::OutputSchema;
 /// use serde_json::json;
