@@ -96,6 +96,11 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_AUDIO_BYTES, value_name = "BYTES")]
     pub max_audio_bytes: usize,
 
+    /// Refuse chat requests whose response_format is json_schema with a 400, like a
+    /// server without structured output.
+    #[arg(long)]
+    pub refuse_json_schema: bool,
+
     /// Queue a fault, `TARGET=FAULT[xN]`, e.g. `chat=status:503x2`, `auth=drop`,
     /// `chat=cut-stream:3` (repeatable; N is at most 1000000).
     #[arg(long = "fault", value_name = "TARGET=FAULT[xN]")]
@@ -123,6 +128,7 @@ impl Default for EmulatorArgs {
             rate_burst_secs: 60.0,
             latency_ms: 0,
             max_audio_bytes: DEFAULT_MAX_AUDIO_BYTES,
+            refuse_json_schema: false,
             fault: Vec::new(),
         }
     }
@@ -148,7 +154,8 @@ impl EmulatorArgs {
                     .unwrap_or(Duration::from_secs(60)),
             )
             .latency(Duration::from_millis(self.latency_ms))
-            .max_audio_bytes(self.max_audio_bytes);
+            .max_audio_bytes(self.max_audio_bytes)
+            .refuse_json_schema(self.refuse_json_schema);
         for key in &self.api_key {
             builder = builder.api_key(key.clone());
         }

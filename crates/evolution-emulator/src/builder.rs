@@ -49,6 +49,7 @@ pub struct EmulatorBuilder {
     rate_burst: Duration,
     latency: Duration,
     max_audio_bytes: usize,
+    refuse_json_schema: bool,
     port: u16,
 }
 
@@ -74,6 +75,7 @@ impl Default for EmulatorBuilder {
             rate_burst: Duration::from_secs(60),
             latency: Duration::ZERO,
             max_audio_bytes: DEFAULT_MAX_AUDIO_BYTES,
+            refuse_json_schema: false,
             port: 0,
         }
     }
@@ -240,6 +242,18 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Answer every chat request whose `response_format` is `json_schema` with `400`
+    /// `{"error":{"message":"response_format json_schema is not supported","type":
+    /// "invalid_request_error","code":"invalid_request","param":"response_format"}}`, as a
+    /// server without structured output does (default false: such requests get a JSON
+    /// document that fits the schema). Forced tool calls are still served. Upstream mode
+    /// forwards the request instead. [`Fault::RefuseJsonSchema`](crate::Fault::RefuseJsonSchema)
+    /// refuses a number of requests only.
+    pub fn refuse_json_schema(mut self, refuse: bool) -> Self {
+        self.refuse_json_schema = refuse;
+        self
+    }
+
     /// The port to listen on; 0 (the default) picks a free one. Always on 127.0.0.1.
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
@@ -297,6 +311,7 @@ impl EmulatorBuilder {
             rate_burst: self.rate_burst,
             latency: self.latency,
             max_audio_bytes: self.max_audio_bytes,
+            refuse_json_schema: self.refuse_json_schema,
         };
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).await?;
         let addr = listener.local_addr()?;

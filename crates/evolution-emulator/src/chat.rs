@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -13,7 +14,7 @@ use crate::fault::Fault;
 use crate::reply;
 use crate::script::{self, Answer, Choice, Reply};
 use crate::state::InFlightGuard;
-use crate::util;
+use crate::{structured, util};
 
 /// Identifies the emulator the way `system_fingerprint` identifies a backend build.
 const FINGERPRINT: &str = "evolution-emulator";
@@ -30,10 +31,31 @@ pub(crate) async fn completions(request: ApiRequest) -> Response {
         Ok(object) => object,
         Err(message) => return reply::bad_request(message),
     };
-    let request = match script::parse_request(object, state.config.default_model()) {
+    let mut request = match script::parse_request(object, state.config.default_model()) {
         Ok(request) => request,
         Err(message) => return reply::bad_request(message),
     };
+    if let Some(format) = &request.json_schema {
+        if state.config.refuse_json_schema || shape == Some(Fault::RefuseJsonSchema) {
+            return reply::field_error(
+                StatusCode::BAD_REQUEST,
+                "response_format json_schema is not supported",
+                "invalid_request",
+                Some("response_format"),
+            );
+        }
+        if format.strict {
+            if let Err(message) = structured::check_strict(&format.name, &format.schema) {
+                return reply::field_error(
+                    StatusCode::BAD_REQUEST,
+                    message,
+                    "invalid_request",
+                    Some("response_format"),
+                );
+            }
+        }
+    }
+    request.off_schema = shape == Some(Fault::OffSchema);
     let answer = script::answer(&request, || state.next_id());
     let meta = Meta {
         id: util::random_id("chatcmpl-", 32),

@@ -117,6 +117,17 @@ pub enum Fault {
     /// interval (at least 1 ms) and never an answer, until the client goes away or the
     /// emulator shuts down.
     Trickle(Duration),
+    /// Chat only: a request with `response_format` `json_schema` is refused `400`
+    /// `{"error":{"message":"response_format json_schema is not supported","type":
+    /// "invalid_request_error","code":"invalid_request","param":"response_format"}}`, as
+    /// servers without structured output answer; other requests are answered normally.
+    /// [`EmulatorBuilder::refuse_json_schema`](crate::EmulatorBuilder::refuse_json_schema)
+    /// refuses every such request.
+    RefuseJsonSchema,
+    /// Chat only: the answer to a `json_schema` request, or the arguments of a forced tool
+    /// call, is JSON that does not fit the schema (the generated document without its first
+    /// required property; a string when it has none); other requests are answered normally.
+    OffSchema,
 }
 
 impl Fault {
@@ -163,6 +174,8 @@ impl fmt::Display for Fault {
                 f.write_str("trickle:")?;
                 fmt_duration(f, d)
             }
+            Fault::RefuseJsonSchema => f.write_str("refuse-json-schema"),
+            Fault::OffSchema => f.write_str("off-schema"),
         }
     }
 }
@@ -175,7 +188,8 @@ impl FromStr for Fault {
     /// `missing-field`, `expires-in:<json or text>`, `drop`, `cut-stream:3`, `stream-error:3`,
     /// `redirect:307:URL` (status 300..=399), `stall-body:500`, `oversize:N`,
     /// `access-token:<JSON string or text>`, `access-token-newline`
-    /// ([`Fault::NEWLINE_ACCESS_TOKEN`]), `content-null`, `trickle:200ms`.
+    /// ([`Fault::NEWLINE_ACCESS_TOKEN`]), `content-null`, `trickle:200ms`,
+    /// `refuse-json-schema`, `off-schema`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let (kind, arg) = match s.split_once(':') {
@@ -256,11 +270,14 @@ impl FromStr for Fault {
             "trickle" => Ok(Fault::Trickle(parse_duration(need(
                 "an interval, e.g. trickle:200ms",
             )?)?)),
+            "refuse-json-schema" => no_arg(Fault::RefuseJsonSchema),
+            "off-schema" | "offschema" => no_arg(Fault::OffSchema),
             _ => Err(ParseFaultError(format!(
                 "unknown fault {s:?} (expected status:CODE[:RETRY_AFTER], delay:DURATION, \
                  not-json, html, missing-field, expires-in:VALUE, drop, cut-stream:N, \
                  stream-error:N, redirect:CODE:URL, stall-body:CODE, oversize:N, \
-                 access-token:TOKEN, access-token-newline, content-null, trickle:INTERVAL)"
+                 access-token:TOKEN, access-token-newline, content-null, trickle:INTERVAL, \
+                 refuse-json-schema, off-schema)"
             ))),
         }
     }

@@ -40,7 +40,10 @@
 //!   ([`EmulatorBuilder::api_key`]); the check can be switched off
 //!   ([`EmulatorBuilder::require_auth`]), as on a model run with auth off.
 //!   Chat answers come from a deterministic scripted responder (it echoes the last user
-//!   message, calls a tool the prompt names, reports tool results), streamed as SSE shaped
+//!   message, calls a tool the prompt names or `tool_choice` forces, reports tool results,
+//!   answers a `response_format` `json_schema` with a JSON document that fits it; a
+//!   server without structured output is one setting away,
+//!   [`EmulatorBuilder::refuse_json_schema`]), streamed as SSE shaped
 //!   like llama.cpp's and OpenAI's; [`REASONING_MODEL`] thinks first, in
 //!   `reasoning_content` (or `reasoning`); or, in upstream mode, answers come from a real
 //!   server it forwards to.
@@ -57,7 +60,8 @@
 //! Faults ([`Fault`]) can be queued per route family ([`Target`]) to rehearse a client's
 //! error handling: error statuses, delays, garbage bodies, dropped connections and
 //! streams cut short, and a hostile server's tricks: redirects, bodies that stall or
-//! never end, oversized answers, odd access tokens, answers without content.
+//! never end, oversized answers, odd access tokens, answers without content, structured
+//! output refused or off its schema.
 
 mod admin;
 mod args;
@@ -80,6 +84,7 @@ mod rerank;
 mod script;
 mod server;
 mod state;
+mod structured;
 mod transcript;
 mod upload;
 mod upstream;

@@ -236,8 +236,13 @@ pub(crate) async fn apply_fault(fault: Option<Fault>, cx: FaultContext<'_>) -> F
         Fault::Trickle(interval) if target == Target::Chat && stream => {
             hostile::trickle(model, interval, shutdown)
         }
+        f @ (Fault::RefuseJsonSchema | Fault::OffSchema) if target == Target::Chat => {
+            return FaultOutcome::Shape(f)
+        }
         // Harmless where they make no sense: consumed, then a normal answer.
-        Fault::ContentNull | Fault::Trickle(_) => return FaultOutcome::Proceed,
+        Fault::ContentNull | Fault::Trickle(_) | Fault::RefuseJsonSchema | Fault::OffSchema => {
+            return FaultOutcome::Proceed
+        }
         Fault::AccessToken(_) if target != Target::Auth => return FaultOutcome::Proceed,
         f @ (Fault::ExpiresIn(_)
         | Fault::AccessToken(_)

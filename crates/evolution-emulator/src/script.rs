@@ -1,9 +1,11 @@
 //! The scripted responder: turns a chat completion request into a deterministic answer
-//! (echo, tool call or tool result, preceded by thinking for the reasoning model) with
-//! OpenAI's knobs (`max_tokens`, `stop`, `n`) applied. Pure logic, no I/O, so that every rule is easy to reason about.
+//! (echo, tool call or tool result, a JSON document fitting a `json_schema` response
+//! format, preceded by thinking for the reasoning model) with OpenAI's knobs
+//! (`max_tokens`, `stop`, `n`) applied. Pure logic, no I/O, so that every rule is easy to reason about.
 
 use serde_json::{json, Map, Value};
 
+use crate::structured::{self, Filler};
 use crate::util::word_count;
 
 const ROLES: &[&str] = &[
@@ -27,7 +29,23 @@ pub(crate) struct ChatRequest {
     /// Function names and parameter schemas of the offered tools, unless `tool_choice`
     /// is `"none"`.
     pub tools: Vec<(String, Value)>,
+    /// The function `tool_choice` forces (`{"type":"function","function":{"name"}}`), or
+    /// the first offered tool for `"required"` when the prompt names none.
+    pub forced_tool: Option<String>,
+    /// `response_format` `{"type":"json_schema","json_schema":{...}}`.
+    pub json_schema: Option<JsonSchemaFormat>,
+    /// Answer JSON that does not fit the schema ([`crate::Fault::OffSchema`]).
+    pub off_schema: bool,
     pub messages: Vec<Message>,
+}
+
+/// The `json_schema` of a `response_format`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JsonSchemaFormat {
+    pub name: String,
+    /// `{}` when the request sent none.
+    pub schema: Value,
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +193,89 @@ fn parse_tools(body: &Map<String, Value>) -> Result<Vec<(String, Value)>, String
     Ok(out)
 }
 
+/// What `tool_choice` forces: `Some(None)` for `"required"`, `Some(Some(name))` for a
+/// named function (which must be among `tools`), `None` when nothing is forced.
+fn parse_tool_choice(
+    body: &Map<String, Value>,
+    tools: &[(String, Value)],
+) -> Result<Option<Option<String>>, String> {
+    let Some(choice) = optional(body, "tool_choice") else {
+        return Ok(None);
+    };
+    match choice {
+        Value::String(mode) => match mode.as_str() {
+            "none" | "auto" => Ok(None),
+            "required" => Ok(Some(None)),
+            other => Err(format!(
+                "'tool_choice' must be \"none\", \"auto\", \"required\" or a function, got {other:?}"
+            )),
+        },
+        Value::Object(object) => {
+            let name = object
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or("'tool_choice.function.name' must be a string")?;
+            if !tools.iter().any(|(tool, _)| tool == name) {
+                return Err(format!(
+                    "'tool_choice' names function {name:?}, which is not among 'tools'"
+                ));
+            }
+            Ok(Some(Some(name.to_owned())))
+        }
+        _ => Err("'tool_choice' must be a string or an object".into()),
+    }
+}
+
+/// `response_format`: `text`, `json_object` or `json_schema` (whose `name` must match
+/// `[a-zA-Z0-9_-]{1,64}` and whose `schema`, when sent, must be an object).
+fn parse_response_format(body: &Map<String, Value>) -> Result<Option<JsonSchemaFormat>, String> {
+    let Some(format) = optional(body, "response_format") else {
+        return Ok(None);
+    };
+    let kind = format
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or("'response_format.type' must be a string")?;
+    match kind {
+        "text" | "json_object" => Ok(None),
+        "json_schema" => {
+            let spec = format
+                .get("json_schema")
+                .and_then(Value::as_object)
+                .ok_or("'response_format.json_schema' must be an object")?;
+            let name = spec.get("name").and_then(Value::as_str).unwrap_or_default();
+            if !structured::valid_name(name) {
+                return Err(format!(
+                    "'response_format.json_schema.name' must match ^[a-zA-Z0-9_-]{{1,64}}$, got {name:?}"
+                ));
+            }
+            let schema = match spec.get("schema") {
+                None | Some(Value::Null) => json!({}),
+                Some(schema @ Value::Object(_)) => schema.clone(),
+                Some(_) => {
+                    return Err("'response_format.json_schema.schema' must be an object".into())
+                }
+            };
+            let strict = match spec.get("strict") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => {
+                    return Err("'response_format.json_schema.strict' must be a boolean".into())
+                }
+            };
+            Ok(Some(JsonSchemaFormat {
+                name: name.to_owned(),
+                schema,
+                strict,
+            }))
+        }
+        other => Err(format!(
+            "'response_format.type' must be one of text, json_object, json_schema, got {other:?}"
+        )),
+    }
+}
+
 /// Validates the request body; the error names the offending field.
 pub(crate) fn parse_request(
     body: &Map<String, Value>,
@@ -251,6 +352,23 @@ pub(crate) fn parse_request(
     check_range(body, "frequency_penalty", -2.0, 2.0)?;
     check_range(body, "presence_penalty", -2.0, 2.0)?;
 
+    let tools = parse_tools(body)?;
+    let forced_tool = match parse_tool_choice(body, &tools)? {
+        Some(Some(name)) => Some(name),
+        // "required": the tool the prompt names, else the first offered.
+        Some(None) => {
+            let prompt = messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map(|m| normalize(&m.text))
+                .unwrap_or_default();
+            named_tool(&tools, &prompt)
+                .map(|(name, _, _)| name.to_owned())
+                .or_else(|| tools.first().map(|(name, _)| name.clone()))
+        }
+        None => None,
+    };
     Ok(ChatRequest {
         model,
         stream,
@@ -258,7 +376,10 @@ pub(crate) fn parse_request(
         n,
         max_tokens,
         stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
-        tools: parse_tools(body)?,
+        forced_tool,
+        json_schema: parse_response_format(body)?,
+        off_schema: false,
+        tools,
         messages,
     })
 }
@@ -378,6 +499,24 @@ fn apply_stop(text: &str, stop: &[String]) -> String {
     }
 }
 
+/// A JSON document (compact) fitting `schema`, or one that does not when `off_schema`.
+fn structured_text(schema: &Value, request: &ChatRequest) -> String {
+    let prompts = request
+        .messages
+        .iter()
+        .rev()
+        .filter(|m| m.role == "user")
+        .map(|m| m.text.as_str())
+        .collect();
+    let filler = Filler::new(schema, prompts);
+    let document = if request.off_schema {
+        filler.off_schema()
+    } else {
+        filler.document()
+    };
+    document.to_string()
+}
+
 /// Answers the request. `next_call_id` supplies the numbers of `call_<n>` ids.
 pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u64) -> Answer {
     let prompt_tokens = request.messages.iter().map(|m| word_count(&m.text)).sum();
@@ -390,7 +529,13 @@ pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u6
         .map(|m| normalize(&m.text))
         .unwrap_or_default();
 
-    let tool = if last_is_tool {
+    // A forced function is called whatever the conversation says, with arguments that
+    // fit its parameters; otherwise a tool the last user message names.
+    let forced = request.forced_tool.as_deref().and_then(|name| {
+        let (name, parameters) = request.tools.iter().find(|(tool, _)| tool == name)?;
+        Some((name.as_str(), structured_text(parameters, request)))
+    });
+    let tool = if last_is_tool || forced.is_some() {
         None
     } else {
         named_tool(&request.tools, &prompt)
@@ -400,8 +545,14 @@ pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u6
 
     let mut choices = Vec::with_capacity(request.n);
     for _ in 0..request.n {
-        let choice = if let Some((name, parameters, after_name)) = tool {
-            let arguments = tool_arguments(parameters, &prompt, after_name);
+        let call = match (&forced, tool) {
+            (Some((name, arguments)), _) => Some((*name, arguments.clone())),
+            (None, Some((name, parameters, after_name))) => {
+                Some((name, tool_arguments(parameters, &prompt, after_name)))
+            }
+            (None, None) => None,
+        };
+        let choice = if let Some((name, arguments)) = call {
             Choice {
                 thinking: thoughts.clone(),
                 completion_tokens: word_count(&arguments).max(1) + thinking_tokens,
@@ -413,7 +564,9 @@ pub(crate) fn answer(request: &ChatRequest, mut next_call_id: impl FnMut() -> u6
                 finish_reason: "tool_calls",
             }
         } else {
-            let full = if last_is_tool {
+            let full = if let Some(format) = &request.json_schema {
+                structured_text(&format.schema, request)
+            } else if last_is_tool {
                 let result = request.messages.last().map(|m| normalize(&m.text));
                 format!("Tool result: {}", result.unwrap_or_default())
                     .trim_end()

@@ -126,6 +126,9 @@ pub(crate) struct Config {
     pub latency: Duration,
     /// The largest audio file `POST /v1/audio/transcriptions` accepts, in bytes.
     pub max_audio_bytes: usize,
+    /// Refuse `response_format` `json_schema` with a `400`, like a server without
+    /// structured output.
+    pub refuse_json_schema: bool,
 }
 
 impl Config {

@@ -42,6 +42,8 @@ fn faults_parse_from_their_documented_forms() {
         ),
         ("content-null", Fault::ContentNull),
         ("trickle:200ms", Fault::Trickle(Duration::from_millis(200))),
+        ("refuse-json-schema", Fault::RefuseJsonSchema),
+        ("off-schema", Fault::OffSchema),
     ];
     for (text, fault) in cases {
         assert_eq!(text.parse::<Fault>().unwrap(), fault, "{text}");
@@ -89,6 +91,8 @@ fn bad_fault_strings_are_errors_not_panics() {
         "content-null:1",
         "trickle",
         "trickle:fast",
+        "refuse-json-schema:1",
+        "off-schema:yes",
     ] {
         let err = text.parse::<Fault>().expect_err(text);
         assert!(!err.to_string().is_empty());

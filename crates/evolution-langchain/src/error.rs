@@ -23,6 +23,7 @@
 //! | a redirect to another origin (not followed) | [`Error::Redirected`] / `Error::Auth(AuthError::Redirected)` |
 //! | a reply over a size limit | [`Error::TooLarge`] / `Error::Auth(AuthError::TooLarge)` |
 //! | an upload over the limit, or answered `413` | [`Error::UploadTooLarge`] |
+//! | a structured answer that is not JSON of the schema, even after a repair round | [`Error::Extraction`] |
 //!
 //! Errors from a call to the model API carry its [`RequestId`] (the
 //! `X-Request-ID` sent, and the server's own id when it answered with one):
@@ -224,6 +225,27 @@ pub enum Error {
         index: usize,
         /// Its error.
         first: Box<Error>,
+    },
+
+    /// A structured-output call
+    /// ([`extract`](crate::EvolutionInference::extract)) got an answer that
+    /// is not JSON, or not JSON of the schema, and the one repair round
+    /// (the model shown its answer and what is wrong with it) did not mend
+    /// it. Carries the last answer as written and why it was refused.
+    #[error("the model's answer does not fit the schema `{schema}` after {attempts} attempt(s): {reason}; \
+        try a model that supports structured output, a simpler type, clearer instructions, \
+        or a higher max_tokens if the answer was cut")]
+    Extraction {
+        /// The schema's name (the Rust type's, sanitised).
+        schema: String,
+        /// Why the last answer was refused: the JSON error, or where and how
+        /// it does not fit.
+        reason: String,
+        /// The last answer as the model wrote it: the message's content, or
+        /// the arguments of its tool call (the reasoning is never part of it).
+        raw: String,
+        /// How many answers were read (2: the first and the repaired one).
+        attempts: u32,
     },
 
     /// A stream ended abnormally after it had started: cut, malformed, or an
@@ -514,6 +536,7 @@ impl Error {
             | Error::Redirected { .. }
             | Error::TooLarge { .. }
             | Error::UploadTooLarge { .. }
+            | Error::Extraction { .. }
             | Error::Batch { .. } => false,
         }
     }

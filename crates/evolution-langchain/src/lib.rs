@@ -160,6 +160,7 @@ pub use chat::{
     BatchError, ChatOptions, ChatSettings, ChatStream, EvolutionInference,
     EvolutionInferenceBuilder, Generation, LLMResult, ReasoningEffort,
 };
+pub use chat::{Extracted, ExtractionMode, OutputSchema};
 pub use embeddings::{EmbeddingsSettings, EvolutionEmbeddings, EvolutionEmbeddingsBuilder};
 pub use error::{AuthError, Error, Result};
 /// The langchain-rust this crate integrates with, so users get a matching version.
@@ -170,6 +171,10 @@ pub use rerank::{
     EvolutionRerank, EvolutionRerankBuilder, RerankDocument, RerankOptions, RerankResponse,
     RerankResult, RerankSettings, ENV_RERANK_MODEL,
 };
+/// The schemars [`EvolutionInference::extract`] takes types of (1.x), so users get a
+/// matching version (derive with `#[schemars(crate = "evolution_langchain::schemars")]`
+/// when depending on it only through this crate).
+pub use schemars;
 pub use transport::connection::{DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_REQUEST_TIMEOUT};
 pub use transport::retry::RetryPolicy;
 pub use transport::throttle::{BatchPermit, ThrottleStats, DEFAULT_MAX_RATE_LIMIT_WAIT};

@@ -314,3 +314,80 @@ async fn the_cli_prints_a_real_answer() {
     );
     assert!(stdout.contains("Berlin"), "{stdout}");
 }
+
+/// Where a country lies.
+#[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+enum Continent {
+    Africa,
+    America,
+    Asia,
+    Europe,
+    Oceania,
+}
+
+/// A country.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct Country {
+    continent: Continent,
+    name: String,
+}
+
+/// A city and the country it is in. (Models write properties in the order
+/// the schema lists them; without serde_json's `preserve_order` that order
+/// is alphabetical, so the fields are named to read well that way.)
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct Place {
+    /// The city's name.
+    city: String,
+    country: Country,
+}
+
+#[tokio::test]
+#[ignore = "needs a local model: scripts/test.sh"]
+async fn extracts_a_typed_struct_from_the_real_model() {
+    let emu = stack(Duration::from_secs(3600)).await;
+    let llm = client(&emu).max_tokens(80).build().unwrap();
+    // The emulator forwards response_format as it is; llama.cpp turns the
+    // json_schema into a grammar, so even a 135M model can only answer JSON
+    // of the schema ($ref and enum included). Its facts are its own: only
+    // the city is checked.
+    let place: Place = llm
+        .extract(
+            &[
+                ChatMessage::system("Extract the city and its country as JSON."),
+                ChatMessage::user("Paris is the capital of France."),
+            ],
+            &ChatOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(place.city, "Paris", "{place:?}");
+    assert!(!place.country.name.trim().is_empty(), "{place:?}");
+    // The grammar allows only the enum's names (which one is the model's call).
+    assert!(
+        matches!(
+            place.country.continent,
+            Continent::Africa
+                | Continent::America
+                | Continent::Asia
+                | Continent::Europe
+                | Continent::Oceania
+        ),
+        "{place:?}"
+    );
+    // One request, no repair round, the schema sent strict.
+    let requests = emu.requests();
+    let chats: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/chat/completions"))
+        .collect();
+    assert_eq!(chats.len(), 1, "{chats:?}");
+    let format = &chats[0].body["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["json_schema"]["name"], "Place");
+    assert_eq!(format["json_schema"]["strict"], true);
+    assert_eq!(
+        format["json_schema"]["schema"]["$defs"]["Continent"]["enum"],
+        serde_json::json!(["Africa", "America", "Asia", "Europe", "Oceania"])
+    );
+}

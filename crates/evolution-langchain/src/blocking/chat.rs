@@ -3,13 +3,15 @@
 
 use std::borrow::Borrow;
 
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{call, wait};
 use crate::auth::TokenManager;
 use crate::builder::ClientBuilder;
 use crate::chat::wire::{ChatChunk, ChatMessage, ChatRequest, ChatResponse};
-use crate::chat::{BatchError, ChatOptions, ChatSettings, LLMResult};
+use crate::chat::{BatchError, ChatOptions, ChatSettings, Extracted, LLMResult, OutputSchema};
 use crate::error::Result;
 use crate::flavor::{Async, Blocking};
 use crate::models::ModelInfo;
@@ -135,6 +137,44 @@ impl EvolutionInference {
         stream: bool,
     ) -> Result<ChatRequest> {
         self.inner.build_request(messages, options, stream)
+    }
+
+    /// See [`crate::EvolutionInference::extract`]: the answer as a `T`.
+    pub fn extract<T>(
+        &self,
+        messages: impl AsRef<[ChatMessage]>,
+        options: impl Borrow<ChatOptions>,
+    ) -> Result<T>
+    where
+        T: JsonSchema + DeserializeOwned + Send + 'static,
+    {
+        let (messages, options) = (messages.as_ref().to_vec(), options.borrow().clone());
+        call!(self, |llm| llm.extract::<T>(messages, options))
+    }
+
+    /// See [`crate::EvolutionInference::extract_prompt`].
+    pub fn extract_prompt<T>(&self, prompt: &str) -> Result<T>
+    where
+        T: JsonSchema + DeserializeOwned + Send + 'static,
+    {
+        let prompt = prompt.to_string();
+        call!(self, |llm| llm.extract_prompt::<T>(&prompt))
+    }
+
+    /// See [`crate::EvolutionInference::extract_with_schema`].
+    pub fn extract_with_schema(
+        &self,
+        messages: impl AsRef<[ChatMessage]>,
+        options: impl Borrow<ChatOptions>,
+        schema: &OutputSchema,
+    ) -> Result<Extracted<Value>> {
+        let (messages, options, schema) = (
+            messages.as_ref().to_vec(),
+            options.borrow().clone(),
+            schema.clone(),
+        );
+        call!(self, |llm| llm
+            .extract_with_schema(messages, options, &schema))
     }
 
     /// See [`crate::EvolutionInference::send_request`].

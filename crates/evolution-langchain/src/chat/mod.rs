@@ -4,6 +4,7 @@
 mod batch;
 mod builder;
 mod client;
+mod extract;
 mod options;
 pub mod sse;
 mod stream;
@@ -12,6 +13,7 @@ pub mod wire;
 pub use batch::{BatchError, Generation, LLMResult};
 pub use builder::{ChatSettings, EvolutionInferenceBuilder};
 pub use client::{EvolutionInference, DEFAULT_MAX_CONCURRENCY, LLM_TYPE};
+pub use extract::{Extracted, ExtractionMode, OutputSchema};
 pub use options::{ChatOptions, ReasoningEffort, MAX_N};
 pub use stream::{ChatStream, StreamAccumulator, StreamReadError};
 

@@ -303,6 +303,7 @@ impl Connection {
             max_response_size: self.max_response_size.unwrap_or(DEFAULT_MAX_RESPONSE_SIZE),
             max_event_size: self.max_event_size.unwrap_or(DEFAULT_MAX_EVENT_SIZE),
             stream_deadline: self.stream_deadline,
+            json_schema_refused: Default::default(),
         })
     }
 }

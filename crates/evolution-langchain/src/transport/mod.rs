@@ -75,6 +75,10 @@ pub(crate) struct Transport {
     pub(crate) max_event_size: usize,
     /// Longest a stream may take from its head to its end (`None`: no bound).
     pub(crate) stream_deadline: Option<Duration>,
+    /// The models whose server refused `response_format` `json_schema`:
+    /// structured output goes to them as a forced tool call from then on
+    /// (`chat::extract`).
+    pub(crate) json_schema_refused: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a request carries; the `Content-Type` follows from it.
