@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use evolution_emulator::{env_lines, env_lines_api_key, EmulatorArgs, EmulatorHandle, FaultSpec};
-use evolution_langchain::config::ENV_MODEL;
 
 use crate::exit::{CliError, Exit};
 
@@ -224,10 +223,10 @@ pub async fn run(command: EmulatorCommand) -> Result<(), CliError> {
 }
 
 /// The variables a client needs: the key id/secret form, or the API-key
-/// form (with the model too, as the other form has it).
+/// form.
 fn env_lines_for(handle: &EmulatorHandle, api_key: bool) -> String {
     match env_lines_api_key(handle).filter(|_| api_key) {
-        Some(lines) => format!("{lines}{ENV_MODEL}={}\n", handle.default_model()),
+        Some(lines) => lines,
         None => env_lines(handle),
     }
 }

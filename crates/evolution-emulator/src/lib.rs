@@ -151,13 +151,15 @@ pub fn env_lines(handle: &EmulatorHandle) -> String {
 }
 
 /// The environment a client needs to reach this emulator with an API key instead of
-/// IAM credentials: `EVOLUTION_API_KEY` (the first configured key) and
-/// `EVOLUTION_BASE_URL`, one `NAME=value` per line, and nothing else (a client given both
-/// a key and a key id / secret refuses to start). `None` when no API key is configured.
+/// IAM credentials: `EVOLUTION_API_KEY` (the first configured key), `EVOLUTION_BASE_URL`
+/// and `EVOLUTION_MODEL`, one `NAME=value` per line, and no key id or secret (a client
+/// given both a key and a key id / secret refuses to start). `None` when no API key is
+/// configured.
 pub fn env_lines_api_key(handle: &EmulatorHandle) -> Option<String> {
     let key = handle.api_key()?;
     Some(format!(
-        "EVOLUTION_API_KEY={key}\nEVOLUTION_BASE_URL={}\n",
-        handle.base_url()
+        "EVOLUTION_API_KEY={key}\nEVOLUTION_BASE_URL={}\nEVOLUTION_MODEL={}\n",
+        handle.base_url(),
+        handle.default_model(),
     ))
 }

@@ -1,5 +1,7 @@
 //! `evolution-emulator`: runs the emulator until Ctrl-C, after printing the environment a
-//! client needs (`eval "$(evolution-emulator …)"`-friendly: only those lines go to stdout).
+//! client needs (only those lines go to stdout). It keeps running, so read the lines while
+//! it does, e.g. `evolution-emulator --port 8000 > emulator.env &`, then, once the file
+//! has its lines, `set -a; . ./emulator.env; set +a` in the shell that runs the client.
 //! `--print-env iam` (the default) prints the IAM form ([`env_lines`]); `--print-env
 //! api-key` prints the API-key form ([`env_lines_api_key`]) and needs `--api-key`.
 

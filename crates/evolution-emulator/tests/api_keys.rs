@@ -156,8 +156,9 @@ async fn env_lines_in_both_modes() {
     assert_eq!(
         env_lines_api_key(&emu).unwrap(),
         format!(
-            "EVOLUTION_API_KEY=k-1\nEVOLUTION_BASE_URL={}\n",
-            emu.base_url()
+            "EVOLUTION_API_KEY=k-1\nEVOLUTION_BASE_URL={}\nEVOLUTION_MODEL={}\n",
+            emu.base_url(),
+            emu.default_model()
         )
     );
     // The IAM form is unchanged by configuring keys.
