@@ -18,12 +18,15 @@
 //!   client until it passes, instead of every call in flight retrying on its
 //!   own timer.
 //! - **An adaptive window** for batches: the configured concurrency is the
-//!   ceiling; a `429`, `503` or timeout halves the window, and each success
-//!   grows it by `1 / window` (one more call in flight per window of
-//!   successes): AIMD, as TCP does. It needs no model of the server, reacts
-//!   at once to overload and probes back up slowly. The halving happens at
-//!   most once per round trip (the smoothed latency), so a burst of `429`s
-//!   from calls sent together counts as one signal.
+//!   ceiling. As TCP does: a batch starts with two calls in flight and each
+//!   success adds one (the window doubles every round trip: "slow start")
+//!   until the first sign of overload, so a batch does not open with a
+//!   burst the provider refuses; from then on a `429`, `503` or timeout
+//!   halves the window and each success grows it by `1 / window` (one more
+//!   call per window of successes): AIMD. It needs no model of the server,
+//!   reacts at once to overload and probes back up slowly. The halving
+//!   happens at most once per round trip (the smoothed latency), so a burst
+//!   of `429`s from calls sent together counts as one signal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +48,9 @@ pub(crate) const BURST: Duration = Duration::from_millis(500);
 
 /// A pause after a `429` that named no `Retry-After`, before jitter.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The window a batch starts with (its concurrency, when lower).
+const INITIAL_WINDOW: f64 = 2.0;
 
 /// The configured limits, each `None` when unset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,6 +166,8 @@ struct State {
     window: f64,
     /// The largest ceiling asked for so far (a batch's concurrency).
     ceiling: usize,
+    /// Until the first sign of overload, each success adds a whole call.
+    slow_start: bool,
     in_flight: usize,
     last_decrease: Option<Instant>,
     /// Smoothed time from send to answer: how long a decrease takes to show.
@@ -194,6 +202,7 @@ impl Throttle {
                 paused_until: None,
                 window: 0.0,
                 ceiling: 0,
+                slow_start: true,
                 in_flight: 0,
                 last_decrease: None,
                 latency: Duration::from_millis(100),
@@ -281,6 +290,7 @@ impl Throttle {
             .is_some_and(|at| now.saturating_duration_since(at) < state.latency);
         if state.ceiling > 0 && !recent {
             state.window = (state.window / 2.0).max(1.0);
+            state.slow_start = false;
             state.last_decrease = Some(now);
             tracing::debug!(window = state.window, "overload: the batch window shrinks");
         }
@@ -291,7 +301,12 @@ impl Throttle {
         let mut state = self.state();
         state.latency = (state.latency * 7 + latency) / 8;
         if state.ceiling > 0 && state.window < state.ceiling as f64 {
-            state.window = (state.window + 1.0 / state.window.max(1.0)).min(state.ceiling as f64);
+            let step = if state.slow_start {
+                1.0
+            } else {
+                1.0 / state.window.max(1.0)
+            };
+            state.window = (state.window + step).min(state.ceiling as f64);
             drop(state);
             self.changed.notify_waiters();
         }
@@ -317,11 +332,11 @@ impl Throttle {
             notified.as_mut().enable();
             {
                 let mut state = self.state();
-                if ceiling > state.ceiling {
-                    // A new batch (or a larger one): start at its ceiling.
-                    state.window = state.window.max(ceiling as f64);
-                    state.ceiling = ceiling;
+                if state.ceiling == 0 {
+                    // The first batch: slow start.
+                    state.window = INITIAL_WINDOW.min(ceiling as f64);
                 }
+                state.ceiling = state.ceiling.max(ceiling);
                 let allowed = (state.window.floor() as usize).clamp(1, ceiling);
                 if state.in_flight < allowed {
                     state.in_flight += 1;
@@ -449,8 +464,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_window_halves_on_overload_once_per_round_trip_and_grows_back() {
+    async fn the_window_starts_small_halves_on_overload_once_per_round_trip_and_grows_back() {
         let throttle = Arc::new(Throttle::unlimited());
+        // Slow start: two at first, one more per success, up to the ceiling.
+        let (a, b) = (throttle.permit(8).await, throttle.permit(8).await);
+        let third = tokio::time::timeout(Duration::from_millis(10), throttle.permit(8)).await;
+        assert!(third.is_err());
+        drop((a, b));
+        for _ in 0..6 {
+            throttle.succeeded(Duration::from_millis(100));
+        }
+        assert_eq!(throttle.stats().window, 8);
         let permits: Vec<_> = futures::future::join_all((0..8).map(|_| throttle.permit(8))).await;
         assert_eq!(throttle.stats().in_flight, 8);
         throttle.congested();
