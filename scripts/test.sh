@@ -12,9 +12,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo test --workspace (unit, integration, doc tests)"
 cargo test --workspace
 
-step "the bridges, OpenTelemetry and the Redis fleet (features async-openai, rig, otel, redis)"
+step "the bridges, OpenTelemetry and the Redis fleet (features async-openai, rig, genai, otel, redis)"
 cargo test -p evolution-langchain --features async-openai --test async_openai
 cargo test -p evolution-langchain --features rig --test rig
+cargo test -p evolution-langchain --features genai --test genai
 cargo test -p evolution-langchain --features otel --test otel --test telemetry
 cargo test -p evolution-langchain --features otel --doc otel
 cargo test -p evolution-langchain --features redis --test redis

@@ -117,7 +117,7 @@ pub mod blocking {
     pub use rerank::{EvolutionRerank, EvolutionRerankBuilder};
     pub use token_manager::{TokenManager, TokenManagerBuilder};
 }
-#[cfg(any(feature = "async-openai", feature = "rig"))]
+#[cfg(any(feature = "async-openai", feature = "rig", feature = "genai"))]
 pub mod bridges;
 mod builder;
 pub mod chat;

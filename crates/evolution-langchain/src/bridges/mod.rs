@@ -6,9 +6,12 @@
 //!   layer for async-openai's client.
 //! - `rig` (feature `rig`): completion and embedding models and agents
 //!   for rig (rig-core / rig-agent 0.44).
+//! - `genai` (feature `genai`): resolvers for genai's client (genai 0.7).
 
 #[cfg(feature = "async-openai")]
 pub mod async_openai;
+#[cfg(feature = "genai")]
+pub mod genai;
 #[cfg(feature = "rig")]
 pub mod rig;
 
