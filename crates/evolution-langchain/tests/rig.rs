@@ -236,3 +236,43 @@ fn status_of(error: &(dyn std::error::Error + 'static)) -> Option<u16> {
         .1;
     after.get(..3).and_then(|code| code.parse().ok())
 }
+
+#[tokio::test]
+async fn typed_output_and_transcription_through_the_provider() {
+    use evolution_langchain::bridges::rig::rig_core::transcription::TranscriptionRequestBuilder;
+
+    #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+    struct City {
+        name: String,
+        population: u32,
+    }
+
+    let emu = Emulator::start().await.expect("the emulator starts");
+    let rig = with_tokens(&emu);
+    // The emulator answers a json_schema request with a document of the
+    // schema, taking the values the prompt names.
+    let agent = rig.agent(emu.default_model()).build();
+    let city: City = agent
+        .prompt_typed::<City>("name: Lima, population: 10000")
+        .await
+        .expect("a typed answer")
+        .output;
+    assert_eq!((city.name.as_str(), city.population), ("Lima", 10000));
+    let sent = emu.last_request().unwrap().body;
+    assert_eq!(sent["response_format"]["type"], "json_schema", "{sent}");
+
+    let whisper = rig.transcription_model("openai/whisper-large-v3");
+    let heard = whisper
+        .call(
+            TranscriptionRequestBuilder::new(b"Hello from rig.".to_vec())
+                .filename(Some("hello.wav".to_string()))
+                .build(),
+        )
+        .await
+        .expect("a transcript");
+    assert_eq!(heard.text, "Hello from rig.");
+    let upload = emu.last_request().unwrap();
+    assert!(upload.path.ends_with("/audio/transcriptions"));
+    assert!(upload.authorized);
+    assert_eq!(upload.body["model"], "openai/whisper-large-v3");
+}

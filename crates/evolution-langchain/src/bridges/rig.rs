@@ -50,7 +50,7 @@ use rig_core::driver::Model;
 use rig_core::http_client::{
     self, DynHttpClient, HttpClientExt, LazyBody, MultipartForm, StreamingResponse,
 };
-use rig_core::providers::openai::wire::{Auth, Chat, Dialect, Embeddings, Quirks};
+use rig_core::providers::openai::wire::{Auth, Chat, Dialect, Embeddings, Quirks, Transcriptions};
 use rig_core::providers::openai::{OpenAI, OpenAIConfig};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -211,7 +211,16 @@ impl EvolutionRig {
         self.client().embedding(model, None)
     }
 
-    /// A rig agent builder on the chat model `model`.
+    /// The transcription model `model` (`/audio/transcriptions`, Whisper:
+    /// `openai/whisper-large-v3` on Cloud.ru): the upload goes through the
+    /// pipeline, sent whole again on each attempt.
+    pub fn transcription_model(&self, model: impl Into<String>) -> Model<Transcriptions> {
+        self.client().transcription(model)
+    }
+
+    /// A rig agent builder on the chat model `model` (rig's typed output,
+    /// `output_schema` / `prompt_typed`, works through it: the schema goes
+    /// as a `json_schema` response format).
     pub fn agent(&self, model: impl Into<String>) -> rig_agent::AgentBuilder {
         rig_agent::AgentBuilder::new(self.completion_model(model))
     }
