@@ -273,6 +273,27 @@ mod tests {
             message: "out of range".into(),
         };
         assert_eq!(classify(&config), Exit::Usage);
+        // An upload over our own limit is the user's input: nothing was
+        // sent. The server's 413 is a refused request.
+        let ours = Error::UploadTooLarge {
+            size: 30,
+            limit: Some(20),
+            request_id: None,
+        };
+        assert_eq!(classify(&ours), Exit::Usage);
+        let theirs = Error::UploadTooLarge {
+            size: 30,
+            limit: None,
+            request_id: None,
+        };
+        assert_eq!(classify(&theirs), Exit::Api);
+        let off_schema = Error::Extraction {
+            schema: "t".into(),
+            reason: "missing `a`".into(),
+            raw: "{}".into(),
+            attempts: 2,
+        };
+        assert_eq!(classify(&off_schema), Exit::Api);
     }
 
     #[test]

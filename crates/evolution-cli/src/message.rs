@@ -425,6 +425,41 @@ mod tests {
     }
 
     #[test]
+    fn structured_output_and_upload_errors_in_cli_terms() {
+        let text = describe(&Error::Extraction {
+            schema: "ticket".into(),
+            reason: "missing required property `priority`".into(),
+            raw: "{\"title\": \"x\"}".into(),
+            attempts: 2,
+        });
+        assert!(
+            text.starts_with(
+                "the model's answer does not fit the schema `ticket` after 2 attempts: \
+                 missing required property `priority`; "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("--max-tokens") && text.contains("(--model)"),
+            "{text}"
+        );
+        assert!(!text.contains("max_tokens"), "{text}");
+        let ours = upload_too_large("talk.mp3", 30, Some(20), None);
+        assert_eq!(
+            ours,
+            "talk.mp3 is 30 bytes, over the limit of 20 bytes; split it into shorter pieces or \
+             compress it (e.g. mono 16 kHz mp3 or ogg), or raise --max-upload-size if the \
+             server takes more"
+        );
+        let theirs = upload_too_large("talk.mp3", 30, None, None);
+        assert!(
+            theirs.contains("more than the service takes (413)"),
+            "{theirs}"
+        );
+        assert!(!theirs.contains("--max-upload-size"), "{theirs}");
+    }
+
+    #[test]
     fn a_refusal_is_advised_by_its_status() {
         assert!(describe(&api(403)).contains("no permission"));
         assert!(!describe(&api(403)).contains("fix the request"));
