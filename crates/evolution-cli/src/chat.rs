@@ -1,11 +1,19 @@
 //! `evolution chat`: one prompt answered (streamed by default), or an
 //! interactive session when there is no prompt and stdin is a terminal.
+//!
+//! With `--schema FILE.json` the answer is JSON matching that schema (see
+//! [`crate::schema`]): printed indented (`--compact`: on one line), or with
+//! `--json` as `{"value", "schema", "mode", "attempts", "usage",
+//! "response"}`; `-v` says on stderr how it was obtained, and when the
+//! answer does not fit even after the repair round (exit code 6), shows the
+//! model's last answer there too.
 
 use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use evolution_langchain::{ChatMessage, Tool};
+use evolution_langchain::{ChatMessage, Error, OutputSchema, Tool};
+use serde_json::json;
 use tokio::runtime::Runtime;
 
 use crate::answer::{client, response_text, stream_answer, Ending, Thinking};
@@ -29,8 +37,23 @@ pub struct ChatArgs {
 
     /// Print the full response (choices, finish reason, usage, the model's
     /// thinking) as JSON, once it is complete (so --no-stream is implied).
+    /// With --schema: {"value", "schema", "mode" (json_schema or tool_call),
+    /// "attempts", "usage" (summed over them), "response" (the last one)}.
     #[arg(long)]
     pub json: bool,
+
+    /// Answer with JSON matching the JSON schema in this file (an object
+    /// such as {"type": "object", "properties": {...}, "required": [...]},
+    /// named by its "title" or the file's stem): sent as response_format
+    /// json_schema (or a forced tool call where the server refuses that),
+    /// checked, repaired once if it does not fit, and printed indented. Not
+    /// streamed; needs a prompt (no interactive session).
+    #[arg(long, value_name = "FILE.json", conflicts_with_all = ["tools", "show_reasoning"])]
+    pub schema: Option<PathBuf>,
+
+    /// With --schema: print the JSON on one line.
+    #[arg(long, requires = "schema")]
+    pub compact: bool,
 
     /// Print a reasoning model's thinking on stdout too, before the answer,
     /// between a `[thinking]` and an `[answer]` line. Without it stdout
@@ -59,7 +82,19 @@ pub fn run(
     args: ChatArgs,
     connection: &ConnectionArgs,
     embedded: &EmbeddedArgs,
+    verbose: u8,
 ) -> Result<(), CliError> {
+    // A bad schema file is reported before anything waits for stdin.
+    let schema = args
+        .schema
+        .as_deref()
+        .map(crate::schema::read)
+        .transpose()?;
+    if schema.is_some() && args.prompt.is_none() && io::stdin().is_terminal() {
+        return Err(CliError::usage(
+            "--schema needs a prompt (as an argument or on stdin), not an interactive session",
+        ));
+    }
     let prompt = match args.prompt.as_deref() {
         Some("-") => Some(read_stdin_prompt()?),
         Some(prompt) if prompt.trim().is_empty() => {
@@ -84,7 +119,75 @@ pub fn run(
             embedded,
         );
     };
-    runtime.block_on(one_shot(&args, connection, embedded, prompt))
+    match schema {
+        Some(schema) => runtime.block_on(extract(
+            &args, connection, embedded, prompt, &schema, verbose,
+        )),
+        None => runtime.block_on(one_shot(&args, connection, embedded, prompt)),
+    }
+}
+
+/// `chat --schema`: the answer as JSON of the schema.
+async fn extract(
+    args: &ChatArgs,
+    connection: &ConnectionArgs,
+    embedded: &EmbeddedArgs,
+    prompt: String,
+    schema: &OutputSchema,
+    verbose: u8,
+) -> Result<(), CliError> {
+    let options = args.sampling.chat_options("chat")?;
+    let (_service, llm) = client(connection, embedded).await?;
+    let mut messages: Vec<ChatMessage> = args.sampling.system_message().into_iter().collect();
+    messages.push(ChatMessage::user(prompt));
+    let outcome = tokio::select! {
+        outcome = llm.extract_with_schema(&messages, &options, schema) => outcome,
+        () = crate::signal::ctrl_c() => return Err(CliError::interrupted("interrupted")),
+    };
+    let extracted = match outcome {
+        Ok(extracted) => extracted,
+        Err(error) => {
+            if let (Error::Extraction { raw, .. }, 1..) = (&error, verbose) {
+                eprintln!("evolution: the model's last answer was:\n{raw}");
+            }
+            return Err(error.into());
+        }
+    };
+    if verbose > 0 {
+        let tokens = extracted
+            .usage
+            .as_ref()
+            .map(|u| format!(", {} tokens", u.total_tokens))
+            .unwrap_or_default();
+        eprintln!(
+            "evolution: schema `{}`: answered through {} in {} attempt{}{tokens}",
+            schema.name(),
+            crate::schema::mode_name(extracted.mode),
+            extracted.attempts,
+            if extracted.attempts == 1 { "" } else { "s" },
+        );
+    }
+    let shown = if args.json {
+        json!({
+            "value": extracted.value,
+            "schema": schema.name(),
+            "mode": crate::schema::mode_name(extracted.mode),
+            "attempts": extracted.attempts,
+            "usage": extracted.usage,
+            "response": extracted.response,
+        })
+    } else {
+        extracted.value
+    };
+    let encoded = if args.compact {
+        serde_json::to_string(&shown)
+    } else {
+        serde_json::to_string_pretty(&shown)
+    };
+    let mut text =
+        encoded.map_err(|e| CliError::failure(format!("cannot encode the answer: {e}")))?;
+    text.push('\n');
+    crate::output::print_text(&text)
 }
 
 /// The tools of `--tools FILE`: a JSON array of tool definitions.

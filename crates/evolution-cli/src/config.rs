@@ -14,8 +14,10 @@ use evolution_langchain::config::{
     EnvSettings, ENV_API_KEY, ENV_BASE_URL, ENV_KEY_ID, ENV_MAX_RATE_LIMIT_WAIT, ENV_PROJECT_ID,
     ENV_REDIS_URL, ENV_REQUESTS_PER_MINUTE, ENV_SECRET, ENV_TOKENS_PER_MINUTE, ENV_TOKEN_URL,
 };
-use evolution_langchain::{EvolutionInference, EvolutionInferenceBuilder, DEFAULT_BASE_URL};
-use secrecy::ExposeSecret;
+use evolution_langchain::{
+    ClientBuilder, EvolutionInference, EvolutionInferenceBuilder, DEFAULT_BASE_URL,
+};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::emulator::EmbeddedArgs;
 use crate::exit::CliError;
@@ -137,18 +139,43 @@ pub enum AuthMode {
 }
 
 /// The service a command talks to: Cloud.ru's (or another base URL's), as
-/// the connection settings resolve it, or the embedded emulator. Holds the
-/// library's client builder with the connection filled in.
+/// the connection settings resolve it, or the embedded emulator. Fills the
+/// connection into any of the library's client builders (chat, audio, …).
 pub struct Service {
-    /// The library's builder with the connection filled in.
-    builder: EvolutionInferenceBuilder,
+    /// The connection, as every builder gets it.
+    connect: Connect,
     mode: AuthMode,
-    base_url: String,
     /// The embedded emulator, when `--emulator` is on. Kept so it lives as
     /// long as the command; the process exit stops it.
     emulator: Option<EmulatorHandle>,
     /// Whether the embedded emulator forwards to an upstream engine.
     forwards: bool,
+}
+
+/// The resolved connection settings: what [`Service::connect`] puts into a
+/// client builder.
+#[derive(Clone)]
+struct Connect {
+    timeout: Duration,
+    max_retries: u32,
+    max_rate_limit_wait: Duration,
+    project_id: Option<String>,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    redis_url: Option<String>,
+    base_url: String,
+    auth: Auth,
+}
+
+/// How the client authenticates.
+#[derive(Clone)]
+enum Auth {
+    ApiKey(SecretString),
+    Iam {
+        key_id: String,
+        secret: SecretString,
+        auth_url: Option<String>,
+    },
 }
 
 /// A setting's value, `None` when unset or blank (an empty variable in a
@@ -169,43 +196,30 @@ impl Service {
         connection: &ConnectionArgs,
         embedded: &EmbeddedArgs,
     ) -> Result<Self, CliError> {
-        let builder = EvolutionInference::builder()
-            .default_header("user-agent", USER_AGENT)
-            .request_timeout(connection.timeout)
-            .max_retries(connection.max_retries)
-            .auth_timeout(connection.timeout)
-            .auth_max_retries(connection.max_retries)
-            .max_rate_limit_wait(connection.max_rate_limit_wait);
-        let builder = match given(&connection.project_id) {
-            Some(project) => builder.project_id(project),
-            None => builder,
-        };
-        let builder = match connection.rpm {
-            Some(rpm) => builder.requests_per_minute(rpm),
-            None => builder,
-        };
-        let builder = match connection.tpm {
-            Some(tpm) => builder.tokens_per_minute(tpm),
-            None => builder,
-        };
-        let builder = match given(&connection.redis_url) {
-            Some(url) => builder.redis_url(url),
-            None => builder,
+        let connect = |base_url: String, auth: Auth| Connect {
+            timeout: connection.timeout,
+            max_retries: connection.max_retries,
+            max_rate_limit_wait: connection.max_rate_limit_wait,
+            project_id: given(&connection.project_id),
+            rpm: connection.rpm,
+            tpm: connection.tpm,
+            redis_url: given(&connection.redis_url),
+            base_url,
+            auth,
         };
 
         if embedded.enabled() {
             let handle = embedded.start().await?;
             // The emulator replaces the service, credentials included; any
             // configured real credentials are deliberately not sent to it.
-            let builder = builder
-                .key_id(handle.key_id())
-                .secret(handle.secret())
-                .base_url(handle.base_url())
-                .auth_url(handle.auth_url());
+            let auth = Auth::Iam {
+                key_id: handle.key_id().to_string(),
+                secret: SecretString::from(handle.secret().to_string()),
+                auth_url: Some(handle.auth_url()),
+            };
             return Ok(Self {
-                builder,
+                connect: connect(handle.base_url(), auth),
                 mode: AuthMode::Iam,
-                base_url: handle.base_url(),
                 forwards: embedded.upstream().is_some(),
                 emulator: Some(handle),
             });
@@ -214,25 +228,22 @@ impl Service {
         let env = EnvSettings::read()?;
         let key_id = given(&connection.key_id);
         let base_url = given(&connection.base_url).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let builder = builder.base_url(base_url.clone());
-        let (builder, mode) = match (env.api_key, key_id, env.secret) {
+        let (auth, mode) = match (env.api_key, key_id, env.secret) {
             (Some((name, _)), Some(_), _) | (Some((name, _)), _, Some(_)) => {
                 return Err(CliError::usage(format!(
                     "both an API key ({name}) and a key id/secret ({ENV_KEY_ID}/{ENV_SECRET} or \
                      --key-id) are configured: keep one of them"
                 )))
             }
-            (Some((_, key)), None, None) => {
-                (builder.api_key(key.expose_secret()), AuthMode::ApiKey)
-            }
-            (None, Some(key_id), Some(secret)) => {
-                let builder = builder.key_id(key_id).secret(secret.expose_secret());
-                let builder = match given(&connection.token_url) {
-                    Some(url) => builder.auth_url(url),
-                    None => builder,
-                };
-                (builder, AuthMode::Iam)
-            }
+            (Some((_, key)), None, None) => (Auth::ApiKey(key), AuthMode::ApiKey),
+            (None, Some(key_id), Some(secret)) => (
+                Auth::Iam {
+                    key_id,
+                    secret,
+                    auth_url: given(&connection.token_url),
+                },
+                AuthMode::Iam,
+            ),
             (None, key_id, secret) => {
                 let mut missing = Vec::new();
                 if key_id.is_none() {
@@ -245,20 +256,60 @@ impl Service {
             }
         };
         Ok(Self {
-            builder,
+            connect: connect(base_url, auth),
             mode,
-            base_url,
             emulator: None,
             forwards: false,
         })
     }
 
-    /// A client builder with the connection filled in; the caller adds the
-    /// model parameters and builds. `--timeout` and `--max-retries` bound
-    /// the token requests as well.
+    /// `builder` (any of the library's clients') with the connection filled
+    /// in: credentials, URLs, `--timeout` and `--max-retries` (for the token
+    /// requests as well), rate limits, the project and the user agent.
+    pub fn connect<S, M>(&self, builder: ClientBuilder<S, M>) -> ClientBuilder<S, M> {
+        let c = &self.connect;
+        let mut builder = builder
+            .default_header("user-agent", USER_AGENT)
+            .request_timeout(c.timeout)
+            .max_retries(c.max_retries)
+            .auth_timeout(c.timeout)
+            .auth_max_retries(c.max_retries)
+            .max_rate_limit_wait(c.max_rate_limit_wait)
+            .base_url(c.base_url.clone());
+        if let Some(project) = &c.project_id {
+            builder = builder.project_id(project.clone());
+        }
+        if let Some(rpm) = c.rpm {
+            builder = builder.requests_per_minute(rpm);
+        }
+        if let Some(tpm) = c.tpm {
+            builder = builder.tokens_per_minute(tpm);
+        }
+        if let Some(url) = &c.redis_url {
+            builder = builder.redis_url(url.clone());
+        }
+        match &c.auth {
+            Auth::ApiKey(key) => builder.api_key(key.expose_secret()),
+            Auth::Iam {
+                key_id,
+                secret,
+                auth_url,
+            } => {
+                let builder = builder
+                    .key_id(key_id.clone())
+                    .secret(secret.expose_secret());
+                match auth_url {
+                    Some(url) => builder.auth_url(url.clone()),
+                    None => builder,
+                }
+            }
+        }
+    }
+
+    /// A chat client builder with the connection filled in; the caller adds
+    /// the model parameters and builds.
     pub fn inference(&self) -> EvolutionInferenceBuilder {
-        self.builder
-            .clone()
+        self.connect(EvolutionInference::builder())
             .model(self.fallback_model().unwrap_or_default())
     }
 
@@ -269,7 +320,7 @@ impl Service {
 
     /// The model API base URL.
     pub fn base_url(&self) -> &str {
-        &self.base_url
+        &self.connect.base_url
     }
 
     /// The model to use when none is configured: the embedded emulator's

@@ -119,6 +119,10 @@ impl EmbeddedArgs {
             upstream: self.upstream().map(str::to_string),
             upstream_api_key: non_blank(self.upstream_api_key.as_deref()).map(str::to_string),
             fault: self.emulator_fault.clone(),
+            // The log of recent requests is for tests and the admin API;
+            // here it would only hold up to 10 000 request bodies (schemas
+            // included) in a long batch's memory.
+            request_log_limit: EMBEDDED_REQUEST_LOG_LIMIT,
             ..EmulatorArgs::default()
         }
     }
@@ -131,6 +135,9 @@ impl EmbeddedArgs {
         Ok(handle)
     }
 }
+
+/// How many recent requests the embedded emulator's log keeps.
+const EMBEDDED_REQUEST_LOG_LIMIT: usize = 100;
 
 /// `value` trimmed, or `None` when it is missing or blank.
 fn non_blank(value: Option<&str>) -> Option<&str> {

@@ -17,7 +17,8 @@ pub enum Exit {
     /// Some batch lines failed, or an error that fits no class below.
     Failure = 1,
     /// Bad usage or configuration: an invalid flag, a missing setting, an
-    /// unreadable input file. Nothing was sent.
+    /// unreadable input file, a `--schema` file that is not a JSON schema,
+    /// an audio file over `--max-upload-size`. Nothing was sent.
     Usage = 2,
     /// The credentials were rejected (401): IAM refused the key id or secret,
     /// or the model API refused a freshly issued token twice.
@@ -27,8 +28,10 @@ pub enum Exit {
     /// The service could not be reached, or did not answer in time (a
     /// stream that stalls past `--timeout` included).
     Network = 5,
-    /// The service answered with an error: a rejected request, 429/5xx after
-    /// the retries, a malformed reply, a stream that broke.
+    /// The service answered with an error: a rejected request (a 413 for an
+    /// upload included), 429/5xx after the retries, a malformed reply, a
+    /// stream that broke, an answer that does not fit `--schema` even after
+    /// the repair round.
     Api = 6,
     /// Stopped by Ctrl-C (SIGINT) or SIGTERM; 128 + SIGINT, as shells report it.
     Interrupted = 130,
@@ -39,13 +42,17 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    some batch lines failed (see the summary), or another error
-  2    usage or configuration error (bad flag, missing credentials, unreadable file)
+  2    usage or configuration error (bad flag, missing credentials, unreadable
+       file, a --schema file that is not a JSON schema, an audio file over
+       --max-upload-size): nothing was sent
   3    bad credentials (401): IAM rejected the key id or secret, or the model API
        rejected a freshly issued token
   4    forbidden (403): the key has no rights (IAM or the model API)
   5    network or timeout: the service could not be reached, or did not answer
        (or stopped mid-answer) within --timeout
-  6    API error: the service refused the request or answered badly
+  6    API error: the service refused the request (a 413 for an upload included)
+       or answered badly, or the answer did not fit --schema even after the
+       repair round
   130  interrupted (Ctrl-C)";
 
 impl From<Exit> for ExitCode {
@@ -118,10 +125,15 @@ pub fn classify(error: &Error) -> Exit {
         Error::Timeout { .. } | Error::Connection { .. } => Exit::Network,
         // The model API's own 403: the key has no rights for it.
         Error::Api { status: 403, .. } => Exit::Forbidden,
+        // Our own limit refused the user's file before anything was sent.
+        Error::UploadTooLarge { limit: Some(_), .. } => Exit::Usage,
+        // The server's 413, or an answer that did not fit the schema even
+        // after the repair round: the service's side of the exchange.
         Error::Api { .. }
         | Error::Unavailable { .. }
         | Error::RateLimited { .. }
-        | Error::UploadTooLarge { .. }
+        | Error::UploadTooLarge { limit: None, .. }
+        | Error::Extraction { .. }
         | Error::InvalidResponse { .. }
         | Error::Redirected { .. }
         | Error::TooLarge { .. }
@@ -261,6 +273,27 @@ mod tests {
             message: "out of range".into(),
         };
         assert_eq!(classify(&config), Exit::Usage);
+        // An upload over our own limit is the user's input: nothing was
+        // sent. The server's 413 is a refused request.
+        let ours = Error::UploadTooLarge {
+            size: 30,
+            limit: Some(20),
+            request_id: None,
+        };
+        assert_eq!(classify(&ours), Exit::Usage);
+        let theirs = Error::UploadTooLarge {
+            size: 30,
+            limit: None,
+            request_id: None,
+        };
+        assert_eq!(classify(&theirs), Exit::Api);
+        let off_schema = Error::Extraction {
+            schema: "t".into(),
+            reason: "missing `a`".into(),
+            raw: "{}".into(),
+            attempts: 2,
+        };
+        assert_eq!(classify(&off_schema), Exit::Api);
     }
 
     #[test]

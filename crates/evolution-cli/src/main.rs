@@ -1,12 +1,15 @@
 //! `evolution`: Cloud.ru Foundation Models from a terminal.
 //!
 //! ```text
-//! evolution [--emulator] chat [PROMPT]      stream an answer, or chat interactively
-//! evolution [--emulator] batch INPUT -o OUT answer a JSONL/plain file, resumable
-//! evolution [--emulator] token              check the credentials
-//! evolution [--emulator] models             list the models
-//! evolution [--emulator] rerank -q Q FILE    order documents by relevance
-//! evolution emulator                        run the emulator for other programs
+//! evolution [--emulator] chat [PROMPT]        stream an answer, or chat interactively
+//! evolution [--emulator] chat --schema S PROMPT  the answer as JSON of a JSON schema
+//! evolution [--emulator] batch INPUT -o OUT   answer a JSONL/plain file, resumable
+//!                                             (--schema S: each answer as JSON too)
+//! evolution [--emulator] token                check the credentials
+//! evolution [--emulator] models               list the models
+//! evolution [--emulator] rerank -q Q FILE     order documents by relevance
+//! evolution [--emulator] transcribe FILE|-    speech to text (Whisper), or subtitles
+//! evolution emulator                          run the emulator for other programs
 //! ```
 //!
 //! The connection flags (`--timeout`, `--max-retries`, `--base-url`, …),
@@ -26,11 +29,11 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | some batch lines failed, or another error |
-//! | 2 | usage or configuration error: bad flag, missing credentials, unreadable file |
+//! | 2 | usage or configuration error: bad flag, missing credentials, unreadable file, a `--schema` file that is not a JSON schema, an audio file over `--max-upload-size`; nothing was sent |
 //! | 3 | bad credentials (401): IAM rejected the key id or secret, or the model API rejected a freshly issued token |
 //! | 4 | forbidden (403): the key has no rights, at IAM or at the model API |
 //! | 5 | network or timeout: the service could not be reached, or did not answer (or stopped mid-answer) within `--timeout` |
-//! | 6 | API error: the service refused the request or answered badly |
+//! | 6 | API error: the service refused the request (a 413 for an upload included) or answered badly, or the answer did not fit `--schema` even after the repair round |
 //! | 130 | interrupted (Ctrl-C) |
 //!
 //! Errors are one line on stderr, prefixed `evolution: `; secrets (the key
@@ -51,8 +54,10 @@ mod models;
 mod options;
 mod output;
 mod rerank;
+mod schema;
 mod signal;
 mod token;
+mod transcribe;
 
 use std::process::ExitCode;
 
@@ -69,7 +74,7 @@ use crate::exit::{CliError, EXIT_CODES_HELP};
 #[command(
     name = "evolution",
     version,
-    about = "Cloud.ru Evolution Foundation Models from the terminal: chat, batches, token checks, and an offline emulator",
+    about = "Cloud.ru Evolution Foundation Models from the terminal: chat (free text or JSON of a schema), batches, transcription, token checks, and an offline emulator",
     long_about = None,
     after_help = EXIT_CODES_HELP,
     after_long_help = EXIT_CODES_HELP,
@@ -160,7 +165,7 @@ fn refuse_for_emulator(matches: &ArgMatches) -> Result<(), clap::Error> {
         } else {
             format!(
                 "{flag} is an option of the commands that call the service (chat, batch, \
-                 token, models, rerank), not of `evolution emulator`"
+                 token, models, rerank, transcribe), not of `evolution emulator`"
             )
         };
         // Raised by the subcommand, so the pointer to its help is the
@@ -188,6 +193,8 @@ enum Command {
     Models(models::ModelsArgs),
     /// Order documents (one a line) by relevance to a query, best first.
     Rerank(rerank::RerankArgs),
+    /// Transcribe speech in an audio file (or stdin) to text or subtitles.
+    Transcribe(transcribe::TranscribeArgs),
     /// Run the emulator until Ctrl-C, printing the variables a client needs.
     Emulator(emulator::EmulatorCommand),
 }
@@ -220,11 +227,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
     let (connection, embedded) = (&cli.connection, &cli.embedded);
     match cli.command {
         // The interactive session drives the runtime itself, turn by turn.
-        Command::Chat(args) => chat::run(&runtime, args, connection, embedded),
+        Command::Chat(args) => chat::run(&runtime, args, connection, embedded, cli.verbose),
         Command::Batch(args) => runtime.block_on(batch::run(args, connection, embedded)),
         Command::Token(args) => runtime.block_on(token::run(args, connection, embedded)),
         Command::Models(args) => runtime.block_on(models::run(args, connection, embedded)),
         Command::Rerank(args) => runtime.block_on(rerank::run(args, connection, embedded)),
+        Command::Transcribe(args) => runtime.block_on(transcribe::run(args, connection, embedded)),
         Command::Emulator(args) => runtime.block_on(emulator::run(args)),
     }
 }

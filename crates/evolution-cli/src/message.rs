@@ -111,14 +111,19 @@ fn render(error: &Error) -> String {
             size,
             limit,
             request_id,
+        } => upload_too_large("the file", *size, *limit, request_id.as_ref()),
+        Error::Extraction {
+            schema,
+            reason,
+            attempts,
+            ..
         } => format!(
-            "the file is {size} bytes, {}; split it into shorter pieces or compress it (e.g. \
-             mono 16 kHz mp3 or ogg){}",
-            match limit {
-                Some(limit) => format!("over the limit of {limit} bytes"),
-                None => "more than the service takes (413)".to_string(),
-            },
-            shown(request_id.as_ref())
+            "the model's answer does not fit the schema `{schema}` after {}: {reason}; try a \
+             model that supports structured output ({}), a simpler schema, clearer \
+             instructions, or a higher {} if the answer was cut",
+            attempts_text(*attempts),
+            flag("model"),
+            flag("max_tokens")
         ),
         Error::Timeout {
             url,
@@ -191,6 +196,29 @@ fn render(error: &Error) -> String {
         ),
         other => other.to_string(),
     }
+}
+
+/// An upload over a limit: `what` (the file, named) is `size` bytes, over
+/// our `limit` (nothing was sent) or, with `None`, more than the server took
+/// (it answered 413).
+pub fn upload_too_large(
+    what: &str,
+    size: u64,
+    limit: Option<u64>,
+    request_id: Option<&RequestId>,
+) -> String {
+    let (over, raise) = match limit {
+        Some(limit) => (
+            format!("over the limit of {limit} bytes"),
+            ", or raise --max-upload-size if the server takes more",
+        ),
+        None => ("more than the service takes (413)".to_string(), ""),
+    };
+    format!(
+        "{what} is {size} bytes, {over}; split it into shorter pieces or compress it (e.g. \
+         mono 16 kHz mp3 or ogg){raise}{}",
+        shown(request_id)
+    )
 }
 
 /// An IAM failure (or the model API refusing a token or key).
@@ -394,6 +422,41 @@ mod tests {
                 assert!(!text.contains(library), "{library} in {text}");
             }
         }
+    }
+
+    #[test]
+    fn structured_output_and_upload_errors_in_cli_terms() {
+        let text = describe(&Error::Extraction {
+            schema: "ticket".into(),
+            reason: "missing required property `priority`".into(),
+            raw: "{\"title\": \"x\"}".into(),
+            attempts: 2,
+        });
+        assert!(
+            text.starts_with(
+                "the model's answer does not fit the schema `ticket` after 2 attempts: \
+                 missing required property `priority`; "
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("--max-tokens") && text.contains("(--model)"),
+            "{text}"
+        );
+        assert!(!text.contains("max_tokens"), "{text}");
+        let ours = upload_too_large("talk.mp3", 30, Some(20), None);
+        assert_eq!(
+            ours,
+            "talk.mp3 is 30 bytes, over the limit of 20 bytes; split it into shorter pieces or \
+             compress it (e.g. mono 16 kHz mp3 or ogg), or raise --max-upload-size if the \
+             server takes more"
+        );
+        let theirs = upload_too_large("talk.mp3", 30, None, None);
+        assert!(
+            theirs.contains("more than the service takes (413)"),
+            "{theirs}"
+        );
+        assert!(!theirs.contains("--max-upload-size"), "{theirs}");
     }
 
     #[test]

@@ -148,3 +148,36 @@ fn an_unknown_command_is_flagged_not_sent() {
     );
     quit(chat);
 }
+
+#[test]
+fn schema_needs_a_prompt_not_a_session() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("s.json");
+    std::fs::write(&schema, r#"{"type": "object"}"#).unwrap();
+    let mut command = evolution();
+    command
+        .arg("chat")
+        .arg("--schema")
+        .arg(&schema)
+        .env("TERM", "xterm")
+        .env("EVOLUTION_KEY_ID", emu.handle.key_id())
+        .env("EVOLUTION_SECRET", emu.handle.secret())
+        .env("EVOLUTION_BASE_URL", emu.handle.base_url())
+        .env("EVOLUTION_TOKEN_URL", emu.handle.auth_url());
+    let options = Options::new()
+        .timeout_ms(Some(20_000))
+        .strip_ansi_escape_codes(true);
+    let mut session = spawn_with_options(command, options).expect("spawn on a pty");
+    session
+        .exp_string(
+            "--schema needs a prompt (as an argument or on stdin), not an interactive session",
+        )
+        .expect("refused");
+    session.exp_eof().expect("exits");
+    match session.process().wait().expect("wait") {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 2),
+        other => panic!("unexpected end: {other:?}"),
+    }
+    assert_eq!(emu.handle.counters().auth_requests, 0);
+}

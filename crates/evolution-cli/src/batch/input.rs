@@ -21,8 +21,12 @@
 //!
 //! Every job carries a [`Fingerprint`] of what it asks: the id it was given
 //! (none for a line-numbered one), the messages and the parameters after the
-//! flags and the line's own are combined. It is written with the answer, and
-//! `--resume` keeps an answer only for a line that still asks exactly that.
+//! flags and the line's own are combined, and with `--schema` the schema as
+//! sent. It is written with the answer, and `--resume` keeps an answer only
+//! for a line that still asks exactly that.
+//!
+//! With `--schema` the schema is the answer's format: a line that sets
+//! `response_format`, `tools` or `tool_choice` is a bad line.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -67,10 +71,15 @@ pub struct Defaults {
     pub options: ChatOptions,
     /// System prompt from the command line.
     pub system: Option<String>,
+    /// With `--schema`: the schema as sent ([`crate::schema::sent_form`]),
+    /// part of every line's fingerprint.
+    pub schema: Option<String>,
 }
 
 /// A 64-bit hash of what a line asks: its explicit id (or none), its
-/// messages and its parameters, as the JSON this crate writes for them
+/// messages, its parameters and the `--schema` (when there is one; a batch
+/// without one hashes exactly what it did before `--schema` existed), as
+/// the JSON this crate writes for them
 /// (object keys sorted). FNV-1a, so it is the same from run to run (the
 /// standard library's hashers promise no such thing); a version of the CLI
 /// that writes a request differently asks such lines again, which is never
@@ -79,13 +88,21 @@ pub struct Defaults {
 pub struct Fingerprint(pub u64);
 
 impl Fingerprint {
-    /// The fingerprint of a job with `id` (`None` for a line-numbered one).
-    pub fn of(id: Option<&Value>, messages: &[ChatMessage], options: &ChatOptions) -> Self {
+    /// The fingerprint of a job with `id` (`None` for a line-numbered one),
+    /// answered in the form of `schema` ([`Defaults::schema`]) if given.
+    pub fn of(
+        id: Option<&Value>,
+        messages: &[ChatMessage],
+        options: &ChatOptions,
+        schema: Option<&str>,
+    ) -> Self {
         #[derive(Serialize)]
         struct Asked<'a> {
             id: Option<&'a Value>,
             messages: &'a [ChatMessage],
             options: &'a ChatOptions,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            schema: Option<&'a str>,
         }
         let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
         // Writing into a hasher cannot fail, nor can serializing these types.
@@ -95,6 +112,7 @@ impl Fingerprint {
                 id,
                 messages,
                 options,
+                schema,
             },
         );
         Fingerprint(hasher.0.max(1))
@@ -352,7 +370,7 @@ fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {
         line,
         id: Value::from(line),
         numbered: true,
-        fingerprint: Fingerprint::of(None, &messages, &options),
+        fingerprint: Fingerprint::of(None, &messages, &options, defaults.schema.as_deref()),
         messages,
         options,
     }
@@ -417,16 +435,37 @@ fn job_from_json(
     merged
         .check()
         .map_err(|(field, message)| format!("`{field}` {message}"))?;
+    if defaults.schema.is_some() {
+        schema_conflict(&merged)?;
+    }
     let system = system.or_else(|| defaults.system.clone());
     let messages = with_system(messages, system.as_deref());
     Ok(Job {
         line,
-        fingerprint: Fingerprint::of(id.as_ref(), &messages, &merged),
+        fingerprint: Fingerprint::of(id.as_ref(), &messages, &merged, defaults.schema.as_deref()),
         numbered: id.is_none(),
         id: id.unwrap_or_else(|| Value::from(line)),
         messages,
         options: merged,
     })
+}
+
+/// With `--schema`, the answer's format is the schema's: a line may not
+/// ask for another, nor offer tools (the schema may go as a forced tool call).
+fn schema_conflict(options: &ChatOptions) -> Result<(), String> {
+    let key = if options.response_format.is_some() {
+        "response_format"
+    } else if options.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        "tools"
+    } else if options.tool_choice.is_some() {
+        "tool_choice"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "`{key}` cannot be used with --schema: the schema is the answer's format \
+         (drop `{key}` from the line, or run it without --schema)"
+    ))
 }
 
 /// The parameters of a line: every key but its own four, read by
@@ -509,7 +548,7 @@ mod tests {
     fn a_line_overrides_the_flags_and_the_library_checks_the_result() {
         let defaults = Defaults {
             options: ChatOptions::new().temperature(0.2).seed(1),
-            system: None,
+            ..Defaults::default()
         };
         let (jobs, bad) = parse(
             "{\"prompt\":\"q\",\"seed\":2}\n{\"prompt\":\"q\",\"n\":0}\n\
@@ -579,8 +618,8 @@ mod tests {
         );
         // The same prompt, numbered or with an id, asks different things.
         assert_ne!(
-            Fingerprint::of(None, &jobs[0].messages, &jobs[0].options),
-            Fingerprint::of(Some(&json!(1)), &jobs[0].messages, &jobs[0].options)
+            Fingerprint::of(None, &jobs[0].messages, &jobs[0].options, None),
+            Fingerprint::of(Some(&json!(1)), &jobs[0].messages, &jobs[0].options, None)
         );
     }
 
@@ -626,6 +665,57 @@ mod tests {
     }
 
     #[test]
+    fn the_schema_is_part_of_what_is_asked_and_owns_the_format() {
+        let with = |schema: &str| Defaults {
+            schema: Some(schema.into()),
+            ..Defaults::default()
+        };
+        let (plain, _) = run("alpha\n");
+        let (a, _) = parse("alpha\n", &with("{\"a\":1}"));
+        let (b, _) = parse("alpha\n", &with("{\"b\":1}"));
+        assert_ne!(plain[0].fingerprint, a[0].fingerprint);
+        assert_ne!(a[0].fingerprint, b[0].fingerprint);
+        // Without a schema, what is hashed has no `schema` key at all:
+        // answers saved before --schema existed still match.
+        #[derive(Serialize)]
+        struct Before<'a> {
+            id: Option<&'a Value>,
+            messages: &'a [ChatMessage],
+            options: &'a ChatOptions,
+        }
+        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        serde_json::to_writer(
+            &mut hasher,
+            &Before {
+                id: None,
+                messages: &plain[0].messages,
+                options: &plain[0].options,
+            },
+        )
+        .unwrap();
+        assert_eq!(plain[0].fingerprint, Fingerprint(hasher.0.max(1)));
+
+        let (jobs, bad) = parse(
+            "{\"prompt\":\"q\",\"response_format\":{\"type\":\"json_object\"}}\n\
+             {\"prompt\":\"q\",\"tool_choice\":\"auto\"}\n{\"prompt\":\"q\",\"seed\":1}\n",
+            &with("{}"),
+        );
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(bad.len(), 2);
+        assert!(
+            bad[0]
+                .message
+                .starts_with("`response_format` cannot be used with --schema"),
+            "{bad:?}"
+        );
+        assert!(bad[1].message.starts_with("`tool_choice`"), "{bad:?}");
+        // Without --schema the same lines are fine.
+        let (jobs, bad) =
+            run("{\"prompt\":\"q\",\"response_format\":{\"type\":\"json_object\"}}\n");
+        assert_eq!((jobs.len(), bad.len()), (1, 0));
+    }
+
+    #[test]
     fn fingerprints_follow_what_is_asked() {
         let (a, _) = run("alpha\nalpha\nbeta\n");
         // Line-numbered prompts: the text decides, not the line.
@@ -634,7 +724,7 @@ mod tests {
         // Parameters count, from the flags or the line.
         let defaults = Defaults {
             options: ChatOptions::new().temperature(0.0),
-            system: None,
+            ..Defaults::default()
         };
         let (b, _) = parse("alpha\n", &defaults);
         assert_ne!(a[0].fingerprint, b[0].fingerprint);

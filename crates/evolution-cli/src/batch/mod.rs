@@ -1,6 +1,14 @@
 //! `evolution batch`: many prompts, answered concurrently, each answer saved
 //! the moment it arrives, so an interrupted batch resumes where it stopped,
 //! and a resumed batch answers exactly the input as it is now.
+//!
+//! With `--schema FILE.json` every line is answered as JSON of that schema
+//! (see [`crate::schema`]): the answer line carries it as `json`, next to
+//! the usual keys (`content` is the text it was read from); a line whose
+//! answer does not fit even after the repair round is an error line, which
+//! `--resume` asks again like any failure. The schema, as sent, is part of
+//! every line's fingerprint: after the schema file changes, `--resume`
+//! asks every line again.
 
 mod input;
 mod lines;
@@ -14,8 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use evolution_langchain::{ChatResponse, Error, EvolutionInference, ThrottleStats};
+use evolution_langchain::{
+    ChatResponse, Error, EvolutionInference, Extracted, OutputSchema, ThrottleStats,
+};
 use futures::StreamExt;
+use serde_json::Value;
 
 use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
@@ -45,8 +56,8 @@ be unique, and never clash with line numbers: join answers to input lines by
 `line`. Each answer is one JSON line:
   {\"id\", \"line\", \"fingerprint\", \"content\", \"finish_reason\", \"usage\", \"error\"}
 (and \"choices\", every choice's text, when a line asks for n > 1). \"fingerprint\"
-is a hash of what was asked: the line's id if it has one, its messages and its
-parameters after the flags. A line that cannot be run (invalid JSON, unknown
+is a hash of what was asked: the line's id if it has one, its messages, its
+parameters after the flags, and the --schema if any. A line that cannot be run (invalid JSON, unknown
 key, duplicate id, …) gets an error line with \"id\": null and its line number,
 on every run (--resume included), and makes the exit code 1.
 
@@ -55,7 +66,15 @@ an answer stays with its line when the line is unchanged, follows its question
 to its new line when lines were inserted or deleted above it, and is dropped
 when its line was edited or deleted (or the flags change what is asked); every
 line left without an answer is asked. Afterwards the output holds exactly one
-line per input line, each answer with the prompt on its line now.")]
+line per input line, each answer with the prompt on its line now.
+
+--schema FILE.json answers every line as JSON matching that JSON schema: each
+answer line also has \"json\" (the value; \"content\" is the text it was read
+from). A line whose answer does not fit the schema, even after one repair round,
+is an error line (its \"content\" is the model's last answer), asked again by
+--resume. The schema is part of every fingerprint: change the file, and --resume
+asks every line again. With --schema a line may not set response_format, tools
+or tool_choice.")]
 pub struct BatchArgs {
     /// Input file, one prompt per line (plain text or JSONL); `-` for stdin.
     #[arg(value_name = "INPUT")]
@@ -79,6 +98,12 @@ pub struct BatchArgs {
     /// Replace an OUTPUT that already has answers.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+
+    /// Answer every line with JSON matching the JSON schema in this file
+    /// (named by its "title" or the file's stem), written as each answer's
+    /// "json" field; see below.
+    #[arg(long, value_name = "FILE.json")]
+    pub schema: Option<PathBuf>,
 
     /// No progress display (the final summary is still printed).
     #[arg(short, long)]
@@ -135,9 +160,15 @@ pub async fn run(
     connection: &ConnectionArgs,
     embedded: &EmbeddedArgs,
 ) -> Result<(), CliError> {
+    let schema = args
+        .schema
+        .as_deref()
+        .map(crate::schema::read)
+        .transpose()?;
     let defaults = Defaults {
         options: args.sampling.chat_options("batch")?,
         system: args.sampling.system.clone(),
+        schema: schema.as_ref().map(crate::schema::sent_form),
     };
     Sink::check(args.output.as_deref(), args.resume, args.overwrite)?;
     let mut input = open_input(&args.input)?;
@@ -180,6 +211,7 @@ pub async fn run(
     let mut progress = Progress::new(runnable, io::stderr().is_terminal(), args.quiet);
     let stop = answer_all(
         &llm,
+        schema.as_ref(),
         items,
         usize::from(args.concurrency),
         Duration::from_millis(args.progress_interval_ms),
@@ -242,6 +274,7 @@ fn bad_answer(line: &BadLine) -> Answer {
         usage: None,
         error: Some(format!("input line {}: {}", line.line, line.message)),
         choices: None,
+        json: None,
     }
 }
 
@@ -415,8 +448,15 @@ fn read_items(
 /// A line done with: asked (and how that went), or bad.
 #[allow(clippy::large_enum_variant)]
 enum Finished {
-    Asked(Job, Result<ChatResponse, Error>),
+    Asked(Job, Result<Reply, Error>),
     Bad(BadLine),
+}
+
+/// An answer: a chat reply, or with `--schema` the value and how it came.
+#[allow(clippy::large_enum_variant)]
+enum Reply {
+    Chat(ChatResponse),
+    Extracted(Extracted<Value>),
 }
 
 /// How the run ended.
@@ -436,6 +476,7 @@ enum Stop {
 /// way, and lines not written can be resumed once the credentials are fixed.
 async fn answer_all(
     llm: &EvolutionInference,
+    schema: Option<&OutputSchema>,
     items: impl futures::Stream<Item = Result<Item, CliError>>,
     concurrency: usize,
     plain_interval: Duration,
@@ -449,7 +490,13 @@ async fn answer_all(
                     // The concurrency is the ceiling; the library's window
                     // shrinks it while the service shows overload.
                     let _place = llm.batch_permit().await;
-                    let outcome = llm.chat(&job.messages, &job.options).await;
+                    let outcome = match schema {
+                        Some(schema) => llm
+                            .extract_with_schema(&job.messages, &job.options, schema)
+                            .await
+                            .map(Reply::Extracted),
+                        None => llm.chat(&job.messages, &job.options).await.map(Reply::Chat),
+                    };
                     Finished::Asked(job, outcome)
                 }
                 Item::Bad(bad) => Finished::Bad(bad),
@@ -476,7 +523,7 @@ async fn answer_all(
                     }
                     Finished::Asked(job, outcome) => {
                         let ok = outcome.is_ok();
-                        (answer(&job, outcome), Some(ok))
+                        (answer(&job, outcome, schema), Some(ok))
                     }
                     Finished::Bad(bad) => (bad_answer(&bad), None),
                 };
@@ -493,7 +540,7 @@ async fn answer_all(
 }
 
 /// The output line for a finished job.
-fn answer(job: &Job, outcome: Result<ChatResponse, Error>) -> Answer {
+fn answer(job: &Job, outcome: Result<Reply, Error>, schema: Option<&OutputSchema>) -> Answer {
     let mut answer = Answer {
         id: job.id.clone(),
         line: job.line,
@@ -503,9 +550,10 @@ fn answer(job: &Job, outcome: Result<ChatResponse, Error>) -> Answer {
         usage: None,
         error: None,
         choices: None,
+        json: None,
     };
     match outcome {
-        Ok(response) => {
+        Ok(Reply::Chat(response)) => {
             answer.content = Some(response.content().to_string());
             answer.finish_reason = response.finish_reason().map(str::to_string);
             answer.usage = response.usage;
@@ -519,7 +567,20 @@ fn answer(job: &Job, outcome: Result<ChatResponse, Error>) -> Answer {
                 );
             }
         }
-        Err(error) => answer.error = Some(describe(&error)),
+        Ok(Reply::Extracted(extracted)) => {
+            if let Some(schema) = schema {
+                answer.content = Some(crate::schema::raw_answer(&extracted, schema));
+            }
+            answer.finish_reason = extracted.response.finish_reason().map(str::to_string);
+            answer.usage = extracted.usage;
+            answer.json = Some(extracted.value);
+        }
+        Err(error) => {
+            if let Error::Extraction { raw, .. } = &error {
+                answer.content = Some(raw.clone());
+            }
+            answer.error = Some(describe(&error));
+        }
     }
     answer
 }

@@ -43,9 +43,13 @@ use super::input::Fingerprint;
 use super::lines::{Asked, LineSet};
 use crate::exit::CliError;
 
-/// One output line. Every key but `choices` is always present: `error` is
-/// `null` for an answer, `content`/`usage` are `null` for a failure, and
-/// `fingerprint` is `null` for a bad input line.
+/// One output line. Every key but `choices` and `json` is always present:
+/// `error` is `null` for an answer, `content`/`usage` are `null` for a
+/// failure, and `fingerprint` is `null` for a bad input line. With
+/// `--schema`, an answer also has `json` (the value, valid against the
+/// schema) and `content` is the text it was read from; a line whose answer
+/// did not fit even after the repair round is a failure whose `content` is
+/// the model's last answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Answer {
     /// The input line's id (its own, or its line number).
@@ -66,6 +70,20 @@ pub struct Answer {
     /// Every choice's text, when the line asked for more than one (`n`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<Vec<String>>,
+    /// With `--schema`: the answer as JSON of the schema (`null` included,
+    /// should the schema allow it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub json: Option<Value>,
+}
+
+/// A key that is present holds a value, `null` included (serde's `Option`
+/// would read `"json": null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(deserializer).map(Some)
 }
 
 /// Where answers go.
@@ -279,6 +297,7 @@ mod tests {
             usage: None,
             error: error.map(str::to_string),
             choices: None,
+            json: None,
         })
         .unwrap()
     }
@@ -289,6 +308,21 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn a_json_value_survives_a_move_null_included() {
+        for value in [json!({"title": "x"}), Value::Null] {
+            let mut line: Answer = serde_json::from_str(&answer(json!(1), 1, 11, None)).unwrap();
+            line.json = Some(value.clone());
+            let text = serde_json::to_string(&line).unwrap();
+            assert!(text.contains("\"json\":"), "{text}");
+            let back: Answer = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.json, Some(value));
+        }
+        let without: Answer = serde_json::from_str(&answer(json!(1), 1, 11, None)).unwrap();
+        assert_eq!(without.json, None);
+        assert!(!serde_json::to_string(&without).unwrap().contains("json"));
     }
 
     #[test]

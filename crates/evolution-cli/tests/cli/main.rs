@@ -14,4 +14,6 @@ mod rate_limits;
 mod reasoning;
 mod rerank;
 mod resume;
+mod schema;
 mod token;
+mod transcribe;
