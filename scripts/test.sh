@@ -12,34 +12,31 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo test --workspace (unit, integration, doc tests)"
 cargo test --workspace
 
-step "the bridges, OpenTelemetry and the Redis fleet (features async-openai, rig, genai, otel, redis)"
-cargo test -p evolution-langchain --features async-openai --test async_openai
-cargo test -p evolution-langchain --features rig --test rig
-cargo test -p evolution-langchain --features genai --test genai
-cargo test -p evolution-langchain --features otel --test otel --test telemetry
-cargo test -p evolution-langchain --features otel --doc otel
-cargo test -p evolution-langchain --features redis --test redis
+step "the bridges, OpenTelemetry and the Redis fleet (every feature, one build)"
+cargo test -p evolution-langchain --all-features \
+  --test async_openai --test rig --test genai --test otel --test telemetry --test redis
+cargo test -p evolution-langchain --all-features --doc
 
 step "https through native-tls (the workspace build above used rustls, the default)"
 cargo test -p evolution-langchain --no-default-features --features native-tls --test tls
 
 step "the feature examples, against the embedded emulator"
-run_example() { # FEATURE EXAMPLE TEXT-EXPECTED-ON-STDOUT
+run_example() { # EXAMPLE TEXT-EXPECTED-ON-STDOUT
   local out
   out=$(env -u EVOLUTION_KEY_ID -u EVOLUTION_API_KEY -u CLOUD_RU_FOUNDATION_MODELS_API_KEY \
-    cargo run -q -p evolution-langchain --features "$1" --example "$2") || {
-    echo "error: example $2 failed" >&2
+    cargo run -q -p evolution-langchain --all-features --example "$1") || {
+    echo "error: example $1 failed" >&2
     exit 1
   }
-  if ! grep -qF -- "$3" <<<"$out"; then
-    printf 'error: example %s did not print %q:\n%s\n' "$2" "$3" "$out" >&2
+  if ! grep -qF -- "$2" <<<"$out"; then
+    printf 'error: example %s did not print %q:\n%s\n' "$1" "$2" "$out" >&2
     exit 1
   fi
-  echo "example $2: ok"
+  echo "example $1: ok"
 }
-run_example async-openai async_openai_chat "capital of France"
-run_example rig rig_agent "HELLO"
-run_example otel otel_traces "gen_ai.client.operation.duration"
+run_example async_openai_chat "capital of France"
+run_example rig_agent "HELLO"
+run_example otel_traces "gen_ai.client.operation.duration"
 
 if [ "${EVOLUTION_SKIP_E2E:-0}" = "1" ]; then
   echo "!!! EVOLUTION_SKIP_E2E=1: the end-to-end suite against a real model was NOT run"

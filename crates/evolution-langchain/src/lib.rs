@@ -68,6 +68,12 @@
 //! `Debug` or `Display` output, error message or log event contains them; a
 //! token appears in debug logs as at most its first eight characters.
 
+/// The repository README's Rust blocks, compiled (and run, where they are
+/// not marked `no_run`) as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 mod audio;
 pub mod auth;
 #[cfg(feature = "blocking")]

@@ -439,3 +439,56 @@ async fn a_stream_deadline_ends_a_trickling_stream() {
     let text = fine.stream("a b c").await.unwrap().collect_response().await;
     assert_eq!(text.unwrap().content(), "a b c");
 }
+
+/// The same defences over TLS, the path calls to Cloud.ru take: the
+/// emulator behind a TLS front, IAM included.
+#[tokio::test]
+async fn over_https_the_limits_timeouts_and_recovery_hold() {
+    let emu = emulator().await;
+    let front = common::tls_front::tls_front(emu.addr()).await;
+    let secure = || {
+        EvolutionInference::builder()
+            .model(emu.default_model())
+            .key_id(emu.key_id())
+            .secret(emu.secret())
+            .base_url(format!("{front}/v1"))
+            .auth_url(format!("{front}/api/v1/auth/token"))
+            .max_retries(0)
+    };
+    let llm = secure().build().unwrap();
+    assert_eq!(llm.invoke("over tls").await.unwrap(), "over tls");
+
+    // A reply over the limit.
+    emu.inject(Target::Chat, Fault::Oversize(2 * 1024 * 1024), 1);
+    let small = secure().max_response_size(64 * 1024).build().unwrap();
+    let err = small.invoke("big").await.unwrap_err();
+    assert!(matches!(err, Error::TooLarge { .. }), "{err:?}");
+
+    // A body that stalls.
+    emu.inject(Target::Chat, Fault::StallBody(200), 1);
+    let quick = secure()
+        .request_timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let err = quick.invoke("stall").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A stream cut midway.
+    emu.inject(Target::Chat, Fault::CutStream(2), 1);
+    let items: Vec<_> = llm.stream("a b c d e").await.unwrap().collect().await;
+    assert!(
+        matches!(items.last(), Some(Err(Error::Stream { .. }))),
+        "{items:?}"
+    );
+
+    // A revoked token: refreshed over TLS, and the call goes through.
+    let issued = emu.counters().tokens_issued;
+    emu.revoke_tokens();
+    assert_eq!(
+        llm.invoke("after revocation").await.unwrap(),
+        "after revocation"
+    );
+    assert_eq!(emu.counters().tokens_issued, issued + 1);
+}

@@ -79,7 +79,7 @@ use reqwest::Response;
 use secrecy::{ExposeSecret, SecretString};
 use tower::{Layer, Service, ServiceExt};
 
-use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
+use crate::auth::{AccessToken, TokenManager, TokenSource};
 use crate::config::EnvSettings;
 use crate::error::{Error, Result};
 use crate::transport::pipeline::{
@@ -185,9 +185,7 @@ impl EvolutionConfig {
     pub fn token_source(&self) -> Arc<dyn TokenSource> {
         match &self.auth {
             Auth::Tokens(manager) => Arc::new(manager.clone()),
-            Auth::ApiKey(key) => Arc::new(StaticToken::from_token(AccessToken::from_secret(
-                key.clone(),
-            ))),
+            Auth::ApiKey(key) => super::api_key_source(key.clone()),
         }
     }
 }

@@ -43,9 +43,9 @@ use std::sync::Arc;
 use ::genai::adapter::AdapterKind;
 use ::genai::resolver::{AuthData, AuthResolver, Endpoint, ServiceTargetResolver};
 use ::genai::{Client, ClientBuilder, ModelIden, ServiceTarget};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
+use crate::auth::{TokenManager, TokenSource};
 use crate::config::EnvSettings;
 use crate::error::Result;
 use crate::DEFAULT_BASE_URL;
@@ -78,20 +78,14 @@ impl EvolutionGenai {
 
     /// A fixed API key.
     pub fn from_api_key(api_key: impl Into<String>) -> Self {
-        let key = SecretString::from(api_key.into());
-        Self::from_token_source(Arc::new(StaticToken::from_token(AccessToken::from_secret(
-            key,
-        ))))
+        Self::from_token_source(super::api_key_source(SecretString::from(api_key.into())))
     }
 
     /// From the `EVOLUTION_*` variables (and `.env`): an API key or a key
     /// id + secret (not both), the optional base URL and token URL.
     pub fn from_env() -> Result<Self> {
         let env = EnvSettings::read()?;
-        let genai = match super::env_source(&env)? {
-            super::EnvSource::ApiKey(key) => Self::from_api_key(key.expose_secret()),
-            super::EnvSource::Manager(manager) => Self::from_token_manager(manager),
-        };
+        let genai = Self::from_token_source(super::env_source(&env)?.into_token_source());
         Ok(match &env.base_url {
             Some(base_url) => genai.with_base_url(base_url),
             None => genai,

@@ -15,7 +15,9 @@ pub mod genai;
 #[cfg(feature = "rig")]
 pub mod rig;
 
-use crate::auth::TokenManager;
+use std::sync::Arc;
+
+use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
 use crate::config::{EnvAuth, EnvSettings, ENV_API_KEY, ENV_KEY_ID, ENV_SECRET};
 use crate::error::{Error, Result};
 
@@ -25,6 +27,21 @@ pub(crate) enum EnvSource {
     ApiKey(secrecy::SecretString),
     /// A token manager for the key id and secret (and `EVOLUTION_TOKEN_URL`).
     Manager(TokenManager),
+}
+
+impl EnvSource {
+    /// The token source this stands for.
+    pub(crate) fn into_token_source(self) -> Arc<dyn TokenSource> {
+        match self {
+            EnvSource::ApiKey(key) => api_key_source(key),
+            EnvSource::Manager(manager) => Arc::new(manager),
+        }
+    }
+}
+
+/// A fixed API key as a token source.
+pub(crate) fn api_key_source(key: secrecy::SecretString) -> Arc<dyn TokenSource> {
+    Arc::new(StaticToken::from_token(AccessToken::from_secret(key)))
 }
 
 /// The bridges' reading of the environment: an API key or a key id +

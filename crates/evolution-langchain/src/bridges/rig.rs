@@ -52,9 +52,9 @@ use rig_core::http_client::{
 };
 use rig_core::providers::openai::wire::{Auth, Chat, Dialect, Embeddings, Quirks, Transcriptions};
 use rig_core::providers::openai::{OpenAI, OpenAIConfig};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::auth::{AccessToken, StaticToken, TokenManager, TokenSource};
+use crate::auth::{TokenManager, TokenSource};
 use crate::config::{EnvSettings, ENV_API_KEY};
 use crate::error::{Error, Result};
 use crate::transport::pipeline::{
@@ -115,10 +115,7 @@ impl EvolutionRig {
 
     /// A provider with a fixed API key.
     pub fn from_api_key(api_key: impl Into<String>) -> Self {
-        let key = SecretString::from(api_key.into());
-        Self::from_token_source(Arc::new(StaticToken::from_token(AccessToken::from_secret(
-            key,
-        ))))
+        Self::from_token_source(super::api_key_source(SecretString::from(api_key.into())))
     }
 
     /// A provider from the `EVOLUTION_*` variables (and `.env`): an API
@@ -126,10 +123,7 @@ impl EvolutionRig {
     /// token URL and project id.
     pub fn from_env() -> Result<Self> {
         let env = EnvSettings::read()?;
-        let mut rig = match super::env_source(&env)? {
-            super::EnvSource::ApiKey(key) => Self::from_api_key(key.expose_secret()),
-            super::EnvSource::Manager(manager) => Self::from_token_manager(manager),
-        };
+        let mut rig = Self::from_token_source(super::env_source(&env)?.into_token_source());
         if let Some(base_url) = &env.base_url {
             rig = rig.with_base_url(base_url);
         }

@@ -28,7 +28,7 @@
 //!   happens at most once per round trip (the smoothed latency), so a burst
 //!   of `429`s from calls sent together counts as one signal.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -184,6 +184,11 @@ pub(crate) struct Throttle {
     changed: Notify,
     waited_micros: AtomicU64,
     rate_limited: AtomicU64,
+    /// Whether a pause may be in force: calls look at the state only then
+    /// (the common path takes no lock).
+    pausing: AtomicBool,
+    /// Whether a batch window is in use: successes update it only then.
+    windowed: AtomicBool,
 }
 
 impl Throttle {
@@ -210,6 +215,8 @@ impl Throttle {
             changed: Notify::new(),
             waited_micros: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            pausing: AtomicBool::new(false),
+            windowed: AtomicBool::new(false),
         }
     }
 
@@ -236,15 +243,25 @@ impl Throttle {
     /// Waits until an attempt costing one request and `tokens` may be sent:
     /// past any pause, and within the limits. Returns how long it waited.
     pub(crate) async fn admit(&self, tokens: u32) -> Duration {
+        if !self.pausing.load(Ordering::Acquire) && !self.limits.is_set() {
+            return Duration::ZERO;
+        }
         let started = Instant::now();
         loop {
-            let paused = self
-                .state()
-                .paused_until
-                .filter(|&until| until > Instant::now());
-            if let Some(until) = paused {
-                tokio::time::sleep_until(until).await;
-                continue;
+            if self.pausing.load(Ordering::Acquire) {
+                let paused = {
+                    let mut state = self.state();
+                    let until = state.paused_until.filter(|&until| until > Instant::now());
+                    if until.is_none() {
+                        state.paused_until = None;
+                        self.pausing.store(false, Ordering::Release);
+                    }
+                    until
+                };
+                if let Some(until) = paused {
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
             }
             if !self.limits.is_set() {
                 break;
@@ -275,6 +292,7 @@ impl Throttle {
         {
             let mut state = self.state();
             state.paused_until = Some(state.paused_until.map_or(until, |p| p.max(until)));
+            self.pausing.store(true, Ordering::Release);
         }
         self.congested();
         pause
@@ -298,6 +316,9 @@ impl Throttle {
 
     /// A call answered in `latency`: grow the window by `1 / window`.
     pub(crate) fn succeeded(&self, latency: Duration) {
+        if !self.windowed.load(Ordering::Relaxed) {
+            return;
+        }
         let mut state = self.state();
         state.latency = (state.latency * 7 + latency) / 8;
         if state.ceiling > 0 && state.window < state.ceiling as f64 {
@@ -326,6 +347,7 @@ impl Throttle {
     /// `ceiling`: waits until fewer calls than the window are in flight.
     pub(crate) async fn permit(self: &Arc<Self>, ceiling: usize) -> BatchPermit {
         let ceiling = ceiling.max(1);
+        self.windowed.store(true, Ordering::Relaxed);
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
