@@ -9,6 +9,11 @@
 //! cargo bench -p evolution-langchain --bench peers -- --ours-http2 # our client offering HTTP/2
 //! ```
 //!
+//! `--calls ours|theirs N [--in-flight C] [--stream]` makes only N calls
+//! (or streams) of one client (C at a time), for a profiler: two runs under `valgrind --tool=callgrind`
+//! with different N give the instructions per call, server included, a
+//! figure that does not move with the machine's load as wall time does.
+//!
 //! `--seconds S` is how long each client runs in each measurement (default
 //! 2.5), split into rounds that alternate between the two clients (and
 //! which goes first), so a noisy neighbour hurts both alike; the figure is
@@ -167,6 +172,10 @@ struct Args {
     /// a profiler (e.g. callgrind, where two runs with different N give the
     /// instructions per call, server included).
     calls: Option<(Kind, u64)>,
+    /// `--in-flight N`: with `--calls`, N calls at a time (default 1).
+    in_flight: usize,
+    /// `--stream`: with `--calls`, streams (1,003 chunks each) instead.
+    stream: bool,
     /// `--ours-http2`: our client offers HTTP/2.
     ours_http2: bool,
     /// `--theirs-http2`: async-openai's client offers HTTP/2.
@@ -180,6 +189,8 @@ impl Args {
             seconds: 2.5,
             only: None,
             calls: None,
+            in_flight: 1,
+            stream: false,
             ours_http2: false,
             theirs_http2: false,
         };
@@ -221,6 +232,15 @@ impl Args {
                         .unwrap_or_else(|_| panic!("--calls wants a count, not {count:?}"));
                     args.calls = Some((kind, count));
                 }
+                "--in-flight" => {
+                    let value = inline.or_else(|| argv.next()).unwrap_or_default();
+                    args.in_flight = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| panic!("--in-flight wants a count, not {value:?}"));
+                }
+                "--stream" => args.stream = true,
                 "--ours-http2" => args.ours_http2 = true,
                 "--theirs-http2" => args.theirs_http2 = true,
                 _ => {} // `--bench` from cargo, filters and the like
@@ -1018,11 +1038,23 @@ fn main() {
     if let Some((kind, count)) = args.calls {
         current_thread().block_on(async {
             let peer = Peer::build(kind, &base_url);
-            for _ in 0..count {
-                peer.call(&expected).await;
-            }
+            let peer = &peer;
+            let expected = &expected;
+            futures::stream::iter(0..count)
+                .for_each_concurrent(args.in_flight, |_| async move {
+                    if args.stream {
+                        peer.stream(expected).await;
+                    } else {
+                        peer.call(expected).await;
+                    }
+                })
+                .await;
         });
-        println!("{count} calls made");
+        println!(
+            "{count} {} made, {} at a time",
+            if args.stream { "streams" } else { "calls" },
+            args.in_flight
+        );
         return;
     }
     println!(
