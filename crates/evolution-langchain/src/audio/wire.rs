@@ -79,7 +79,7 @@ impl TimestampGranularity {
     }
 }
 
-/// Per-call settings of [`EvolutionAudio::transcribe`](crate::EvolutionAudio::transcribe);
+/// Per-call settings of [`EvolutionAudio::transcribe_file`](crate::EvolutionAudio::transcribe_file) and its siblings;
 /// every one left unset is the server's choice.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]

@@ -181,7 +181,7 @@ impl EvolutionConfig {
     }
 
     /// Where [`EvolutionAuthLayer`] gets its bearer for this config: the
-    /// token manager, or the API key as a [`StaticToken`].
+    /// token manager, or the API key as a [`StaticToken`](crate::StaticToken).
     pub fn token_source(&self) -> Arc<dyn TokenSource> {
         match &self.auth {
             Auth::Tokens(manager) => Arc::new(manager.clone()),
@@ -254,7 +254,7 @@ pub struct EvolutionAuthLayer {
 
 impl EvolutionAuthLayer {
     /// A layer taking its tokens from `source` (a [`TokenManager`], a
-    /// [`StaticToken`], or your own [`TokenSource`]), retrying as the
+    /// [`StaticToken`](crate::StaticToken), or your own [`TokenSource`]), retrying as the
     /// crate's clients do by default.
     pub fn new(source: Arc<dyn TokenSource>) -> Self {
         Self {

@@ -141,7 +141,7 @@ impl Gcra {
     }
 }
 
-/// What [`Throttle`] has seen, for progress displays and tests.
+/// What a client's rate control has seen ([`EvolutionInference::throttle_stats`](crate::EvolutionInference::throttle_stats)), for progress displays and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ThrottleStats {
