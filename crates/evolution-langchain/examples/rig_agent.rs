@@ -6,6 +6,9 @@
 //! cargo run -p evolution-langchain --features rig --example rig_agent
 //! ```
 //!
+//! (rig 0.46 asks for Rust 1.97.1; on an older toolchain add
+//! `--ignore-rust-version`.)
+//!
 //! Without `EVOLUTION_*` credentials it runs against an in-process emulator
 //! (whose scripted model calls the tool a prompt names); with them, against
 //! the configured service (`EVOLUTION_MODEL` names the model there).

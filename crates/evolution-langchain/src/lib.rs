@@ -59,7 +59,7 @@
 //! | `blocking` | yes | [`blocking`]: a synchronous facade for plain threads |
 //! | `fernet` | yes | [`Credentials::from_fernet`]: Fernet-encrypted credentials |
 //! | `async-openai` | no | `bridges::async_openai`: async-openai's client on Cloud.ru with managed tokens |
-//! | `rig` | no | `bridges::rig`: rig 0.44's completion and embedding models and agents on Cloud.ru, with managed tokens |
+//! | `rig` | no | `bridges::rig`: rig 0.46's completion and embedding models and agents on Cloud.ru, with managed tokens |
 //! | `otel` | no | `telemetry::otel`: the GenAI spans through an OpenTelemetry tracer (tracing-opentelemetry 0.34), and the GenAI client metrics |
 //!
 //! ## Secrets

@@ -5,7 +5,7 @@
 //! - `async_openai` (feature `async-openai`): a `Config` and a tower
 //!   layer for async-openai's client.
 //! - `rig` (feature `rig`): completion and embedding models and agents
-//!   for rig (rig-core / rig-agent 0.44).
+//!   for rig (rig-core / rig-agent 0.46).
 //! - `genai` (feature `genai`): resolvers for genai's client (genai 0.7).
 
 #[cfg(feature = "async-openai")]

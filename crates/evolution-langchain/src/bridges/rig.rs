@@ -1,9 +1,9 @@
 //! [rig](https://docs.rs/rig-core) on Cloud.ru Foundation Models: rig's own
 //! OpenAI Chat Completions and embeddings wires, and rig's agents, with
 //! our IAM tokens. Feature `rig` (rig-core, rig-agent and rig-reqwest
-//! 0.44).
+//! 0.46, which ask for Rust 1.97.1).
 //!
-//! rig 0.44 builds every OpenAI-shaped provider the same way: an
+//! rig 0.46 builds every OpenAI-shaped provider the same way: an
 //! [`OpenAIConfig`] (base URL, credential, a [`Dialect`] of wire quirks)
 //! connected to an HTTP transport gives an [`OpenAI`] client whose
 //! `chat(model)` and `embedding(model, ndims)` are [`Model`]s, and
