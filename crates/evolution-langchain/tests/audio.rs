@@ -195,6 +195,36 @@ async fn an_upload_over_the_limit_is_refused_before_anything_is_sent() {
     );
 }
 
+/// A file whose size is not known ahead (a pipe) is read only up to the
+/// limit, not into memory whole and refused afterwards.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_pipe_over_the_limit_is_refused_too() {
+    let emu = common::emulator().await;
+    let audio = builder(&emu).max_upload_size(16).build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipe.wav");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || std::fs::write(path, [0u8; 40]).unwrap())
+    };
+    let Error::UploadTooLarge { size, limit, .. } = audio
+        .transcribe_file(&path, TranscriptionOptions::new())
+        .await
+        .unwrap_err()
+    else {
+        panic!("too large")
+    };
+    writer.join().unwrap();
+    assert_eq!((size, limit), (40, Some(16)));
+    assert_eq!(emu.counters().transcription_requests, 0);
+}
+
 #[tokio::test]
 async fn a_413_is_the_same_error() {
     let emu = Emulator::builder()

@@ -113,7 +113,9 @@ impl EvolutionAudio {
     }
 
     /// Transcribes the audio file at `path`. A file over the upload limit is
-    /// refused ([`Error::UploadTooLarge`]) before it is read.
+    /// refused ([`Error::UploadTooLarge`]) before it is read; one whose size
+    /// is not known ahead (a pipe, a device, a file still growing) is read
+    /// only up to the limit.
     pub async fn transcribe_file(
         &self,
         path: impl AsRef<Path>,
@@ -123,9 +125,9 @@ impl EvolutionAudio {
         let unreadable = |e: std::io::Error| {
             Error::invalid_request("file", format!("could not read {}: {e}", path.display()))
         };
-        let size = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
-        self.check_size(size)?;
-        let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
+        let file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+        self.check_size(file.metadata().await.map_err(unreadable)?.len())?;
+        let bytes = read_within(file, self.max_upload_size).await?;
         let name = path
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
@@ -298,7 +300,7 @@ async fn read_within(mut reader: impl AsyncRead + Unpin + Send, limit: u64) -> R
         |e: std::io::Error| Error::invalid_request("file", format!("could not be read: {e}"));
     let mut kept = Vec::new();
     (&mut reader)
-        .take(limit + 1)
+        .take(limit.saturating_add(1))
         .read_to_end(&mut kept)
         .await
         .map_err(unreadable)?;

@@ -106,7 +106,7 @@ impl EvolutionAudio {
         let limit = self.inner.max_upload_size();
         let mut kept = Vec::new();
         (&mut reader)
-            .take(limit + 1)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut kept)
             .map_err(unreadable)?;
         if kept.len() as u64 > limit {
