@@ -14,7 +14,7 @@ use crate::config::env_var;
 use crate::error::{Error, Result};
 use crate::flavor::Async;
 use crate::telemetry;
-use crate::transport::{estimate_tokens, Body, Request, Transport};
+use crate::transport::{Body, Request, Transport};
 
 /// The path of the embeddings endpoint under the base URL.
 const PATH: &str = "embeddings";
@@ -104,7 +104,7 @@ impl EvolutionEmbeddings {
         let mut vectors = Vec::with_capacity(texts.len());
         let mut input_tokens = Some(0i64);
         for batch in texts.chunks(MAX_INPUTS_PER_REQUEST) {
-            let input: Vec<String> = batch.iter().map(|t| t.as_ref().to_string()).collect();
+            let input: Vec<&str> = batch.iter().map(AsRef::as_ref).collect();
             let (batch_vectors, usage) = self.request(&input).await?;
             vectors.extend(batch_vectors);
             input_tokens = input_tokens
@@ -114,28 +114,19 @@ impl EvolutionEmbeddings {
         Ok((vectors, input_tokens))
     }
 
-    async fn request(&self, input: &[String]) -> Result<(Vec<Vec<f32>>, Option<Usage>)> {
+    async fn request(&self, input: &[&str]) -> Result<(Vec<Vec<f32>>, Option<Usage>)> {
         let request = EmbeddingRequest {
             model: &self.model,
             input,
             dimensions: self.dimensions,
         };
-        let estimated = if self.transport.pipeline.throttle.counts_tokens() {
-            input
-                .iter()
-                .map(|text| estimate_tokens(text))
-                .fold(0, u32::saturating_add)
-        } else {
-            0
-        };
+        let estimated = self.transport.estimate(input);
         let reply: EmbeddingResponse = self
             .transport
             .json(Request::post(PATH, Body::json(&request)?).tokens(estimated))
             .await?;
         if let Some(usage) = reply.usage {
-            self.transport
-                .settle(estimated, usage.total_tokens.max(usage.prompt_tokens))
-                .await;
+            self.transport.settle(estimated, usage.charged()).await;
         }
         let invalid = |message: String| Error::invalid_response(self.transport.url(PATH), message);
         if reply.data.len() != input.len() {
@@ -232,7 +223,7 @@ impl ClientBuilder<EmbeddingsSettings, Async> {
 #[derive(Debug, Clone, Serialize)]
 struct EmbeddingRequest<'a> {
     model: &'a str,
-    input: &'a [String],
+    input: &'a [&'a str],
     #[serde(skip_serializing_if = "Option::is_none")]
     dimensions: Option<u32>,
 }

@@ -546,10 +546,7 @@ impl Error {
         match self {
             Error::Api { status, .. } | Error::Unavailable { status, .. } => Some(*status),
             Error::RateLimited { .. } => Some(429),
-            Error::UploadTooLarge {
-                request_id: Some(_),
-                ..
-            } => Some(413),
+            Error::UploadTooLarge { limit: None, .. } => Some(413),
             Error::Auth(AuthError::InvalidCredentials { .. }) => Some(401),
             Error::Auth(AuthError::Forbidden { .. }) => Some(403),
             Error::Auth(AuthError::TokenRejected { .. } | AuthError::KeyRejected { .. }) => {

@@ -16,7 +16,7 @@ use crate::config::env_var;
 use crate::error::{Error, Result};
 use crate::flavor::Async;
 use crate::telemetry;
-use crate::transport::{estimate_tokens, Body, Request, Transport};
+use crate::transport::{Body, Request, Transport};
 
 /// The path of the rerank endpoint under the base URL.
 const PATH: &str = "rerank";
@@ -255,23 +255,15 @@ impl EvolutionRerank {
             top_n: options.top_n,
             return_documents: options.return_documents,
         };
-        let estimated = if self.transport.pipeline.throttle.counts_tokens() {
-            request
-                .documents
-                .iter()
-                .map(|text| estimate_tokens(text))
-                .fold(estimate_tokens(query), u32::saturating_add)
-        } else {
-            0
-        };
+        let estimated = self
+            .transport
+            .estimate(std::iter::once(query).chain(request.documents.iter().copied()));
         let mut reply: RerankResponse = self
             .transport
             .json(Request::post(PATH, Body::json(&request)?).tokens(estimated))
             .await?;
         if let Some(usage) = &reply.usage {
-            self.transport
-                .settle(estimated, usage.total_tokens.max(usage.prompt_tokens))
-                .await;
+            self.transport.settle(estimated, usage.charged()).await;
         }
         let mut seen = vec![false; documents.len()];
         for result in &reply.results {

@@ -220,10 +220,7 @@ pub fn error_type(error: &Error) -> Cow<'static, str> {
             Cow::Owned(format!("http_{status}"))
         }
         Error::RateLimited { .. } => "http_429".into(),
-        Error::UploadTooLarge {
-            request_id: Some(_),
-            ..
-        } => "http_413".into(),
+        Error::UploadTooLarge { limit: None, .. } => "http_413".into(),
         Error::UploadTooLarge { .. } => "too_large".into(),
         Error::Timeout { .. } => "timeout".into(),
         Error::Connection { .. } => "connection".into(),

@@ -175,11 +175,7 @@ impl EvolutionAudio {
 
     fn check_size(&self, size: u64) -> Result<()> {
         if size > self.max_upload_size {
-            return Err(Error::UploadTooLarge {
-                size,
-                limit: Some(self.max_upload_size),
-                request_id: None,
-            });
+            return Err(over_limit(size, self.max_upload_size));
         }
         Ok(())
     }
@@ -308,13 +304,18 @@ async fn read_within(mut reader: impl AsyncRead + Unpin + Send, limit: u64) -> R
         let rest = tokio::io::copy(&mut reader, &mut tokio::io::sink())
             .await
             .map_err(unreadable)?;
-        return Err(Error::UploadTooLarge {
-            size: kept.len() as u64 + rest,
-            limit: Some(limit),
-            request_id: None,
-        });
+        return Err(over_limit(kept.len() as u64 + rest, limit));
     }
     Ok(Bytes::from(kept))
+}
+
+/// Our refusal of an upload of `size` bytes over `limit`.
+pub(crate) fn over_limit(size: u64, limit: u64) -> Error {
+    Error::UploadTooLarge {
+        size,
+        limit: Some(limit),
+        request_id: None,
+    }
 }
 
 impl fmt::Debug for EvolutionAudio {

@@ -111,11 +111,7 @@ impl EvolutionAudio {
             .map_err(unreadable)?;
         if kept.len() as u64 > limit {
             let rest = std::io::copy(&mut reader, &mut std::io::sink()).map_err(unreadable)?;
-            return Err(Error::UploadTooLarge {
-                size: kept.len() as u64 + rest,
-                limit: Some(limit),
-                request_id: None,
-            });
+            return Err(crate::audio::over_limit(kept.len() as u64 + rest, limit));
         }
         self.transcribe_bytes(file_name, kept, options)
     }

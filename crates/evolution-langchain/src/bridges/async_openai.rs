@@ -82,17 +82,15 @@ use tower::{Layer, Service, ServiceExt};
 use crate::auth::{AccessToken, TokenManager, TokenSource};
 use crate::config::EnvSettings;
 use crate::error::{Error, Result};
+use crate::transport::http::{base_without_slash, PROJECT_ID_HEADER};
 use crate::transport::pipeline::{
-    bearer, new_request_id, verdict_for_failed_send, verdict_for_status, Attempt, Pipeline, Verdict,
+    bearer, new_request_id, verdict_for_send_error, verdict_for_status, Attempt, Pipeline, Verdict,
 };
 use crate::transport::throttle::Throttle;
 use crate::{RetryPolicy, DEFAULT_BASE_URL};
 
 /// The async-openai this bridge is built against, so users get a matching version.
 pub use ::async_openai;
-
-/// The header naming the Cloud.ru project a request is billed to.
-const PROJECT_ID_HEADER: &str = "x-project-id";
 
 /// async-openai's [`Config`] for Cloud.ru Foundation Models.
 ///
@@ -159,7 +157,7 @@ impl EvolutionConfig {
     /// shows as async-openai's error on the first request.
     pub fn with_api_base(mut self, api_base: impl Into<String>) -> Self {
         let api_base = api_base.into();
-        self.api_base = api_base.trim().trim_end_matches('/').to_string();
+        self.api_base = base_without_slash(&api_base).to_string();
         self
     }
 
@@ -337,9 +335,7 @@ where
 fn judge(outcome: &Result<Response, OpenAIError>) -> Verdict {
     match outcome {
         Ok(response) => verdict_for_status(response.status(), response.headers()),
-        Err(OpenAIError::Reqwest(error)) if error.is_connect() || error.is_timeout() => {
-            verdict_for_failed_send(error.is_timeout())
-        }
+        Err(OpenAIError::Reqwest(error)) => verdict_for_send_error(error),
         Err(_) => Verdict::Done,
     }
 }

@@ -48,6 +48,7 @@ use secrecy::SecretString;
 use crate::auth::{TokenManager, TokenSource};
 use crate::config::EnvSettings;
 use crate::error::Result;
+use crate::transport::http::base_without_slash;
 use crate::DEFAULT_BASE_URL;
 
 /// The genai this bridge is built against, so users get a matching version.
@@ -170,7 +171,7 @@ impl fmt::Debug for EvolutionGenai {
 }
 
 fn with_slash(base_url: &str) -> Arc<str> {
-    format!("{}/", base_url.trim().trim_end_matches('/')).into()
+    format!("{}/", base_without_slash(base_url)).into()
 }
 
 #[cfg(test)]

@@ -57,8 +57,9 @@ use secrecy::SecretString;
 use crate::auth::{TokenManager, TokenSource};
 use crate::config::{EnvSettings, ENV_API_KEY};
 use crate::error::{Error, Result};
+use crate::transport::http::{base_without_slash, PROJECT_ID_HEADER};
 use crate::transport::pipeline::{
-    new_request_id, verdict_for_failed_send, verdict_for_status, Attempt, Pipeline, Verdict,
+    new_request_id, verdict_for_send_error, verdict_for_status, Attempt, Pipeline, Verdict,
 };
 use crate::transport::throttle::Throttle;
 use crate::{RetryPolicy, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES};
@@ -68,8 +69,6 @@ pub use ::rig_core;
 
 /// The provider name rig records for replies of this client.
 pub const PROVIDER_NAME: &str = "cloudru";
-
-const PROJECT_ID_HEADER: &str = "x-project-id";
 
 /// The rig dialect of Cloud.ru: rig's OpenAI-compatible baseline, with
 /// the `Authorization` header left to our middleware.
@@ -135,7 +134,7 @@ impl EvolutionRig {
 
     /// The API base, e.g. `https://…/v1` ([`DEFAULT_BASE_URL`] unless set).
     pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
-        self.base_url = base_url.into().trim().trim_end_matches('/').to_string();
+        self.base_url = base_without_slash(&base_url.into()).to_string();
         self
     }
 
@@ -252,8 +251,8 @@ fn judge<R>(outcome: &http_client::Result<R>) -> Verdict {
     }
     match error {
         http_client::Error::Instance(inner) => match inner.downcast_ref::<reqwest::Error>() {
-            Some(e) if e.is_connect() || e.is_timeout() => verdict_for_failed_send(e.is_timeout()),
-            _ => Verdict::Done,
+            Some(e) => verdict_for_send_error(e),
+            None => Verdict::Done,
         },
         _ => Verdict::Done,
     }

@@ -17,7 +17,7 @@ use crate::auth::TokenManager;
 use crate::error::{Error, Result};
 use crate::telemetry::{self, StreamTrace};
 use crate::transport::throttle::ThrottleStats;
-use crate::transport::{estimate_tokens, Body, Request, Transport};
+use crate::transport::{Body, Request, Transport};
 
 /// What [`EvolutionInference::llm_type`] returns, as in the original package.
 pub const LLM_TYPE: &str = "cloud-ru-tech";
@@ -241,7 +241,7 @@ impl EvolutionInference {
                 )
                 .await?;
             if let Some(usage) = response.usage {
-                self.transport.settle(estimated, usage.total_tokens).await;
+                self.transport.settle(estimated, usage.charged()).await;
             }
             Ok(response)
         }
@@ -254,11 +254,9 @@ impl EvolutionInference {
         if !self.transport.pipeline.throttle.counts_tokens() {
             return 0;
         }
-        let prompt: u32 = body
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(&m.content_text()))
-            .fold(0, u32::saturating_add);
+        let prompt = self
+            .transport
+            .estimate(body.messages.iter().map(ChatMessage::content_text));
         let answers = body
             .options
             .max_tokens

@@ -90,7 +90,7 @@ impl ChatStream {
             };
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let transport = Arc::clone(&transport);
-                runtime.spawn(async move { transport.settle(estimated, usage.total_tokens).await });
+                runtime.spawn(async move { transport.settle(estimated, usage.charged()).await });
             }
         }));
         self

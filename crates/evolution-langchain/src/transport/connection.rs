@@ -9,7 +9,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::SecretString;
 
-use super::http::{default_client, project_id_header, validate_http_url};
+use super::http::{
+    base_without_slash, default_client, project_id_header, validate_http_url, PROJECT_ID_HEADER,
+};
 use super::pipeline::Pipeline;
 use super::retry::RetryPolicy;
 use super::shared::Buckets;
@@ -161,7 +163,7 @@ impl Connection {
             .filter(|url| !url.is_empty())
             .unwrap_or(DEFAULT_BASE_URL);
         validate_http_url("base_url", base_url)?;
-        let base_url = base_url.trim_end_matches('/').to_string();
+        let base_url = base_without_slash(base_url).to_string();
 
         let request_timeout = self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
         if request_timeout.is_zero() {
@@ -280,7 +282,7 @@ impl Connection {
         let buckets = Buckets::local();
         let mut headers = self.headers;
         if let Some(project_id) = self.project_id.filter(|p| !p.trim().is_empty()) {
-            headers.insert("x-project-id", project_id_header(&project_id)?);
+            headers.insert(PROJECT_ID_HEADER, project_id_header(&project_id)?);
         }
         Ok(Transport {
             client,

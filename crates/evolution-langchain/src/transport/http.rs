@@ -113,6 +113,15 @@ pub(crate) fn is_loopback(url: &str) -> bool {
     }
 }
 
+/// The header that names the Cloud.ru project a request belongs to.
+pub(crate) const PROJECT_ID_HEADER: reqwest::header::HeaderName =
+    reqwest::header::HeaderName::from_static("x-project-id");
+
+/// A base URL as the clients keep it: trimmed, without a trailing slash.
+pub(crate) fn base_without_slash(base_url: &str) -> &str {
+    base_url.trim().trim_end_matches('/')
+}
+
 /// The `x-project-id` header value for `project_id`; an id that cannot be
 /// a header value is a configuration error. Shared by the clients and the
 /// bridges.

@@ -42,7 +42,7 @@ use pipeline::{
     new_request_id, verdict_for_failed_send, verdict_for_status, Attempt, Pipeline, Sent, Verdict,
 };
 use retry::parse_retry_after;
-use server_error::{status_error, ServerError};
+use server_error::{message_or_reason, status_error, ServerError};
 
 /// How much of an error body is read: enough for any server's message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
@@ -173,11 +173,7 @@ pub(crate) struct OpenStream {
 /// What one attempt got back.
 enum Answer {
     /// A 2xx reply: its body read, or (for a stream) still to be read.
-    Success {
-        id: RequestId,
-        headers: HeaderMap,
-        body: Reading,
-    },
+    Success { id: RequestId, body: Reading },
     /// Any other status, with the start of its body.
     Failure {
         id: RequestId,
@@ -252,7 +248,7 @@ impl Transport {
     /// Sends `request` and reads the whole reply body (within
     /// `max_response_size`).
     pub(crate) async fn receive(&self, request: Request) -> Result<Received> {
-        let (request_id, _, reading) = self.call(&request, false).await?;
+        let (request_id, reading) = self.call(&request, false).await?;
         match reading {
             Reading::Read(body) => Ok(Received { body, request_id }),
             Reading::Open(_) => unreachable!("only streams are left open"),
@@ -263,7 +259,7 @@ impl Transport {
     /// leaving the body to the caller. Only this part is retried: once
     /// chunks flow, a failure is the stream's to report.
     pub(crate) async fn stream(&self, request: Request) -> Result<OpenStream> {
-        let (request_id, _, reading) = self.call(&request, true).await?;
+        let (request_id, reading) = self.call(&request, true).await?;
         match reading {
             Reading::Open(response) => Ok(OpenStream {
                 response,
@@ -279,11 +275,7 @@ impl Transport {
 
     /// One call: its attempts through the pipeline, then a failure turned
     /// into the error it means.
-    async fn call(
-        &self,
-        request: &Request,
-        streaming: bool,
-    ) -> Result<(RequestId, HeaderMap, Reading)> {
+    async fn call(&self, request: &Request, streaming: bool) -> Result<(RequestId, Reading)> {
         let text = self.url(request.path);
         let url = url::Url::parse(&text).map_err(|e| {
             Error::config("base_url", format!("gives no valid URL for {text:?}: {e}"))
@@ -305,7 +297,7 @@ impl Transport {
             )
             .await;
         match outcome {
-            Ok(Answer::Success { id, headers, body }) => Ok((id, headers, body)),
+            Ok(Answer::Success { id, body }) => Ok((id, body)),
             Ok(Answer::Failure {
                 id,
                 status,
@@ -338,7 +330,8 @@ impl Transport {
         streaming: bool,
         sent: &str,
     ) -> Result<Answer> {
-        // Head and body share one deadline per request sent.
+        // Head and body share one deadline per request sent (a stream's
+        // body is bounded by its reader, between chunks).
         let deadline = Instant::now() + self.request_timeout;
         let mut headers = self.headers.clone();
         attempt.apply(&mut headers);
@@ -358,23 +351,19 @@ impl Transport {
             }
             Body::Multipart(form) => builder = builder.multipart(form()),
         }
-        if !streaming {
-            // Bounds the body too, also on a client the caller brought. A
-            // stream's body is bounded by its reader, between chunks.
-            builder = builder.timeout(self.request_timeout);
-        }
-        let unidentified = RequestId::new(sent.to_string(), None);
+        // Failed before any answer: only our own id to carry.
+        let unidentified = || RequestId::new(sent.to_string(), None);
         let mut response = match tokio::time::timeout_at(deadline, builder.send()).await {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
                 return Err(self
                     .http_error(&e, url.as_str())
-                    .with_request_id(&unidentified))
+                    .with_request_id(&unidentified()))
             }
             Err(_) => {
                 return Err(self
                     .timeout_error(url.as_str())
-                    .with_request_id(&unidentified))
+                    .with_request_id(&unidentified()))
             }
         };
         let id = RequestId::new(sent.to_string(), server_request_id(response.headers()));
@@ -393,11 +382,9 @@ impl Transport {
             });
         }
         let status = response.status();
-        let headers = std::mem::take(response.headers_mut());
         if status.is_success() && streaming {
             return Ok(Answer::Success {
                 id,
-                headers,
                 body: Reading::Open(response),
             });
         }
@@ -422,10 +409,10 @@ impl Transport {
             };
             return Ok(Answer::Success {
                 id,
-                headers,
                 body: Reading::Read(body),
             });
         }
+        let headers = std::mem::take(response.headers_mut());
         let body = match tokio::time::timeout_at(deadline, read_prefix(response, ERROR_BODY_LIMIT))
             .await
         {
@@ -454,11 +441,7 @@ impl Transport {
         let server = ServerError::parse(body);
         if status == StatusCode::TOO_MANY_REQUESTS {
             return Error::RateLimited {
-                message: if server.message.is_empty() {
-                    "Too Many Requests".into()
-                } else {
-                    server.message
-                },
+                message: message_or_reason(status.as_u16(), server.message),
                 attempts: 1,
                 waited: rate_limit_wait,
                 retry_after: parse_retry_after(headers),
@@ -481,6 +464,18 @@ impl Transport {
             .into();
         }
         status_error(status.as_u16(), server, parse_retry_after(headers))
+    }
+
+    /// What `texts` are expected to cost against a tokens-per-minute limit;
+    /// zero (and nothing counted) when no such limit is set.
+    pub(crate) fn estimate<S: AsRef<str>>(&self, texts: impl IntoIterator<Item = S>) -> u32 {
+        if !self.pipeline.throttle.counts_tokens() {
+            return 0;
+        }
+        texts
+            .into_iter()
+            .map(|text| estimate_tokens(text.as_ref()))
+            .fold(0, u32::saturating_add)
     }
 
     /// Corrects the tokens-per-minute limiter once a call's usage is known.

@@ -102,6 +102,19 @@ pub(crate) fn verdict_for_failed_send(timed_out: bool) -> Verdict {
     }
 }
 
+/// The verdict on a request reqwest could not complete, for clients that
+/// see reqwest's own error (the bridges): like this crate's own client,
+/// every failure to connect, send or read is worth another attempt (a
+/// timeout a sign of overload), but a request that could not even be built.
+#[cfg(any(feature = "async-openai", feature = "rig"))]
+pub(crate) fn verdict_for_send_error(error: &reqwest::Error) -> Verdict {
+    if error.is_builder() {
+        Verdict::Done
+    } else {
+        verdict_for_failed_send(error.is_timeout())
+    }
+}
+
 /// The headers the pipeline gives one attempt: the bearer (none when the
 /// client sends no `Authorization`) and the call's id.
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use super::retry::retryable_status;
 use crate::error::{truncate_message, Error};
 
 /// An OpenAI-style error body: `{"error": {"message", "type", "code"}}`, or
@@ -54,39 +55,44 @@ impl ServerError {
     }
 }
 
-/// The error for a non-2xx status from the model API (401 and redirects
-/// are handled before this). 408, 429 and 5xx may pass and are retried;
-/// 501 and 505 say the server cannot do this at all; other 4xx are the
-/// caller's to fix.
+/// The server's message, or the status's reason phrase when it sent none.
+pub(crate) fn message_or_reason(status: u16, message: String) -> String {
+    if !message.is_empty() {
+        return message;
+    }
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("no message")
+        .to_string()
+}
+
+/// The error for a non-2xx status from the model API (`401`, `429` and
+/// redirects are the transport's, which knows about tokens and waits).
+/// Statuses that may pass ([`retryable_status`]) are [`Error::Unavailable`];
+/// `501` and `505` say the server cannot do this at all; other `4xx` are
+/// the caller's to fix.
 pub(crate) fn status_error(
     status: u16,
     server: ServerError,
     retry_after: Option<std::time::Duration>,
 ) -> Error {
-    let message = if server.message.is_empty() {
-        reqwest::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("no message")
-            .to_string()
-    } else {
-        server.message
-    };
-    match status {
-        code @ (408 | 429 | 500 | 502..=504 | 506..=599) => Error::Unavailable {
-            status: code,
+    let message = message_or_reason(status, server.message);
+    if retryable_status(status) {
+        return Error::Unavailable {
+            status,
             message,
             attempts: 1,
             retry_after,
             request_id: None,
-        },
-        code => Error::Api {
-            status: code,
-            message,
-            error_type: server.error_type,
-            code: server.code,
-            request_id: None,
-        },
+        };
+    }
+    Error::Api {
+        status,
+        message,
+        error_type: server.error_type,
+        code: server.code,
+        request_id: None,
     }
 }
 

@@ -37,6 +37,13 @@ impl Usage {
     pub fn cached_tokens(&self) -> Option<u32> {
         self.prompt_tokens_details?.cached_tokens
     }
+
+    /// What the call cost against a tokens-per-minute limit: the total, or
+    /// the prompt's count when a server (embeddings, rerank) leaves the
+    /// total out.
+    pub(crate) fn charged(&self) -> u32 {
+        self.total_tokens.max(self.prompt_tokens)
+    }
 }
 
 /// `usage.completion_tokens_details`; each count `None` when not reported.
