@@ -184,6 +184,7 @@ impl Pipeline {
             rate_limit_wait: Duration::ZERO,
         };
         let mut first_rate_limit: Option<tokio::time::Instant> = None;
+        let mut rate_limits_met = 0u32;
         let mut waited = Duration::ZERO;
         let mut refreshed = false;
         let mut token = match self.token().await {
@@ -249,6 +250,7 @@ impl Pipeline {
                 } => {
                     // Waited out up to the patience bound, the whole client
                     // pausing; the next attempt's admission does the waiting.
+                    rate_limits_met += 1;
                     let since = *first_rate_limit.get_or_insert_with(tokio::time::Instant::now);
                     let patience = self.throttle.max_rate_limit_wait;
                     let left = patience.saturating_sub(since.elapsed());
@@ -257,9 +259,11 @@ impl Pipeline {
                         record_wait(waited);
                         return sent.with(outcome);
                     }
-                    let pause = self
-                        .throttle
-                        .rate_limited(retry_after, self.retry.max_retry_after.min(left));
+                    let pause = self.throttle.rate_limited(
+                        retry_after,
+                        self.retry.max_retry_after.min(left),
+                        rate_limits_met,
+                    );
                     tracing::info!(
                         target: "evolution_langchain::retry",
                         what,

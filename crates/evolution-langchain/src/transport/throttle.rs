@@ -46,8 +46,13 @@ pub const DEFAULT_MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(300);
 /// jitter between when we send and when it counts.
 pub(crate) const BURST: Duration = Duration::from_millis(500);
 
-/// A pause after a `429` that named no `Retry-After`, before jitter.
+/// A pause after a call's first `429` that named no `Retry-After`, before
+/// jitter; it doubles with each further one of the same call, up to
+/// [`LONGEST_DEFAULT_PAUSE`].
 const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest pause a `429` without `Retry-After` brings (before jitter).
+const LONGEST_DEFAULT_PAUSE: Duration = Duration::from_secs(32);
 
 /// The window a batch starts with (its concurrency, when lower).
 const INITIAL_WINDOW: f64 = 2.0;
@@ -279,15 +284,25 @@ impl Throttle {
         waited
     }
 
-    /// The provider answered `429`: pause new sends until `retry_after`
-    /// passes (or a short jittered pause when it named none), and shrink
-    /// the window. Returns the pause.
-    pub(crate) fn rate_limited(&self, retry_after: Option<Duration>, cap: Duration) -> Duration {
+    /// The provider answered `429`, the `nth` of one call (from 1): pause
+    /// new sends until `retry_after` passes (when it named none, a jittered
+    /// pause that doubles with each `429` of the call), at most `cap`, and
+    /// shrink the window. Returns the pause.
+    pub(crate) fn rate_limited(
+        &self,
+        retry_after: Option<Duration>,
+        cap: Duration,
+        nth: u32,
+    ) -> Duration {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
         let pause = match retry_after {
-            Some(wait) => wait.min(cap),
-            None => DEFAULT_PAUSE.mul_f64(0.5 + fastrand::f64()),
-        };
+            Some(wait) => wait,
+            None => DEFAULT_PAUSE
+                .saturating_mul(1 << nth.clamp(1, 6).saturating_sub(1))
+                .min(LONGEST_DEFAULT_PAUSE)
+                .mul_f64(0.5 + fastrand::f64()),
+        }
+        .min(cap);
         let until = Instant::now() + pause;
         {
             let mut state = self.state();
@@ -466,10 +481,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_429_without_retry_after_pauses_longer_each_time_within_the_cap() {
+        let throttle = Throttle::unlimited();
+        let minute = Duration::from_secs(60);
+        let secs = |nth| throttle.rate_limited(None, minute, nth).as_secs_f64();
+        for _ in 0..50 {
+            let (first, third, tenth) = (secs(1), secs(3), secs(10));
+            assert!((0.5..=1.5).contains(&first), "{first}");
+            assert!((2.0..=6.0).contains(&third), "{third}");
+            assert!((16.0..=48.0).contains(&tenth), "{tenth}");
+        }
+        assert_eq!(
+            throttle.rate_limited(None, Duration::from_millis(300), 10),
+            Duration::from_millis(300),
+            "never past the call's patience"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_pause_holds_every_send_until_it_passes() {
         let throttle = Throttle::unlimited();
         assert_eq!(throttle.admit(0).await, Duration::ZERO);
-        let pause = throttle.rate_limited(Some(Duration::from_secs(3)), Duration::from_secs(60));
+        let pause = throttle.rate_limited(Some(Duration::from_secs(3)), Duration::from_secs(60), 1);
         assert_eq!(pause, Duration::from_secs(3));
         let started = Instant::now();
         let (a, b) = tokio::join!(throttle.admit(0), throttle.admit(0));
@@ -480,7 +513,7 @@ mod tests {
         assert_eq!(stats.waited, Duration::from_secs(6));
         // A Retry-After past the cap pauses for the cap.
         assert_eq!(
-            throttle.rate_limited(Some(Duration::from_secs(900)), Duration::from_secs(60)),
+            throttle.rate_limited(Some(Duration::from_secs(900)), Duration::from_secs(60), 1),
             Duration::from_secs(60)
         );
     }
