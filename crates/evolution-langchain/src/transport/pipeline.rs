@@ -191,14 +191,14 @@ impl Pipeline {
             Ok(token) => token,
             Err(error) => return sent.with(Err(lift(error))),
         };
-        loop {
+        let outcome = loop {
             waited += self.throttle.admit(tokens).await;
             if let Some(since) = first_rate_limit {
                 sent.rate_limit_wait = since.elapsed();
             }
             let bearer = match token.as_ref().map(bearer).transpose() {
                 Ok(bearer) => bearer,
-                Err(error) => return sent.with(Err(lift(error))),
+                Err(error) => break Err(lift(error)),
             };
             sent.attempts += 1;
             let started = tokio::time::Instant::now();
@@ -211,29 +211,27 @@ impl Pipeline {
             match verdict {
                 Verdict::Success => {
                     self.throttle.succeeded(started.elapsed());
-                    record_wait(waited);
-                    return sent.with(outcome);
+                    break outcome;
                 }
                 Verdict::Done => {
-                    record_wait(waited);
-                    return sent.with(outcome);
+                    break outcome;
                 }
                 Verdict::Rejected => {
                     let (Some(tokens), Some(rejected)) = (&self.tokens, &token) else {
-                        return sent.with(outcome);
+                        break outcome;
                     };
                     if refreshed || !tokens.refreshes() {
-                        return sent.with(outcome);
+                        break outcome;
                     }
                     refreshed = true;
                     tokens.invalidate_token(rejected);
                     let fresh = match tokens.token().await {
                         Ok(fresh) => fresh,
-                        Err(error) => return sent.with(Err(lift(error))),
+                        Err(error) => break Err(lift(error)),
                     };
                     if fresh.same_as(rejected) {
                         // The source has nothing newer: the rejection stands.
-                        return sent.with(outcome);
+                        break outcome;
                     }
                     tracing::info!(
                         what,
@@ -256,8 +254,7 @@ impl Pipeline {
                     let left = patience.saturating_sub(since.elapsed());
                     sent.rate_limit_wait = since.elapsed();
                     if left.is_zero() || retry_after.is_some_and(|wait| wait > left) {
-                        record_wait(waited);
-                        return sent.with(outcome);
+                        break outcome;
                     }
                     let pause = self.throttle.rate_limited(
                         retry_after,
@@ -278,8 +275,7 @@ impl Pipeline {
                         self.throttle.congested();
                     }
                     let Some(step) = backoff.next() else {
-                        record_wait(waited);
-                        return sent.with(outcome);
+                        break outcome;
                     };
                     let pause = self.retry.pause(retry_after, step);
                     tracing::warn!(
@@ -297,9 +293,11 @@ impl Pipeline {
             // A token that expired while waiting is replaced.
             token = match self.token().await {
                 Ok(token) => token,
-                Err(error) => return sent.with(Err(lift(error))),
+                Err(error) => break Err(lift(error)),
             };
-        }
+        };
+        record_wait(waited);
+        sent.with(outcome)
     }
 
     async fn token(&self) -> Result<Option<AccessToken>> {
