@@ -1,18 +1,27 @@
 //! Structured output: the schema a type becomes, extraction over HTTP from
 //! the emulator's scripted model, the repair round, the typed error, the
 //! fallback to a forced tool call after a refusal (remembered, shared by
-//! clones), reasoning models, the caller's conflicting options, and the
-//! blocking twin.
+//! clones; what real servers say when they refuse, and complaints about a
+//! schema that are no refusal), a forced call the model did not make,
+//! reasoning models, the caller's conflicting options, and the blocking
+//! twin.
 
 mod common;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use common::{chat_bodies, client, emulator, llm};
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target, REASONING_MODEL};
 use evolution_langchain::{
-    ChatMessage, ChatOptions, Error, ExtractionMode, OutputSchema, ResponseFormat, Tool, ToolChoice,
+    ChatMessage, ChatOptions, Error, EvolutionInference, ExtractionMode, OutputSchema,
+    ResponseFormat, Tool, ToolChoice,
 };
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -451,7 +460,12 @@ async fn an_answer_cut_at_max_tokens_says_so() {
 
 /// The bodies' shapes: `"json_schema"` or `"tool"` per chat request.
 fn forms(emu: &EmulatorHandle) -> Vec<&'static str> {
-    chat_bodies(emu)
+    forms_of(&chat_bodies(emu))
+}
+
+/// [`forms`] of request bodies.
+fn forms_of(bodies: &[Value]) -> Vec<&'static str> {
+    bodies
         .iter()
         .map(
             |body| match (body.get("response_format"), body.get("tools")) {
@@ -721,4 +735,299 @@ fn the_blocking_twin_extracts_the_same() {
         "{error:?}"
     );
     runtime.block_on(emu.shutdown());
+}
+
+/// A scripted OpenAI-compatible server, for what the emulator's model does
+/// not do (leave a forced call unmade) and for other servers' error texts:
+/// it answers each request with the next reply of its script (a `500` once
+/// the script is done) and records the bodies.
+struct Scripted {
+    base_url: String,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Scripted {
+    async fn serve(script: Vec<(u16, Value)>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let recorded = Arc::clone(&bodies);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (script, recorded) = (Arc::clone(&script), Arc::clone(&recorded));
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                            let (script, recorded) = (Arc::clone(&script), Arc::clone(&recorded));
+                            async move {
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                recorded
+                                    .lock()
+                                    .unwrap()
+                                    .push(serde_json::from_slice::<Value>(&body).unwrap());
+                                let (status, reply) =
+                                    script.lock().unwrap().next().unwrap_or_else(|| {
+                                        (500, json!({"error": {"message": "the script is done"}}))
+                                    });
+                                let response = hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(Bytes::from(reply.to_string())))
+                                    .unwrap();
+                                Ok::<_, Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Scripted { base_url, bodies }
+    }
+
+    /// A client of the server: an API key, no retries.
+    fn llm(&self) -> EvolutionInference {
+        EvolutionInference::builder()
+            .api_key("scripted")
+            .model("scripted/model")
+            .base_url(&self.base_url)
+            .max_retries(0)
+            .build()
+            .unwrap()
+    }
+
+    /// The request bodies so far.
+    fn bodies(&self) -> Vec<Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+/// A `200` whose one choice says `content` (`None`: `null`).
+fn said(content: Option<&str>) -> (u16, Value) {
+    (
+        200,
+        json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "scripted/model",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        }),
+    )
+}
+
+/// A `200` whose one choice calls `name` with `arguments`.
+fn called(name: &str, arguments: &str) -> (u16, Value) {
+    (
+        200,
+        json!({
+            "id": "chatcmpl-2", "object": "chat.completion", "created": 1, "model": "scripted/model",
+            "choices": [{"index": 0, "finish_reason": "tool_calls",
+                         "message": {"role": "assistant", "content": null, "tool_calls": [{
+                             "id": "call_1", "type": "function",
+                             "function": {"name": name, "arguments": arguments}
+                         }]}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+        }),
+    )
+}
+
+/// An OpenAI-style error: `status`, `message`, `param` `response_format`.
+fn failed(status: u16, message: &str) -> (u16, Value) {
+    (
+        status,
+        json!({"error": {"message": message, "type": "invalid_request_error",
+                         "param": "response_format", "code": null}}),
+    )
+}
+
+/// OpenAI's refusal of `json_schema` for a model without structured output.
+const OPENAI_REFUSAL: &str =
+    "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.";
+
+#[tokio::test]
+async fn a_forced_call_the_model_did_not_make_is_asked_for_again() {
+    let server = Scripted::serve(vec![
+        failed(400, OPENAI_REFUSAL),
+        // The model answers in prose instead of calling the function.
+        said(Some("It is on Elm street, number 7.")),
+        called("Address", r#"{"street": "Elm", "zip": 7}"#),
+        // Remembered: straight to the tool form; the model says nothing at all.
+        said(None),
+        called("Address", r#"{"street": "Oak", "zip": 8}"#),
+        // It never calls the function: the typed error.
+        said(Some("No.")),
+        said(Some("Still no.")),
+    ])
+    .await;
+    let llm = server.llm();
+    let address = OutputSchema::of::<Address>();
+    let schema_text = address.schema().to_string();
+    let extracted = llm
+        .extract_with_schema(
+            &[ChatMessage::user("street: Elm, zip: 7")],
+            &ChatOptions::default(),
+            &address,
+        )
+        .await
+        .unwrap();
+    assert_eq!(extracted.value, json!({"street": "Elm", "zip": 7}));
+    assert_eq!(extracted.mode, ExtractionMode::ToolCall);
+    assert_eq!(extracted.attempts, 2);
+    let bodies = server.bodies();
+    assert_eq!(forms_of(&bodies), ["json_schema", "tool", "tool"]);
+    // The repair round still forces the call, and asks for it, not for a
+    // bare JSON document.
+    assert_eq!(
+        bodies[2]["tool_choice"],
+        json!({"type": "function", "function": {"name": "Address"}})
+    );
+    let repair = bodies[2]["messages"].as_array().unwrap();
+    assert_eq!(repair.len(), 3, "{repair:?}");
+    assert_eq!(
+        repair[0],
+        json!({"role": "user", "content": "street: Elm, zip: 7"})
+    );
+    assert_eq!(
+        repair[1],
+        json!({"role": "assistant", "content": "It is on Elm street, number 7."})
+    );
+    assert_eq!(repair[2]["role"], "user");
+    let text = repair[2]["content"].as_str().unwrap();
+    assert!(
+        text.contains("the model did not call the function `Address` it was asked to call"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Call the function `Address` now, with arguments that are one JSON object matching \
+             its JSON schema: {schema_text}"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Answer again with only a JSON document"),
+        "{text}"
+    );
+
+    // A reply with no text is not sent back as an empty assistant message.
+    let oak: Address = llm.extract_prompt("street: Oak, zip: 8").await.unwrap();
+    assert_eq!(oak.zip, 8);
+    let bodies = server.bodies();
+    assert_eq!(forms_of(&bodies[3..]), ["tool", "tool"]);
+    let repair = bodies[4]["messages"].as_array().unwrap();
+    assert_eq!(repair.len(), 2, "{repair:?}");
+    assert!(
+        repair.iter().all(|m| m["role"] == "user"),
+        "no assistant message: {repair:?}"
+    );
+    assert!(repair[1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Call the function `Address` now"));
+
+    // Twice no call: the typed error, with the last reply's text.
+    let error = llm
+        .extract_prompt::<Address>("street: Elm, zip: 7")
+        .await
+        .unwrap_err();
+    let Error::Extraction {
+        reason,
+        raw,
+        attempts,
+        ..
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(*attempts, 2);
+    assert_eq!(raw, "Still no.");
+    assert!(
+        reason.contains("did not call the function `Address`"),
+        "{reason}"
+    );
+    assert_eq!(server.bodies().len(), 7);
+}
+
+#[tokio::test]
+async fn what_real_servers_say_when_they_refuse_json_schema_is_a_refusal() {
+    let refusals = [
+        failed(400, OPENAI_REFUSAL),
+        // llama.cpp before structured output
+        failed(
+            400,
+            "response_format type must be one of \"text\" or \"json_object\", but got: json_schema",
+        ),
+        // text-generation-inference: its JSON body extractor's 422
+        failed(
+            422,
+            "Failed to deserialize the JSON body into the target type: response_format: unknown \
+             variant `json_schema`, expected one of `json`, `regex`, `json_object` at line 1 column 98",
+        ),
+        // vLLM before structured output: the request validation error
+        failed(
+            400,
+            "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', \
+             'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+        ),
+    ];
+    for refusal in refusals {
+        let message = refusal.1["error"]["message"].clone();
+        let server = Scripted::serve(vec![
+            refusal,
+            called("Address", r#"{"street": "Elm", "zip": 7}"#),
+        ])
+        .await;
+        let extracted = server
+            .llm()
+            .extract_with_schema(
+                &[ChatMessage::user("street: Elm, zip: 7")],
+                &ChatOptions::default(),
+                &OutputSchema::of::<Address>(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{message}: {e}"));
+        assert_eq!(extracted.value, json!({"street": "Elm", "zip": 7}));
+        assert_eq!(extracted.mode, ExtractionMode::ToolCall, "{message}");
+        assert_eq!(
+            forms_of(&server.bodies()),
+            ["json_schema", "tool"],
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_complaint_about_the_schema_is_an_error_not_a_refusal() {
+    let complaints = [
+        // OpenAI's strict-mode check (the emulator says the same)
+        "Invalid schema for response_format 'Address': In context=(), 'patternProperties' is not \
+         permitted.",
+        "response_format.json_schema.schema uses an unsupported keyword 'patternProperties'",
+        // vLLM's grammar backend
+        "The provided JSON schema contains features not supported by xgrammar.",
+    ];
+    let mut script: Vec<_> = complaints.iter().map(|m| failed(400, m)).collect();
+    script.push(said(Some(r#"{"street": "Elm", "zip": 7}"#)));
+    let server = Scripted::serve(script).await;
+    let llm = server.llm();
+    for complaint in complaints {
+        let error = llm
+            .extract_prompt::<Address>("street: Elm, zip: 7")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Api { status: 400, message, .. } if message == complaint),
+            "{error:?}"
+        );
+    }
+    // No fallback to the tool form, and nothing remembered: the next call
+    // (another schema, or this one mended) goes as json_schema again.
+    let address: Address = llm.extract_prompt("street: Elm, zip: 7").await.unwrap();
+    assert_eq!(address.zip, 7);
+    assert_eq!(
+        forms_of(&server.bodies()),
+        ["json_schema", "json_schema", "json_schema", "json_schema"]
+    );
 }

@@ -199,8 +199,10 @@ impl EvolutionInference {
         self.send_body(request.body()).await
     }
 
-    /// [`send_request`](Self::send_request) for a borrowed body.
-    async fn send_body(&self, body: RequestBody<'_>) -> Result<ChatResponse> {
+    /// [`send_request`](Self::send_request) for a borrowed body: what
+    /// [`chat`](Self::chat) and extraction send, written from the caller's
+    /// conversation and options without copying them.
+    pub(super) async fn send_body(&self, body: RequestBody<'_>) -> Result<ChatResponse> {
         let started = Instant::now();
         let span = self.chat_span(&body);
         let outcome = self

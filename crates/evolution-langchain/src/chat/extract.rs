@@ -14,21 +14,24 @@
 //!    2020-12) adjusted to what strict structured-output decoding accepts.
 //! 2. It goes as `response_format: {"type": "json_schema", "json_schema":
 //!    {"name", "schema", "strict"}}`; or, when the server has refused
-//!    `json_schema` for this model before (a `400`/`422` naming
-//!    `response_format` or `json_schema`), as a forced call of one function
-//!    whose parameters are the schema. A refusal is remembered per model by
-//!    the client and its clones, so later calls go straight to the tool form.
+//!    `json_schema` for this model before (a `400`/`422` saying that
+//!    `json_schema`, or the `response_format` type, is not supported; a
+//!    complaint about the schema's content is no refusal), as a forced call
+//!    of one function whose parameters are the schema. A refusal is
+//!    remembered per model by the client and its clones, so later calls go
+//!    straight to the tool form.
 //! 3. The answer (the first choice's content, or the call's arguments; a
 //!    reasoning model's thinking is never read) is parsed: surrounding
 //!    whitespace and one Markdown code fence (` ```json ` or ` ``` `) are
 //!    tolerated, nothing looser. It must be JSON, valid against the schema,
 //!    and (for `extract`) deserialize into the type.
-//! 4. If not, one repair round: the conversation, the model's answer and a
-//!    user message stating what is wrong and asking for JSON matching the
-//!    schema. If that answer fails too: [`Error::Extraction`] with the raw
-//!    text and the reason.
+//! 4. If not, one repair round: the conversation, the model's answer (not
+//!    when it has no text) and a user message stating what is wrong and
+//!    asking for JSON matching the schema (in the tool form: for a call of
+//!    the function with arguments matching it). If that answer fails too:
+//!    [`Error::Extraction`] with the raw text and the reason.
 
-use std::borrow::Borrow;
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::PoisonError;
 
@@ -39,7 +42,7 @@ use serde_json::{json, Map, Value};
 use super::client::EvolutionInference;
 use super::options::ChatOptions;
 use super::wire::{
-    ChatMessage, ChatRequest, ChatResponse, ResponseFormat, Tool, ToolCall, ToolChoice, Usage,
+    ChatMessage, ChatResponse, RequestBody, ResponseFormat, Tool, ToolCall, ToolChoice, Usage,
 };
 use crate::error::{Error, Result};
 
@@ -978,24 +981,157 @@ pub struct Extracted<T> {
     pub response: ChatResponse,
 }
 
-/// Whether an error is a server's refusal of `json_schema`: a 400 (or 422)
-/// whose message or code names `response_format` or `json_schema`.
+/// Whether an error is a server's refusal of `json_schema` itself: a `400`
+/// (or `422`) whose message or code says that `json_schema` (the
+/// `response_format` type) is not supported, not allowed, unknown or not a
+/// valid type ([`says_json_schema_is_unsupported`]).
+///
+/// A complaint about the schema's content is not a refusal, even when it
+/// names `response_format` and says "unsupported": another schema may well
+/// be accepted, so the model is not switched to the tool form for the life
+/// of the client over one schema, and the error is returned as it came.
 fn refuses_json_schema(error: &Error) -> bool {
-    let names_it = |text: &str| {
-        let text = text.to_ascii_lowercase();
-        ["response_format", "response format", "json_schema"]
-            .iter()
-            .any(|word| text.contains(word))
-    };
     match error {
         Error::Api {
             status: 400 | 422,
             message,
             code,
             ..
-        } => names_it(message) || code.as_deref().is_some_and(names_it),
+        } => {
+            says_json_schema_is_unsupported(message)
+                || code.as_deref().is_some_and(says_json_schema_is_unsupported)
+        }
         _ => false,
     }
+}
+
+/// The two names of what is refused: `json_schema` and `response_format`
+/// (as words: `_` and other punctuation split them).
+const REFUSED_SUBJECTS: &[[&str; 2]] = &[["json", "schema"], ["response", "format"]];
+
+/// Words that make a message a complaint about what is in the schema
+/// (`response_format: unsupported keyword 'patternProperties'`), whatever
+/// else it says.
+const ABOUT_CONTENT: &[&str] = &["keyword", "keywords", "feature", "features"];
+
+/// Words that may stand between a subject and what is said of it
+/// (`'response_format' of type 'json_schema' is not supported`).
+const FILLER_AFTER: &[&str] = &["is", "are", "of", "type", "the", "currently"];
+
+/// What, said right after a subject, makes a refusal.
+const VERDICTS_AFTER: &[&[&str]] = &[
+    &["not", "supported"],
+    &["not", "yet", "supported"],
+    &["unsupported"],
+    &["not", "allowed"],
+    &["not", "permitted"],
+    &["not", "available"],
+    &["not", "implemented"],
+    &["must", "be", "one", "of"],
+    &["invalid", "type"],
+    &["unknown", "variant"],
+    &["input", "should", "be"],
+    &["input", "tag"],
+];
+
+/// Words that may stand between what is said and the subject after it
+/// (`Unsupported parameter: 'response_format'`).
+const FILLER_BEFORE: &[&str] = &["the", "a", "an", "for", "of", "parameter", "value"];
+
+/// What, said right before a subject, makes a refusal.
+const VERDICTS_BEFORE: &[&[&str]] = &[
+    &["unsupported"],
+    &["unsupported", "type"],
+    &["unknown"],
+    &["unknown", "type"],
+    &["unknown", "variant"],
+    &["not", "support"],
+    &["t", "support"],
+    &["no", "support"],
+    &["invalid", "type"],
+    &["input", "tag"],
+    &["input", "value"],
+];
+
+/// Whether `text` (a server's error message or code) says that `json_schema`
+/// itself, or the `response_format` type, is not supported, not allowed or
+/// not a valid type. What OpenAI-compatible servers say when they do not
+/// know `json_schema`:
+///
+/// - OpenAI: `Invalid parameter: 'response_format' of type 'json_schema' is
+///   not supported with this model.`
+/// - llama.cpp before structured output: `response_format type must be one
+///   of "text" or "json_object", but got: json_schema`
+/// - text-generation-inference (a `422`): `Failed to deserialize the JSON
+///   body into the target type: response_format: unknown variant
+///   `json_schema`, expected …`
+/// - vLLM before structured output (a validation error located at
+///   `response_format` or its `type`): `{'type': 'literal_error', 'loc':
+///   ('body', 'response_format', 'type'), 'msg': "Input should be 'text' or
+///   'json_object'", 'input': 'json_schema'}`, or pydantic's text form
+///   `response_format.type Input should be …`
+/// - the emulator's refusal (`--refuse-json-schema`): `response_format
+///   json_schema is not supported`; a code such as `unsupported_json_schema`.
+///
+/// What is said has to stand next to the name: a verdict after it (past
+/// `is`, `of type`, …) or before it (`unsupported`, `does not support`,
+/// `unknown variant`). So complaints about the schema's content are not
+/// refusals: OpenAI's `Invalid schema for response_format 'x': In
+/// context=(), 'minLength' is not permitted.`, vLLM's `The provided JSON
+/// schema contains features not supported by xgrammar.` or `Failed to
+/// transform json schema into a grammar: unsupported keyword`,
+/// `response_format.json_schema.schema uses an unsupported keyword`; and a
+/// message saying "invalid schema", or naming keywords or features, never
+/// counts as a refusal.
+fn says_json_schema_is_unsupported(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    if text.contains("invalid schema") {
+        return false;
+    }
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.iter().any(|w| ABOUT_CONTENT.contains(w)) {
+        return false;
+    }
+    let subject_at = |i: usize| {
+        REFUSED_SUBJECTS
+            .iter()
+            .any(|subject| words.get(i..i + 2) == Some(&subject[..]))
+    };
+    (0..words.len()).filter(|&i| subject_at(i)).any(|i| {
+        // After the name: skip the filler and any further name.
+        let mut after = i + 2;
+        loop {
+            if words.get(after).is_some_and(|w| FILLER_AFTER.contains(w)) {
+                after += 1;
+            } else if subject_at(after) {
+                after += 2;
+            } else {
+                break;
+            }
+        }
+        let rest = &words[after..];
+        if VERDICTS_AFTER.iter().any(|v| rest.starts_with(v)) {
+            return true;
+        }
+        // Before the name: skip the filler.
+        let mut before = i;
+        while before > 0 && FILLER_BEFORE.contains(&words[before - 1]) {
+            before -= 1;
+        }
+        let head = &words[..before];
+        if VERDICTS_BEFORE.iter().any(|v| head.ends_with(v)) {
+            return true;
+        }
+        // A validation error located at `response_format` (or its `type`),
+        // not deeper inside the `json_schema`: the server's request type
+        // has no `json_schema` form.
+        words[i] == "response"
+            && head.ends_with(&["loc", "body"])
+            && !subject_at(i + 2 + usize::from(words.get(i + 2) == Some(&"type")))
+    })
 }
 
 /// A call's own `response_format`, `tools` or `tool_choice`: extraction sets
@@ -1025,17 +1161,23 @@ fn reject_conflicts(options: &ChatOptions) -> Result<()> {
 }
 
 impl ExtractionMode {
-    /// `options` with the schema added the way this mode sends it.
-    fn options(self, options: &ChatOptions, schema: &OutputSchema) -> ChatOptions {
-        let mut options = options.clone();
+    /// Sets the schema into `options` the way this mode sends it, clearing
+    /// the other mode's fields: done once per mode, so the schema is copied
+    /// into the options once per call (twice after a refusal), not once per
+    /// request.
+    fn apply(self, options: &mut ChatOptions, schema: &OutputSchema) {
         match self {
-            ExtractionMode::JsonSchema => options.response_format = Some(schema.response_format()),
+            ExtractionMode::JsonSchema => {
+                options.response_format = Some(schema.response_format());
+                options.tools = None;
+                options.tool_choice = None;
+            }
             ExtractionMode::ToolCall => {
+                options.response_format = None;
                 options.tools = Some(vec![schema.tool()]);
                 options.tool_choice = Some(ToolChoice::Function(schema.name().to_owned()));
             }
         }
-        options
     }
 }
 
@@ -1060,6 +1202,13 @@ fn answer_of(
 
 /// The messages of the repair round: the model's answer as it was, and what
 /// is wrong with it.
+///
+/// In the tool form, a call of the function goes back as that call with the
+/// error as its result, and the user asks for the call again; a reply that
+/// did not call it goes back as its text, and the user asks for the call
+/// (`tool_choice` still forces it, so asking for a bare JSON document would
+/// contradict the request). An answer with no text is not sent back as an
+/// empty assistant message, which some servers refuse.
 fn repair_messages(
     mode: ExtractionMode,
     response: &ChatResponse,
@@ -1069,8 +1218,10 @@ fn repair_messages(
     reason: &str,
 ) -> Vec<ChatMessage> {
     let schema_text = schema.schema().to_string();
-    match call {
-        Some(mut call) if mode == ExtractionMode::ToolCall => {
+    let name = schema.name();
+    let said = (!raw.trim().is_empty()).then(|| ChatMessage::assistant(raw));
+    match (mode, call) {
+        (ExtractionMode::ToolCall, Some(mut call)) => {
             if call.id.is_empty() {
                 call.id = "call_extract".into();
             }
@@ -1080,22 +1231,31 @@ fn repair_messages(
                 .first()
                 .and_then(|c| c.message.content.clone());
             vec![
-                ChatMessage::assistant_tool_calls(content.filter(|c| !c.is_empty()), vec![call]),
+                ChatMessage::assistant_tool_calls(
+                    content.filter(|c| !c.trim().is_empty()),
+                    vec![call],
+                ),
                 ChatMessage::tool(id, format!("Error: {reason}.")),
                 ChatMessage::user(format!(
-                    "Those arguments could not be used: {reason}. Call the function `{}` again \
-                     with arguments that are one JSON object matching its JSON schema: {schema_text}",
-                    schema.name()
+                    "Those arguments could not be used: {reason}. Call the function `{name}` again \
+                     with arguments that are one JSON object matching its JSON schema: {schema_text}"
                 )),
             ]
         }
-        _ => vec![
-            ChatMessage::assistant(raw),
-            ChatMessage::user(format!(
+        (ExtractionMode::ToolCall, None) => said
+            .into_iter()
+            .chain([ChatMessage::user(format!(
+                "Your reply could not be used: {reason}. Call the function `{name}` now, with \
+                 arguments that are one JSON object matching its JSON schema: {schema_text}"
+            ))])
+            .collect(),
+        (ExtractionMode::JsonSchema, _) => said
+            .into_iter()
+            .chain([ChatMessage::user(format!(
                 "Your answer could not be used: {reason}. Answer again with only a JSON document \
                  (no prose, no code fences) matching this JSON schema: {schema_text}"
-            )),
-        ],
+            ))])
+            .collect(),
     }
 }
 
@@ -1109,12 +1269,16 @@ impl EvolutionInference {
     /// [`OutputSchema`] for how the schema is adjusted and the answer read.
     ///
     /// Where the server answers `json_schema` with a `400` (or `422`) whose
-    /// message or code names `response_format` or `json_schema`, the same
-    /// schema is sent as a forced call of one function (`tools` with that
-    /// function, `tool_choice` naming it) and its arguments are the answer;
-    /// the refusal is remembered for the model by this client and its
-    /// clones, so later calls go straight to the tool form (one request, no
-    /// refusal first). The repair round applies in both forms.
+    /// message or code says that `json_schema`, or the `response_format`
+    /// type, is not supported (not allowed, unknown, not a valid type), the
+    /// same schema is sent as a forced call of one function (`tools` with
+    /// that function, `tool_choice` naming it) and its arguments are the
+    /// answer; a complaint about the schema's content (a keyword the server
+    /// cannot honour) is returned as the [`Error::Api`] it is, and changes
+    /// nothing for later calls. A refusal is remembered for the model by
+    /// this client and its clones, so later calls go straight to the tool
+    /// form (one request, no refusal first). The repair round applies in
+    /// both forms.
     ///
     /// `options` may not set `response_format`, `tools` or `tool_choice`
     /// (an [`Error::InvalidRequest`] naming the field): extraction sets them.
@@ -1247,6 +1411,11 @@ impl EvolutionInference {
     }
 
     /// The one extraction path: send, read, repair once, convert.
+    ///
+    /// Requests are written from borrowed parts, as [`chat`](Self::chat)'s
+    /// are: the caller's conversation as it is (a copy is made only for the
+    /// repair round, which adds to it) and the merged options, into which
+    /// the schema is set once per mode.
     async fn run_extraction<R>(
         &self,
         messages: &[ChatMessage],
@@ -1255,26 +1424,22 @@ impl EvolutionInference {
         convert: impl Fn(Value) -> std::result::Result<R, String>,
     ) -> Result<Extracted<R>> {
         reject_conflicts(options)?;
-        let mut merged = self.options.overlay(options);
-        merged.response_format = None;
-        merged.tools = None;
-        merged.tool_choice = None;
-        let model = merged.model_name().to_owned();
+        let mut options = self.options.overlay(options);
+        let model = options.model_name().to_owned();
         let mut mode = if self.refused_json_schema(&model) {
             ExtractionMode::ToolCall
         } else {
             ExtractionMode::JsonSchema
         };
-        let mut conversation = messages.to_vec();
+        // Also drops the client's own response_format, tools and tool_choice.
+        mode.apply(&mut options, schema);
+        let stream = options.is_streaming();
+        let mut conversation = Cow::Borrowed(messages);
         let mut usage: Option<Usage> = None;
         let mut attempts = 0;
         loop {
-            let request = ChatRequest::with_stream(
-                conversation.clone(),
-                mode.options(&merged, schema),
-                merged.is_streaming(),
-            );
-            let response = match self.send_request(request).await {
+            let body = RequestBody::new(&conversation, &options, stream);
+            let response = match self.send_body(body).await {
                 Ok(response) => response,
                 Err(error) if mode == ExtractionMode::JsonSchema && refuses_json_schema(&error) => {
                     tracing::info!(
@@ -1284,6 +1449,7 @@ impl EvolutionInference {
                     );
                     self.remember_json_schema_refusal(&model);
                     mode = ExtractionMode::ToolCall;
+                    mode.apply(&mut options, schema);
                     continue;
                 }
                 Err(error) => return Err(error),
@@ -1325,7 +1491,7 @@ impl EvolutionInference {
                     attempts,
                 });
             }
-            conversation.extend(repair_messages(
+            conversation.to_mut().extend(repair_messages(
                 mode, &response, call, &raw, schema, &reason,
             ));
         }
@@ -1387,6 +1553,64 @@ mod tests {
             None
         )));
         assert!(!refuses_json_schema(&api(404, "response_format", None)));
+
+        // What servers that do not know json_schema say.
+        for message in [
+            // OpenAI
+            "Invalid parameter: 'response_format' of type 'json_schema' is not supported with this model.",
+            // llama.cpp before structured output
+            "response_format type must be one of \"text\" or \"json_object\", but got: json_schema",
+            // vLLM before structured output: the validation error, as a dict and as pydantic's text
+            "1 validation error: {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
+             'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema'}",
+            "1 validation error for ChatCompletionRequest\nresponse_format.type\n  Input should be 'text' \
+             or 'json_object' [type=literal_error, input_value='json_schema', input_type=str]",
+            "response_format\n  Input tag 'json_schema' found using 'type' does not match any of the \
+             expected tags: 'text', 'json_object'",
+            // Others
+            "This model does not support response_format json_schema",
+            "Unsupported parameter: 'response_format'",
+            "json_schema is not yet supported",
+            "invalid type for response_format: json_schema",
+        ] {
+            assert!(refuses_json_schema(&api(400, message, None)), "{message}");
+        }
+        // text-generation-inference: a 422 from its JSON body extractor.
+        assert!(refuses_json_schema(&api(
+            422,
+            "Failed to deserialize the JSON body into the target type: response_format: unknown variant \
+             `json_schema`, expected one of `json`, `regex`, `json_object` at line 1 column 98",
+            None
+        )));
+        assert!(refuses_json_schema(&api(
+            400,
+            "bad request",
+            Some("response_format_not_supported")
+        )));
+
+        // Complaints about the schema's content: another schema may pass.
+        for message in [
+            // OpenAI's strict-mode checks, and the emulator's
+            "Invalid schema for response_format 'Person': In context=(), 'minLength' is not permitted.",
+            "Invalid schema for response_format 'ticket': In context=(), 'additionalProperties' is \
+             required to be supplied and to be false.",
+            // vLLM's grammar backends
+            "The provided JSON schema contains features not supported by xgrammar.",
+            "Failed to transform json schema into a grammar: unsupported keyword",
+            // Others
+            "schema uses an unsupported keyword 'patternProperties'",
+            "response_format.json_schema.schema uses an unsupported keyword 'patternProperties'",
+            "1 validation error: {'type': 'missing', 'loc': ('body', 'response_format', 'json_schema', \
+             'name'), 'msg': 'Field required'}",
+            "response_format: unsupported keyword `patternProperties` in the schema",
+        ] {
+            assert!(!refuses_json_schema(&api(400, message, None)), "{message}");
+        }
+        assert!(!refuses_json_schema(&api(
+            400,
+            "Invalid schema for response_format 'x'",
+            Some("invalid_request")
+        )));
     }
 
     #[test]
