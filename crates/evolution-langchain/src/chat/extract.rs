@@ -982,15 +982,33 @@ pub struct Extracted<T> {
 }
 
 /// Whether an error is a server's refusal of `json_schema` itself: a `400`
-/// (or `422`) whose message or code says that `json_schema` (the
-/// `response_format` type) is not supported, not allowed, unknown or not a
-/// valid type ([`says_json_schema_is_unsupported`]).
+/// (or `422`) whose message or code names `response_format` or
+/// `json_schema`, unless the message places the complaint inside the schema
+/// ([`ABOUT_CONTENT`]).
 ///
-/// A complaint about the schema's content is not a refusal, even when it
-/// names `response_format` and says "unsupported": another schema may well
-/// be accepted, so the model is not switched to the tool form for the life
-/// of the client over one schema, and the error is returned as it came.
+/// What OpenAI-compatible servers that do not know `json_schema` say, all
+/// refusals: OpenAI's `'response_format' of type 'json_schema' is not
+/// supported with this model`; llama.cpp's `response_format type must be
+/// one of "text" or "json_object"`; text-generation-inference's `422`
+/// `response_format: unknown variant `json_schema``; vLLM's validation
+/// error located at `('body', 'response_format', 'type')`. A complaint
+/// about the schema's content is not a refusal (OpenAI's `Invalid schema
+/// for response_format …`, `unsupported keyword`, xgrammar's `features not
+/// supported`, a required field missing inside the `json_schema`): another
+/// schema may well be accepted, so the model is not switched to the tool
+/// form for the life of the client over one schema, and the error is
+/// returned as it came.
 fn refuses_json_schema(error: &Error) -> bool {
+    let names_it = |text: &str| {
+        let text = text.to_ascii_lowercase();
+        ["response_format", "response format", "json_schema"]
+            .iter()
+            .any(|name| text.contains(name))
+    };
+    let about_content = |text: &str| {
+        let text = text.to_ascii_lowercase();
+        ABOUT_CONTENT.iter().any(|word| text.contains(word))
+    };
     match error {
         Error::Api {
             status: 400 | 422,
@@ -998,141 +1016,15 @@ fn refuses_json_schema(error: &Error) -> bool {
             code,
             ..
         } => {
-            says_json_schema_is_unsupported(message)
-                || code.as_deref().is_some_and(says_json_schema_is_unsupported)
+            (names_it(message) || code.as_deref().is_some_and(names_it)) && !about_content(message)
         }
         _ => false,
     }
 }
 
-/// The two names of what is refused: `json_schema` and `response_format`
-/// (as words: `_` and other punctuation split them).
-const REFUSED_SUBJECTS: &[[&str; 2]] = &[["json", "schema"], ["response", "format"]];
-
-/// Words that make a message a complaint about what is in the schema
-/// (`response_format: unsupported keyword 'patternProperties'`), whatever
-/// else it says.
-const ABOUT_CONTENT: &[&str] = &["keyword", "keywords", "feature", "features"];
-
-/// Words that may stand between a subject and what is said of it
-/// (`'response_format' of type 'json_schema' is not supported`).
-const FILLER_AFTER: &[&str] = &["is", "are", "of", "type", "the", "currently"];
-
-/// What, said right after a subject, makes a refusal.
-const VERDICTS_AFTER: &[&[&str]] = &[
-    &["not", "supported"],
-    &["not", "yet", "supported"],
-    &["unsupported"],
-    &["not", "allowed"],
-    &["not", "permitted"],
-    &["not", "available"],
-    &["not", "implemented"],
-    &["must", "be", "one", "of"],
-    &["invalid", "type"],
-    &["unknown", "variant"],
-    &["input", "should", "be"],
-    &["input", "tag"],
-];
-
-/// Words that may stand between what is said and the subject after it
-/// (`Unsupported parameter: 'response_format'`).
-const FILLER_BEFORE: &[&str] = &["the", "a", "an", "for", "of", "parameter", "value"];
-
-/// What, said right before a subject, makes a refusal.
-const VERDICTS_BEFORE: &[&[&str]] = &[
-    &["unsupported"],
-    &["unsupported", "type"],
-    &["unknown"],
-    &["unknown", "type"],
-    &["unknown", "variant"],
-    &["not", "support"],
-    &["t", "support"],
-    &["no", "support"],
-    &["invalid", "type"],
-    &["input", "tag"],
-    &["input", "value"],
-];
-
-/// Whether `text` (a server's error message or code) says that `json_schema`
-/// itself, or the `response_format` type, is not supported, not allowed or
-/// not a valid type. What OpenAI-compatible servers say when they do not
-/// know `json_schema`:
-///
-/// - OpenAI: `Invalid parameter: 'response_format' of type 'json_schema' is
-///   not supported with this model.`
-/// - llama.cpp before structured output: `response_format type must be one
-///   of "text" or "json_object", but got: json_schema`
-/// - text-generation-inference (a `422`): `Failed to deserialize the JSON
-///   body into the target type: response_format: unknown variant
-///   `json_schema`, expected …`
-/// - vLLM before structured output (a validation error located at
-///   `response_format` or its `type`): `{'type': 'literal_error', 'loc':
-///   ('body', 'response_format', 'type'), 'msg': "Input should be 'text' or
-///   'json_object'", 'input': 'json_schema'}`, or pydantic's text form
-///   `response_format.type Input should be …`
-/// - the emulator's refusal (`--refuse-json-schema`): `response_format
-///   json_schema is not supported`; a code such as `unsupported_json_schema`.
-///
-/// What is said has to stand next to the name: a verdict after it (past
-/// `is`, `of type`, …) or before it (`unsupported`, `does not support`,
-/// `unknown variant`). So complaints about the schema's content are not
-/// refusals: OpenAI's `Invalid schema for response_format 'x': In
-/// context=(), 'minLength' is not permitted.`, vLLM's `The provided JSON
-/// schema contains features not supported by xgrammar.` or `Failed to
-/// transform json schema into a grammar: unsupported keyword`,
-/// `response_format.json_schema.schema uses an unsupported keyword`; and a
-/// message saying "invalid schema", or naming keywords or features, never
-/// counts as a refusal.
-fn says_json_schema_is_unsupported(text: &str) -> bool {
-    let text = text.to_ascii_lowercase();
-    if text.contains("invalid schema") {
-        return false;
-    }
-    let words: Vec<&str> = text
-        .split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
-    if words.iter().any(|w| ABOUT_CONTENT.contains(w)) {
-        return false;
-    }
-    let subject_at = |i: usize| {
-        REFUSED_SUBJECTS
-            .iter()
-            .any(|subject| words.get(i..i + 2) == Some(&subject[..]))
-    };
-    (0..words.len()).filter(|&i| subject_at(i)).any(|i| {
-        // After the name: skip the filler and any further name.
-        let mut after = i + 2;
-        loop {
-            if words.get(after).is_some_and(|w| FILLER_AFTER.contains(w)) {
-                after += 1;
-            } else if subject_at(after) {
-                after += 2;
-            } else {
-                break;
-            }
-        }
-        let rest = &words[after..];
-        if VERDICTS_AFTER.iter().any(|v| rest.starts_with(v)) {
-            return true;
-        }
-        // Before the name: skip the filler.
-        let mut before = i;
-        while before > 0 && FILLER_BEFORE.contains(&words[before - 1]) {
-            before -= 1;
-        }
-        let head = &words[..before];
-        if VERDICTS_BEFORE.iter().any(|v| head.ends_with(v)) {
-            return true;
-        }
-        // A validation error located at `response_format` (or its `type`),
-        // not deeper inside the `json_schema`: the server's request type
-        // has no `json_schema` form.
-        words[i] == "response"
-            && head.ends_with(&["loc", "body"])
-            && !subject_at(i + 2 + usize::from(words.get(i + 2) == Some(&"type")))
-    })
-}
+/// Words of a complaint about what is in a schema rather than about
+/// `json_schema` itself.
+const ABOUT_CONTENT: [&str; 4] = ["invalid schema", "keyword", "feature", "required"];
 
 /// A call's own `response_format`, `tools` or `tool_choice`: extraction sets
 /// them itself.
