@@ -9,19 +9,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use common::scripted::{Reply, Scripted};
 use common::{chat_bodies, client, emulator, llm};
 use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target, REASONING_MODEL};
 use evolution_langchain::{
     ChatMessage, ChatOptions, Error, EvolutionInference, ExtractionMode, OutputSchema,
     ResponseFormat, Tool, ToolChoice,
 };
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -737,71 +732,27 @@ fn the_blocking_twin_extracts_the_same() {
     runtime.block_on(emu.shutdown());
 }
 
-/// A scripted OpenAI-compatible server, for what the emulator's model does
-/// not do (leave a forced call unmade) and for other servers' error texts:
-/// it answers each request with the next reply of its script (a `500` once
-/// the script is done) and records the bodies.
-struct Scripted {
-    base_url: String,
-    bodies: Arc<Mutex<Vec<Value>>>,
+/// Serves `script` (then `500`s) from a scripted OpenAI-compatible server,
+/// for what the emulator's model does not do (leave a forced call unmade)
+/// and for other servers' error texts.
+async fn scripted(script: Vec<(u16, Value)>) -> Scripted {
+    let replies = script
+        .iter()
+        .map(|(status, body)| Reply::json(*status, body))
+        .collect();
+    let done = json!({"error": {"message": "the script is done"}});
+    Scripted::serve(replies, Reply::json(500, &done)).await
 }
 
-impl Scripted {
-    async fn serve(script: Vec<(u16, Value)>) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(script.into_iter()));
-        let recorded = Arc::clone(&bodies);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (script, recorded) = (Arc::clone(&script), Arc::clone(&recorded));
-                tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                            let (script, recorded) = (Arc::clone(&script), Arc::clone(&recorded));
-                            async move {
-                                let body = request.into_body().collect().await.unwrap().to_bytes();
-                                recorded
-                                    .lock()
-                                    .unwrap()
-                                    .push(serde_json::from_slice::<Value>(&body).unwrap());
-                                let (status, reply) =
-                                    script.lock().unwrap().next().unwrap_or_else(|| {
-                                        (500, json!({"error": {"message": "the script is done"}}))
-                                    });
-                                let response = hyper::Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(reply.to_string())))
-                                    .unwrap();
-                                Ok::<_, Infallible>(response)
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Scripted { base_url, bodies }
-    }
-
-    /// A client of the server: an API key, no retries.
-    fn llm(&self) -> EvolutionInference {
-        EvolutionInference::builder()
-            .api_key("scripted")
-            .model("scripted/model")
-            .base_url(&self.base_url)
-            .max_retries(0)
-            .build()
-            .unwrap()
-    }
-
-    /// The request bodies so far.
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
+/// A client of `server`: an API key, no retries.
+fn scripted_llm(server: &Scripted) -> EvolutionInference {
+    EvolutionInference::builder()
+        .api_key("scripted")
+        .model("scripted/model")
+        .base_url(&server.base_url)
+        .max_retries(0)
+        .build()
+        .unwrap()
 }
 
 /// A `200` whose one choice says `content` (`None`: `null`).
@@ -848,7 +799,7 @@ const OPENAI_REFUSAL: &str =
 
 #[tokio::test]
 async fn a_forced_call_the_model_did_not_make_is_asked_for_again() {
-    let server = Scripted::serve(vec![
+    let server = scripted(vec![
         failed(400, OPENAI_REFUSAL),
         // The model answers in prose instead of calling the function.
         said(Some("It is on Elm street, number 7.")),
@@ -861,7 +812,7 @@ async fn a_forced_call_the_model_did_not_make_is_asked_for_again() {
         said(Some("Still no.")),
     ])
     .await;
-    let llm = server.llm();
+    let llm = scripted_llm(&server);
     let address = OutputSchema::of::<Address>();
     let schema_text = address.schema().to_string();
     let extracted = llm
@@ -974,13 +925,12 @@ async fn what_real_servers_say_when_they_refuse_json_schema_is_a_refusal() {
     ];
     for refusal in refusals {
         let message = refusal.1["error"]["message"].clone();
-        let server = Scripted::serve(vec![
+        let server = scripted(vec![
             refusal,
             called("Address", r#"{"street": "Elm", "zip": 7}"#),
         ])
         .await;
-        let extracted = server
-            .llm()
+        let extracted = scripted_llm(&server)
             .extract_with_schema(
                 &[ChatMessage::user("street: Elm, zip: 7")],
                 &ChatOptions::default(),
@@ -1010,8 +960,8 @@ async fn a_complaint_about_the_schema_is_an_error_not_a_refusal() {
     ];
     let mut script: Vec<_> = complaints.iter().map(|m| failed(400, m)).collect();
     script.push(said(Some(r#"{"street": "Elm", "zip": 7}"#)));
-    let server = Scripted::serve(script).await;
-    let llm = server.llm();
+    let server = scripted(script).await;
+    let llm = scripted_llm(&server);
     for complaint in complaints {
         let error = llm
             .extract_prompt::<Address>("street: Elm, zip: 7")

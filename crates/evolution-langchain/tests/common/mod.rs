@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own share of these
 
 pub mod pipeline_cases;
+pub mod scripted;
 pub mod tls_front;
 
 use std::time::Duration;

@@ -4,42 +4,33 @@
 //! scripted server answers each case's statuses in turn, then a chat reply,
 //! and records the bearer and request id of every request it saw.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
 use evolution_langchain::{AccessToken, TokenSource};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+
+pub use super::scripted::{Reply, Scripted};
 
 /// The chat reply the server sends once a case's script is done.
 pub const ANSWER: &str = "scripted answer";
 
 const CHAT_JSON: &str = r#"{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"scripted answer"}}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
 
-/// One scripted reply: a status and its headers.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-}
-
+/// `status` with an OpenAI-style error body.
 fn status(status: u16) -> Reply {
-    Reply {
+    Reply::json(
         status,
-        headers: Vec::new(),
-    }
+        &serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "scripted"}}),
+    )
 }
 
+/// `status` with one header.
 fn with_header(status: u16, name: &'static str, value: impl Into<String>) -> Reply {
     Reply {
-        status,
         headers: vec![(name, value.into())],
+        ..self::status(status)
     }
 }
 
@@ -155,84 +146,10 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// What the server saw of one request.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub bearer: Option<String>,
-    pub request_id: Option<String>,
-    /// Every `User-Agent` header of the request.
-    pub user_agents: Vec<String>,
-}
-
-/// A scripted server for one case: its base URL (`…/v1`) and what it saw.
-pub struct Scripted {
-    pub base_url: String,
-    pub seen: Arc<Mutex<Vec<Seen>>>,
-}
-
 /// Serves `script`, then [`CHAT_JSON`] to every further request.
 pub async fn serve(script: Vec<Reply>) -> Scripted {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let script = Arc::new(script);
-    let served = Arc::new(AtomicUsize::new(0));
-    let recorded = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (script, served, seen) = (script.clone(), served.clone(), recorded.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let (script, served, seen) = (script.clone(), served.clone(), seen.clone());
-                    async move {
-                        let header = |name: &str| {
-                            request
-                                .headers()
-                                .get(name)
-                                .map(|v| v.to_str().unwrap().to_string())
-                        };
-                        let user_agents = request
-                            .headers()
-                            .get_all("user-agent")
-                            .iter()
-                            .map(|v| v.to_str().unwrap().to_string())
-                            .collect();
-                        seen.lock().unwrap().push(Seen {
-                            bearer: header("authorization"),
-                            request_id: header("x-request-id"),
-                            user_agents,
-                        });
-                        let _ = request.into_body().collect().await;
-                        let index = served.fetch_add(1, Ordering::SeqCst);
-                        let response = match script.get(index) {
-                            Some(reply) => {
-                                let mut builder = Response::builder().status(reply.status);
-                                for (name, value) in &reply.headers {
-                                    builder = builder.header(*name, value);
-                                }
-                                builder
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(format!(
-                                        r#"{{"error":{{"message":"scripted {}","type":"scripted"}}}}"#,
-                                        reply.status
-                                    ))))
-                                    .unwrap()
-                            }
-                            None => Response::builder()
-                                .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from_static(CHAT_JSON.as_bytes())))
-                                .unwrap(),
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Scripted { base_url, seen }
+    let answer = serde_json::from_str(CHAT_JSON).unwrap();
+    Scripted::serve(script, Reply::json(200, &answer)).await
 }
 
 /// A token source handing out `t1`, `t2`, …: a new one after each
