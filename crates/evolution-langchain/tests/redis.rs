@@ -10,8 +10,10 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evolution_emulator::{Emulator, EmulatorHandle};
-use evolution_langchain::{ChatOptions, EvolutionInference, EvolutionInferenceBuilder};
+use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
+use evolution_langchain::{
+    AuthError, ChatOptions, Error, EvolutionInference, EvolutionInferenceBuilder, TokenManager,
+};
 
 /// A `redis-server` of this test's own, stopped when dropped.
 struct RedisServer {
@@ -83,6 +85,26 @@ impl RedisServer {
             all.push((key, value));
         }
         all
+    }
+}
+
+impl RedisServer {
+    /// Waits (up to 5 s) until a process holds the lock of a token
+    /// exchange.
+    async fn wait_for_exchange_lock(&self) {
+        let started = Instant::now();
+        while !self
+            .dump()
+            .await
+            .iter()
+            .any(|(key, _)| key.starts_with("evolution:token:") && key.ends_with(":lock"))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "nobody took the exchange lock"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -234,4 +256,76 @@ fn a_bad_redis_url_is_a_configuration_error_that_shows_no_password() {
     let text = err.to_string();
     assert!(text.contains("redis_url"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+/// A token manager of the fleet, with the emulator's credentials.
+fn fleet_manager(emu: &EmulatorHandle, redis: &RedisServer) -> TokenManager {
+    common::manager_for(emu)
+        .redis_url(&redis.url)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_exchange_frees_the_lock_for_a_waiting_member_at_once() {
+    let redis = RedisServer::start();
+    let emu = common::emulator().await;
+    // The first member's IAM answer takes 800 ms, and refuses its secret.
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(800)), 1);
+    let refused = common::manager_for(&emu)
+        .secret("not the secret")
+        .redis_url(&redis.url)
+        .build()
+        .unwrap();
+    let waiting = fleet_manager(&emu, &redis);
+    let holder = tokio::spawn(async move { refused.get_token().await });
+    redis.wait_for_exchange_lock().await;
+    // The holder is exchanging: this member waits, then takes the lock the
+    // holder released on failing (it waited 15 s before).
+    let token = tokio::time::timeout(Duration::from_secs(8), waiting.get_token())
+        .await
+        .expect("the waiting member exchanged once the holder failed")
+        .expect("a token");
+    assert!(
+        holder.is_finished(),
+        "the waiting member exchanged only after the holder gave up"
+    );
+    let refusal = holder.await.unwrap().unwrap_err();
+    assert!(
+        matches!(refusal, Error::Auth(AuthError::InvalidCredentials { .. })),
+        "{refusal}"
+    );
+    let counters = emu.counters();
+    assert_eq!(
+        counters.auth_requests, 2,
+        "the holder's exchange, then the waiting member's: {counters:?}"
+    );
+    assert_eq!(counters.tokens_issued, 1, "{counters:?}");
+    // The token is the fleet's: another member takes it from Redis.
+    let third = fleet_manager(&emu, &redis).get_token().await.unwrap();
+    assert_eq!(third.expose_secret(), token.expose_secret());
+    assert_eq!(emu.counters().auth_requests, 2);
+}
+
+#[tokio::test]
+async fn a_slow_iam_exchange_is_made_once_for_the_fleet() {
+    let redis = RedisServer::start();
+    let emu = common::emulator().await;
+    // IAM takes 2 s to answer the first exchange.
+    emu.inject(Target::Auth, Fault::Delay(Duration::from_secs(2)), 1);
+    let members: Vec<TokenManager> = (0..4).map(|_| fleet_manager(&emu, &redis)).collect();
+    let first = members[0].clone();
+    let holder = tokio::spawn(async move { first.get_token().await });
+    redis.wait_for_exchange_lock().await;
+    let waiters = futures::future::join_all(members[1..].iter().map(TokenManager::get_token));
+    let tokens = tokio::time::timeout(Duration::from_secs(8), waiters)
+        .await
+        .expect("the fleet got the holder's token");
+    let held = holder.await.unwrap().unwrap();
+    for token in tokens {
+        assert_eq!(token.unwrap().expose_secret(), held.expose_secret());
+    }
+    let counters = emu.counters();
+    assert_eq!(counters.auth_requests, 1, "one exchange: {counters:?}");
+    assert_eq!(counters.tokens_issued, 1, "{counters:?}");
 }

@@ -227,47 +227,43 @@ impl<M> TokenManagerBuilder<M> {
             .auth_url
             .unwrap_or_else(|| DEFAULT_AUTH_URL.to_string());
         #[cfg(feature = "redis")]
-        let (shared, client_error) = match self.redis {
+        let (store, client_error) = match self.redis {
             None => (None, client_error),
-            Some(redis) => {
-                let store = match redis {
-                    Redis::Store(store) => Ok(store),
-                    Redis::Url(url) => {
-                        crate::transport::redis::RedisStore::open(&url).map(std::sync::Arc::new)
-                    }
-                };
-                match store {
-                    Ok(store) => (
-                        Some(super::shared::SharedToken::new(
-                            store,
-                            &self.credentials,
-                            &auth_url,
-                            // Less than this left, the cache would refresh at once.
-                            refresh_buffer + refresh_ahead + Duration::from_secs(5),
-                        )),
-                        client_error,
-                    ),
-                    Err(error) => (None, client_error.or(Some(error))),
-                }
-            }
+            Some(Redis::Store(store)) => (Some(store), client_error),
+            Some(Redis::Url(url)) => match crate::transport::redis::RedisStore::open(&url) {
+                Ok(store) => (Some(std::sync::Arc::new(store)), client_error),
+                Err(error) => (None, client_error.or(Some(error))),
+            },
         };
         let mut credentials = vec![self.credentials];
         credentials.extend(self.fallbacks);
-        let fetcher = IamFetcher::new(
-            IamSettings {
-                credentials,
-                auth_url,
-                timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
-                retry: self.retry.unwrap_or_default(),
-                client,
-                max_response_size: self
-                    .max_response_size
-                    .unwrap_or(DEFAULT_MAX_AUTH_RESPONSE_SIZE),
-                #[cfg(feature = "redis")]
-                shared,
-            },
-            client_error,
-        );
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let mut settings = IamSettings {
+            credentials,
+            auth_url,
+            timeout: self.timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
+            retry: self.retry.unwrap_or_default(),
+            client,
+            max_response_size: self
+                .max_response_size
+                .unwrap_or(DEFAULT_MAX_AUTH_RESPONSE_SIZE),
+            #[cfg(feature = "redis")]
+            shared: None,
+        };
+        #[cfg(feature = "redis")]
+        if let Some(store) = store {
+            // The lock and the wait for another process's exchange are
+            // measured by how long one exchange of these settings can take.
+            settings.shared = Some(super::shared::SharedToken::new(
+                store,
+                &settings.credentials[0],
+                &settings.auth_url,
+                // Less than this left, the cache would refresh at once.
+                refresh_buffer + refresh_ahead + Duration::from_secs(5),
+                settings.longest_exchange(),
+            ));
+        }
+        let fetcher = IamFetcher::new(settings, client_error);
         TokenManager::from_parts(
             fetcher,
             CacheSettings {

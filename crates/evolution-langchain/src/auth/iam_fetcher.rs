@@ -31,6 +31,28 @@ pub(crate) struct IamSettings {
     pub(crate) shared: Option<super::shared::SharedToken>,
 }
 
+impl IamSettings {
+    /// An upper bound on one exchange with IAM: every attempt timing out
+    /// after the longest pause a server may ask for, for each set of
+    /// credentials, plus a second of slack (saturating, for settings too
+    /// large to add up).
+    pub(crate) fn longest_exchange(&self) -> Duration {
+        let attempts = self.retry.max_attempts();
+        let one_key = self.timeout.saturating_mul(attempts).saturating_add(
+            self.retry
+                .max_retry_after
+                .saturating_mul(attempts.saturating_sub(1)),
+        );
+        let keys = u32::try_from(self.credentials.len()).unwrap_or(u32::MAX);
+        one_key
+            .saturating_mul(keys)
+            .saturating_add(Duration::from_secs(1))
+    }
+}
+
+/// One fetch of a token: the exchange with IAM (retries and fallback
+/// credentials included), through the fleet's token in Redis when there is
+/// one.
 pub(crate) struct IamFetcher {
     settings: IamSettings,
     active: AtomicUsize,
@@ -95,14 +117,21 @@ impl IamFetcher {
         self.lock_stats().snapshot(self.using_fallback())
     }
 
-    /// An upper bound on one fetch: every attempt timing out after the
-    /// longest pause a server may ask for, for each set of credentials, plus
-    /// a second of slack.
+    /// An upper bound on one exchange with IAM; see
+    /// [`IamSettings::longest_exchange`].
     pub(crate) fn longest_fetch(&self) -> Duration {
-        let attempts = self.settings.retry.max_attempts();
-        let one_key =
-            self.settings.timeout * attempts + self.settings.retry.max_retry_after * (attempts - 1);
-        one_key * self.settings.credentials.len() as u32 + Duration::from_secs(1)
+        self.settings.longest_exchange()
+    }
+
+    /// An upper bound on one [`fetch`](TokenFetcher::fetch): one exchange,
+    /// or with the fleet's token in Redis, the wait for other processes'
+    /// exchanges as well.
+    pub(crate) fn longest_refresh(&self) -> Duration {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.settings.shared {
+            return shared.longest_fetch().max(self.longest_fetch());
+        }
+        self.longest_fetch()
     }
 
     fn lock_stats(&self) -> MutexGuard<'_, StatsRecorder> {

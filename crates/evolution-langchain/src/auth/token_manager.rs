@@ -63,8 +63,11 @@ impl TokenManager {
         TokenManagerBuilder::default()
     }
 
+    /// A manager caching what `fetcher` obtains. A refresh is taken for
+    /// stuck only after the longest a fetch can take, the wait for another
+    /// process's exchange through Redis included.
     pub(super) fn from_parts(fetcher: IamFetcher, mut settings: CacheSettings) -> Self {
-        settings.max_refresh_time = fetcher.longest_fetch();
+        settings.max_refresh_time = fetcher.longest_refresh();
         Self {
             cache: TokenCache::with_settings(fetcher, settings),
         }
@@ -191,5 +194,53 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("auth_url"), "{err}");
+    }
+
+    #[test]
+    fn a_refresh_is_given_as_long_as_one_exchange_can_take() {
+        let manager = TokenManager::new("k", "s");
+        let longest = manager.fetcher().longest_fetch();
+        assert_eq!(manager.cache.settings().max_refresh_time, longest);
+        // The defaults: three attempts of 10 s, two pauses of up to 60 s.
+        assert_eq!(longest, Duration::from_secs(151));
+    }
+
+    /// A fetch through the fleet's token may wait for other processes'
+    /// exchanges before making its own: the cache must not take it for
+    /// stuck meanwhile.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_shared_fetch_is_given_the_wait_for_the_fleet_too() {
+        // Nothing is connected until the first fetch.
+        let manager = TokenManager::builder()
+            .key_id("k")
+            .secret("s")
+            .redis_url("redis://127.0.0.1:1")
+            .build()
+            .unwrap();
+        let exchange = manager.fetcher().longest_fetch();
+        let limit = manager.cache.settings().max_refresh_time;
+        // The wait (twice the lock, which outlasts one exchange), then an
+        // exchange of its own under the lock.
+        assert!(
+            limit >= exchange * 3,
+            "{limit:?} for exchanges of {exchange:?}"
+        );
+        assert_eq!(limit, manager.fetcher().longest_refresh());
+    }
+
+    #[test]
+    fn absurd_retry_settings_do_not_overflow_the_bound() {
+        let manager = TokenManager::builder()
+            .key_id("k")
+            .secret("s")
+            .retry(crate::RetryPolicy {
+                max_retries: u32::MAX,
+                max_retry_after: Duration::MAX,
+                ..crate::RetryPolicy::default()
+            })
+            .build()
+            .unwrap();
+        assert_eq!(manager.cache.settings().max_refresh_time, Duration::MAX);
     }
 }
