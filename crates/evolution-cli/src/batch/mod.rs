@@ -55,7 +55,9 @@ A line without an id is known by its line number; ids given in the input must
 be unique, and never clash with line numbers: join answers to input lines by
 `line`. Each answer is one JSON line:
   {\"id\", \"line\", \"fingerprint\", \"content\", \"finish_reason\", \"usage\", \"error\"}
-(and \"choices\", every choice's text, when a line asks for n > 1). \"fingerprint\"
+(and \"choices\", every choice's text, when a line asks for n > 1; \"tool_calls\",
+the calls the answer made, each {\"id\", \"type\", \"function\": {\"name\",
+\"arguments\"}}, when a line offered tools and the model called some). \"fingerprint\"
 is a hash of what was asked: the line's id if it has one, its messages, its
 parameters after the flags, and the --schema if any. A line that cannot be run (invalid JSON, unknown
 key, duplicate id, …) gets an error line with \"id\": null and its line number,
@@ -274,6 +276,7 @@ fn bad_answer(line: &BadLine) -> Answer {
         usage: None,
         error: Some(format!("input line {}: {}", line.line, line.message)),
         choices: None,
+        tool_calls: Vec::new(),
         json: None,
     }
 }
@@ -550,11 +553,16 @@ fn answer(job: &Job, outcome: Result<Reply, Error>, schema: Option<&OutputSchema
         usage: None,
         error: None,
         choices: None,
+        tool_calls: Vec::new(),
         json: None,
     };
     match outcome {
         Ok(Reply::Chat(response)) => {
-            answer.content = Some(response.content().to_string());
+            // The library decides what counts as an answer's text (a
+            // reply the library accepted always has one, "" for a choice
+            // that only called tools).
+            answer.content = Some(response.answer().unwrap_or_default().to_string());
+            answer.tool_calls = response.tool_calls().to_vec();
             answer.finish_reason = response.finish_reason().map(str::to_string);
             answer.usage = response.usage;
             if response.choices.len() > 1 {
@@ -562,7 +570,7 @@ fn answer(job: &Job, outcome: Result<Reply, Error>, schema: Option<&OutputSchema
                     response
                         .choices
                         .iter()
-                        .map(|c| c.message.content.clone().unwrap_or_default())
+                        .map(|c| c.answer().unwrap_or_default().to_string())
                         .collect(),
                 );
             }

@@ -35,7 +35,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use evolution_langchain::Usage;
+use evolution_langchain::{ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -43,9 +43,11 @@ use super::input::Fingerprint;
 use super::lines::{Asked, LineSet};
 use crate::exit::CliError;
 
-/// One output line. Every key but `choices` and `json` is always present:
-/// `error` is `null` for an answer, `content`/`usage` are `null` for a
-/// failure, and `fingerprint` is `null` for a bad input line. With
+/// One output line. Every key but `choices`, `tool_calls` and `json` is
+/// always present: `error` is `null` for an answer, `content`/`usage` are
+/// `null` for a failure, and `fingerprint` is `null` for a bad input line.
+/// An answer that called tools has `tool_calls` (its `content` is then
+/// usually `""` and its `finish_reason` `tool_calls`). With
 /// `--schema`, an answer also has `json` (the value, valid against the
 /// schema) and `content` is the text it was read from; a line whose answer
 /// did not fit even after the repair round is a failure whose `content` is
@@ -70,6 +72,11 @@ pub struct Answer {
     /// Every choice's text, when the line asked for more than one (`n`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<Vec<String>>,
+    /// The tool calls the answer (its first choice) made, in OpenAI's
+    /// shape: `id`, `type` and `function` (`name`, `arguments`); left out
+    /// when it made none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
     /// With `--schema`: the answer as JSON of the schema (`null` included,
     /// should the schema allow it).
     #[serde(
@@ -297,6 +304,7 @@ mod tests {
             usage: None,
             error: error.map(str::to_string),
             choices: None,
+            tool_calls: Vec::new(),
             json: None,
         })
         .unwrap()
@@ -323,6 +331,21 @@ mod tests {
         let without: Answer = serde_json::from_str(&answer(json!(1), 1, 11, None)).unwrap();
         assert_eq!(without.json, None);
         assert!(!serde_json::to_string(&without).unwrap().contains("json"));
+    }
+
+    #[test]
+    fn tool_calls_are_written_in_openais_shape_and_only_when_made() {
+        let mut line: Answer = serde_json::from_str(&answer(json!(1), 1, 11, None)).unwrap();
+        assert!(!serde_json::to_string(&line).unwrap().contains("tool_calls"));
+        line.tool_calls = vec![ToolCall::new("call_1", "weather", "{\"city\":\"Lima\"}")];
+        let text = serde_json::to_value(&line).unwrap();
+        assert_eq!(
+            text["tool_calls"],
+            json!([{"id": "call_1", "type": "function",
+                    "function": {"name": "weather", "arguments": "{\"city\":\"Lima\"}"}}])
+        );
+        let back: Answer = serde_json::from_value(text).unwrap();
+        assert_eq!(back, line);
     }
 
     #[test]
