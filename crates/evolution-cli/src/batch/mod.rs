@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
-use crate::exit::CliError;
+use crate::exit::{classify, CliError, Exit};
 use crate::message::describe;
 use crate::options::SamplingArgs;
 use input::{for_each_line, BadLine, Defaults, Duplicates, Found, Job, ReadError, Scanner};
@@ -474,9 +474,10 @@ enum Stop {
 }
 
 /// Sends every job with at most `concurrency` in flight, writing each
-/// outcome (and each bad line's error) as it arrives. An authentication
-/// failure stops the batch: it would fail every remaining line the same
-/// way, and lines not written can be resumed once the credentials are fixed.
+/// outcome (and each bad line's error) as it arrives. An error that
+/// [`stops_the_batch`] ends it with that error's exit code: it would fail
+/// every remaining line the same way, and lines not written can be resumed
+/// once the credentials or rights are fixed.
 async fn answer_all(
     llm: &EvolutionInference,
     schema: Option<&OutputSchema>,
@@ -521,7 +522,7 @@ async fn answer_all(
                     return Ok(Stop::Finished);
                 };
                 let (line, ok) = match next? {
-                    Finished::Asked(_, Err(error @ Error::Auth(_))) => {
+                    Finished::Asked(_, Err(error)) if stops_the_batch(&error) => {
                         return Err(CliError::from(error))
                     }
                     Finished::Asked(job, outcome) => {
@@ -540,6 +541,16 @@ async fn answer_all(
             _ = ticker.tick(), if plain => progress.print_plain(llm.throttle_stats()),
         }
     }
+}
+
+/// Whether `error` would fail every line alike, so the batch stops at it
+/// rather than writing it as each line's failure: an authentication
+/// failure, or anything the exit codes class as bad credentials or
+/// forbidden (the model API's own `403`, after the token refresh, is an
+/// [`Error::Api`]).
+fn stops_the_batch(error: &Error) -> bool {
+    matches!(error, Error::Auth(_))
+        || matches!(classify(error), Exit::BadCredentials | Exit::Forbidden)
 }
 
 /// The output line for a finished job.

@@ -202,6 +202,35 @@ fn batch_stops_at_bad_credentials_without_writing_failures() {
     assert!(jsonl(&output).is_empty());
 }
 
+#[test]
+fn batch_stops_at_a_403_from_the_model_api_with_the_forbidden_code() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = two_hundred_prompts(dir.path());
+    let output = dir.path().join("out.jsonl");
+    // IAM issues tokens, but the model API refuses them all (the client's
+    // refresh and second try included): the key has no rights to the model.
+    emu.handle.inject(Target::Chat, Fault::Status(403), 1000);
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["--concurrency", "4"]),
+        None,
+    );
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    // No line is written as failed: all of them can be resumed.
+    assert!(jsonl(&output).is_empty());
+    let asked = emu.handle.counters().chat_requests;
+    assert!(
+        asked < 200,
+        "the batch went on after the 403: {asked} requests"
+    );
+}
+
 /// Starts a slow batch (about 5 s), waits until `min_lines` answers are
 /// saved, and sends `sig`. Returns the exit status and the lines saved.
 fn interrupt_batch(emu: &Emu, sig: Signal, dir: &std::path::Path) -> (Option<i32>, usize, String) {
