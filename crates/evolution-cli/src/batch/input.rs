@@ -50,8 +50,10 @@ pub struct Job {
     pub messages: Vec<ChatMessage>,
     /// Per-line parameters (the flags, overridden by the line's own).
     pub options: ChatOptions,
-    /// What is asked, for `--resume`.
-    pub fingerprint: Fingerprint,
+    /// What is asked, written with the answer and read by `--resume`;
+    /// `None` from a [`Scanner`] told to skip it
+    /// ([`without_fingerprints`](Scanner::without_fingerprints)).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// A line that cannot be run, with the reason. It has no id of its own in
@@ -237,15 +239,27 @@ impl Duplicates {
 pub struct Scanner<'a> {
     defaults: &'a Defaults,
     duplicates: Duplicates,
+    /// Whether jobs get their [`Fingerprint`].
+    fingerprints: bool,
 }
 
 impl<'a> Scanner<'a> {
-    /// A scanner for a new reading of the input.
+    /// A scanner for a new reading of the input; its jobs have their
+    /// fingerprint.
     pub fn new(defaults: &'a Defaults, duplicates: Duplicates) -> Self {
         Self {
             defaults,
             duplicates,
+            fingerprints: true,
         }
+    }
+
+    /// This scanner, for a reading that has no use for fingerprints (they
+    /// cost a serialization of the whole request per line): its jobs have
+    /// `None`.
+    pub fn without_fingerprints(mut self) -> Self {
+        self.fingerprints = false;
+        self
     }
 
     /// After collecting: the repeated ids, and which of their lines had a
@@ -293,9 +307,10 @@ impl<'a> Scanner<'a> {
         }
         let defaults = self.defaults;
         if !raw.starts_with('{') {
-            return Some(Ok(plain(line, raw, defaults)));
+            return Some(Ok(self.fingerprinted(plain(line, raw, defaults))));
         }
         let (id, parsed) = parse_json(line, raw, defaults);
+        let parsed = parsed.map(|job| self.fingerprinted(job));
         if let Some(id) = id {
             match &mut self.duplicates {
                 Duplicates::Collect { ids, hashers } => {
@@ -321,6 +336,20 @@ impl<'a> Scanner<'a> {
             }
         }
         Some(parsed.map_err(|message| BadLine { line, message }))
+    }
+
+    /// `job` with its fingerprint, unless this scanner skips them.
+    fn fingerprinted(&self, mut job: Job) -> Job {
+        if self.fingerprints {
+            let id = (!job.numbered).then_some(&job.id);
+            job.fingerprint = Some(Fingerprint::of(
+                id,
+                &job.messages,
+                &job.options,
+                self.defaults.schema.as_deref(),
+            ));
+        }
+        job
     }
 }
 
@@ -370,7 +399,7 @@ fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {
         line,
         id: Value::from(line),
         numbered: true,
-        fingerprint: Fingerprint::of(None, &messages, &options, defaults.schema.as_deref()),
+        fingerprint: None,
         messages,
         options,
     }
@@ -442,7 +471,7 @@ fn job_from_json(
     let messages = with_system(messages, system.as_deref());
     Ok(Job {
         line,
-        fingerprint: Fingerprint::of(id.as_ref(), &messages, &merged, defaults.schema.as_deref()),
+        fingerprint: None,
         numbered: id.is_none(),
         id: id.unwrap_or_else(|| Value::from(line)),
         messages,
@@ -693,7 +722,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(plain[0].fingerprint, Fingerprint(hasher.0.max(1)));
+        assert_eq!(plain[0].fingerprint, Some(Fingerprint(hasher.0.max(1))));
 
         let (jobs, bad) = parse(
             "{\"prompt\":\"q\",\"response_format\":{\"type\":\"json_object\"}}\n\
@@ -716,6 +745,50 @@ mod tests {
     }
 
     #[test]
+    fn a_scanner_computes_fingerprints_only_when_asked_to() {
+        let defaults = Defaults::default();
+        let text = "alpha\n{\"id\":\"b\",\"prompt\":\"beta\"}\n";
+        let read = |mut scanner: Scanner<'_>| -> Vec<Job> {
+            text.lines()
+                .enumerate()
+                .filter_map(|(index, raw)| scanner.line(index + 1, raw))
+                .map(Result::unwrap)
+                .collect()
+        };
+        let with = read(Scanner::new(&defaults, Duplicates::default()));
+        let without = read(Scanner::new(&defaults, Duplicates::default()).without_fingerprints());
+        assert_eq!(
+            with[0].fingerprint,
+            Some(Fingerprint::of(
+                None,
+                &with[0].messages,
+                &with[0].options,
+                None
+            ))
+        );
+        assert_eq!(
+            with[1].fingerprint,
+            Some(Fingerprint::of(
+                Some(&json!("b")),
+                &with[1].messages,
+                &with[1].options,
+                None
+            ))
+        );
+        assert!(without.iter().all(|job| job.fingerprint.is_none()));
+        // Nothing else differs.
+        for (a, b) in with.into_iter().zip(without) {
+            assert_eq!(
+                Job {
+                    fingerprint: None,
+                    ..a
+                },
+                b
+            );
+        }
+    }
+
+    #[test]
     fn fingerprints_follow_what_is_asked() {
         let (a, _) = run("alpha\nalpha\nbeta\n");
         // Line-numbered prompts: the text decides, not the line.
@@ -731,8 +804,8 @@ mod tests {
         let (c, _) = run("{\"prompt\":\"alpha\",\"temperature\":0}\n");
         assert_eq!(b[0].fingerprint, c[0].fingerprint);
         // Stable across runs and builds: FNV-1a of the JSON.
-        let hex = a[0].fingerprint.to_hex();
-        assert_eq!(Fingerprint::from_hex(&hex), Some(a[0].fingerprint));
+        let hex = a[0].fingerprint.unwrap().to_hex();
+        assert_eq!(Fingerprint::from_hex(&hex), a[0].fingerprint);
         assert_eq!(Fingerprint::from_hex("0000000000000000"), None);
         assert_eq!(Fingerprint::from_hex("xyz"), None);
         let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);

@@ -33,7 +33,9 @@ use crate::emulator::EmbeddedArgs;
 use crate::exit::{classify, CliError, Exit};
 use crate::message::describe;
 use crate::options::SamplingArgs;
-use input::{for_each_line, BadLine, Defaults, Duplicates, Found, Job, ReadError, Scanner};
+use input::{
+    for_each_line, BadLine, Defaults, Duplicates, Fingerprint, Found, Job, ReadError, Scanner,
+};
 use lines::{Asked, LineSet};
 use output::{reconcile, Answer, Resumed, Sink};
 use progress::Progress;
@@ -339,13 +341,16 @@ fn survey(
 ) -> Result<Survey, CliError> {
     let mut survey = Survey::default();
     let mut scanner = Scanner::new(defaults, Duplicates::collect());
+    if !resume {
+        scanner = scanner.without_fingerprints();
+    }
     scan(path, input, &mut scanner, |item| {
         survey.lines += 1;
         match item {
             Ok(job) => {
                 survey.runnable += 1;
-                if resume {
-                    survey.asked.record(job.line, job.fingerprint, job.numbered);
+                if let Some(fingerprint) = job.fingerprint {
+                    survey.asked.record(job.line, fingerprint, job.numbered);
                 }
             }
             Err(_) => survey.bad += 1,
@@ -362,7 +367,7 @@ fn survey(
         survey.duplicates = duplicates;
         return Ok(survey);
     }
-    let mut scanner = Scanner::new(defaults, duplicates);
+    let mut scanner = Scanner::new(defaults, duplicates).without_fingerprints();
     scan(path, input, &mut scanner, |item| {
         if let Err(line) = item {
             eprintln!("evolution: input line {}: {}", line.line, line.message);
@@ -558,7 +563,7 @@ fn answer(job: &Job, outcome: Result<Reply, Error>, schema: Option<&OutputSchema
     let mut answer = Answer {
         id: job.id.clone(),
         line: job.line,
-        fingerprint: Some(job.fingerprint.to_hex()),
+        fingerprint: job.fingerprint.map(Fingerprint::to_hex),
         content: None,
         finish_reason: None,
         usage: None,
