@@ -21,8 +21,8 @@
 //!
 //! Every job carries a [`Fingerprint`] of what it asks: the id it was given
 //! (none for a line-numbered one), the messages and the parameters after the
-//! flags and the line's own are combined, and with `--schema` the schema as
-//! sent. It is written with the answer, and `--resume` keeps an answer only
+//! flags and the line's own are combined, and with `--schema` a hash of the
+//! schema as sent. It is written with the answer, and `--resume` keeps an answer only
 //! for a line that still asks exactly that.
 //!
 //! With `--schema` the schema is the answer's format: a line that sets
@@ -73,15 +73,15 @@ pub struct Defaults {
     pub options: ChatOptions,
     /// System prompt from the command line.
     pub system: Option<String>,
-    /// With `--schema`: the schema as sent ([`crate::schema::sent_form`]),
-    /// part of every line's fingerprint.
-    pub schema: Option<String>,
+    /// With `--schema`: the [hash](Fingerprint::schema) of the schema as
+    /// sent ([`crate::schema::sent_form`]), part of every line's fingerprint.
+    pub schema: Option<u64>,
 }
 
 /// A 64-bit hash of what a line asks: its explicit id (or none), its
-/// messages, its parameters and the `--schema` (when there is one; a batch
-/// without one hashes exactly what it did before `--schema` existed), as
-/// the JSON this crate writes for them
+/// messages, its parameters and the `--schema`'s own hash (when there is
+/// one; a batch without one hashes exactly what it did before `--schema`
+/// existed), as the JSON this crate writes for them
 /// (object keys sorted). FNV-1a, so it is the same from run to run (the
 /// standard library's hashers promise no such thing); a version of the CLI
 /// that writes a request differently asks such lines again, which is never
@@ -91,12 +91,13 @@ pub struct Fingerprint(pub u64);
 
 impl Fingerprint {
     /// The fingerprint of a job with `id` (`None` for a line-numbered one),
-    /// answered in the form of `schema` ([`Defaults::schema`]) if given.
+    /// answered in the form of the schema whose [hash](Self::schema) is
+    /// `schema` ([`Defaults::schema`]) if given.
     pub fn of(
         id: Option<&Value>,
         messages: &[ChatMessage],
         options: &ChatOptions,
-        schema: Option<&str>,
+        schema: Option<u64>,
     ) -> Self {
         #[derive(Serialize)]
         struct Asked<'a> {
@@ -104,9 +105,9 @@ impl Fingerprint {
             messages: &'a [ChatMessage],
             options: &'a ChatOptions,
             #[serde(skip_serializing_if = "Option::is_none")]
-            schema: Option<&'a str>,
+            schema: Option<u64>,
         }
-        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        let mut hasher = Fnv1a::new();
         // Writing into a hasher cannot fail, nor can serializing these types.
         let _ = serde_json::to_writer(
             &mut hasher,
@@ -118,6 +119,16 @@ impl Fingerprint {
             },
         );
         Fingerprint(hasher.0.max(1))
+    }
+
+    /// The hash a `--schema` enters every line's fingerprint as: FNV-1a of
+    /// its sent form ([`crate::schema::sent_form`]), computed once per batch
+    /// rather than the whole schema hashed again for every line.
+    pub fn schema(sent_form: &str) -> u64 {
+        let mut hasher = Fnv1a::new();
+        // Writing into a hasher cannot fail.
+        let _ = hasher.write_all(sent_form.as_bytes());
+        hasher.0
     }
 
     /// As written in the output: 16 hex digits.
@@ -139,6 +150,13 @@ impl Fingerprint {
 
 /// FNV-1a over the bytes written.
 struct Fnv1a(u64);
+
+impl Fnv1a {
+    /// Nothing written yet: the offset basis.
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Write for Fnv1a {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -346,7 +364,7 @@ impl<'a> Scanner<'a> {
                 id,
                 &job.messages,
                 &job.options,
-                self.defaults.schema.as_deref(),
+                self.defaults.schema,
             ));
         }
         job
@@ -696,7 +714,7 @@ mod tests {
     #[test]
     fn the_schema_is_part_of_what_is_asked_and_owns_the_format() {
         let with = |schema: &str| Defaults {
-            schema: Some(schema.into()),
+            schema: Some(Fingerprint::schema(schema)),
             ..Defaults::default()
         };
         let (plain, _) = run("alpha\n");
@@ -712,7 +730,7 @@ mod tests {
             messages: &'a [ChatMessage],
             options: &'a ChatOptions,
         }
-        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        let mut hasher = Fnv1a::new();
         serde_json::to_writer(
             &mut hasher,
             &Before {
@@ -808,8 +826,9 @@ mod tests {
         assert_eq!(Fingerprint::from_hex(&hex), a[0].fingerprint);
         assert_eq!(Fingerprint::from_hex("0000000000000000"), None);
         assert_eq!(Fingerprint::from_hex("xyz"), None);
-        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        let mut hasher = Fnv1a::new();
         hasher.write_all(b"a").unwrap();
         assert_eq!(hasher.0, 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(Fingerprint::schema("a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

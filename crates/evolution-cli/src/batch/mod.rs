@@ -172,7 +172,9 @@ pub async fn run(
     let defaults = Defaults {
         options: args.sampling.chat_options("batch")?,
         system: args.sampling.system.clone(),
-        schema: schema.as_ref().map(crate::schema::sent_form),
+        schema: schema
+            .as_ref()
+            .map(|schema| Fingerprint::schema(&crate::schema::sent_form(schema))),
     };
     Sink::check(args.output.as_deref(), args.resume, args.overwrite)?;
     let mut input = open_input(&args.input)?;
