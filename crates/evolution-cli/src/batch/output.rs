@@ -28,12 +28,13 @@
 //!   answers without a fingerprint are dropped, and the lines without an
 //!   answer run again.
 //!
-//! The file is rewritten through a temporary file renamed over it, so a
-//! crash during the rewrite leaves the original intact.
+//! The file is rewritten through a temporary file renamed over it
+//! ([`replace_file`]), so a crash during the rewrite leaves the original
+//! intact.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
 
 use evolution_langchain::{ToolCall, Usage};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,7 @@ use serde_json::Value;
 use super::input::Fingerprint;
 use super::lines::{Asked, LineSet};
 use crate::exit::CliError;
+use crate::output::replace_file;
 
 /// One output line. Every key but `choices`, `tool_calls` and `json` is
 /// always present: `error` is `null` for an answer, `content`/`usage` are
@@ -208,9 +210,7 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
             )))
         }
     };
-    let temp = temp_path(path);
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(&temp)?);
+    replace_file(path, |out| {
         let mut resumed = Resumed::default();
         // Whether the file must be rewritten: something dropped or moved,
         // or a last line without its line break.
@@ -259,34 +259,15 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
             if asked.numbered(line) {
                 answer.id = Value::from(line);
             }
-            serde_json::to_writer(&mut out, &answer)?;
+            serde_json::to_writer(&mut *out, &answer)?;
             out.write_all(b"\n")?;
             resumed.done.insert(line);
             resumed.kept += 1;
             resumed.moved += 1;
         }
-        if changed {
-            out.into_inner().map_err(io::Error::from)?.sync_all()?;
-            fs::rename(&temp, path)?;
-        } else {
-            drop(out);
-            fs::remove_file(&temp)?;
-        }
-        Ok(resumed)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.map_err(cannot)
-}
-
-/// A temporary file next to `path`, for its rewrite.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.resume-{}.tmp", std::process::id()))
+        Ok((resumed, changed))
+    })
+    .map_err(cannot)
 }
 
 #[cfg(test)]
