@@ -3,12 +3,13 @@
 //! newcomer sees the whole flow without an account.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use evolution_emulator::{env_lines, env_lines_api_key, EmulatorArgs, EmulatorHandle, FaultSpec};
 
 use crate::exit::{CliError, Exit};
+use crate::output::replace_file;
 
 /// Options of the embedded emulator (global `--emulator` mode).
 ///
@@ -207,7 +208,10 @@ pub async fn run(command: EmulatorCommand) -> Result<(), CliError> {
         .map(|line| format!("{prefix}{line}\n"))
         .collect();
     if let Some(path) = &command.env_file {
-        if let Err(e) = write_whole(path, &text) {
+        // Whole or not at all: a reader waiting for the file never sees part of it.
+        if let Err(e) = replace_file(path, |out| {
+            out.write_all(text.as_bytes()).map(|()| ((), true))
+        }) {
             handle.shutdown().await;
             return Err(CliError::failure(format!(
                 "cannot write {}: {e}",
@@ -236,21 +240,6 @@ fn env_lines_for(handle: &EmulatorHandle, api_key: bool) -> String {
         Some(lines) => lines,
         None => env_lines(handle),
     }
-}
-
-/// Writes `text` to `path` through a temporary file renamed over it, so a
-/// reader waiting for the file never sees part of it.
-fn write_whole(path: &Path, text: &str) -> io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "env".into());
-    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result
 }
 
 #[cfg(test)]

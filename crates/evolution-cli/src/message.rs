@@ -33,6 +33,8 @@ pub fn setting(field: &str) -> String {
         "seed" => ("--seed", None),
         "reasoning_effort" => ("--reasoning-effort", None),
         "tools" => ("--tools", None),
+        "language" => ("--language", None),
+        "timestamp_granularities" => ("--timestamps", None),
         other => return format!("`{other}`"),
     };
     match env {

@@ -46,6 +46,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
 use crate::exit::{classify, CliError};
+use crate::message::setting;
 use crate::output::print_text;
 
 /// How the output is chosen, shown in `transcribe --help`.
@@ -167,45 +168,45 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 impl TranscribeArgs {
-    /// The request's options, checked: a usage error naming the flag.
+    /// The request's options, checked by the library
+    /// ([`TranscriptionOptions::check`]): what it refuses is a usage error
+    /// naming the flag.
     fn options(&self) -> Result<TranscriptionOptions, CliError> {
-        let format = match (self.format, self.timestamps.is_empty()) {
-            (Some(TranscriptionFormat::VerboseJson) | None, false) => {
-                TranscriptionFormat::VerboseJson
-            }
-            (Some(format), false) => {
-                return Err(CliError::usage(format!(
-                    "--timestamps needs --format verbose_json (or no --format), not {}",
-                    format.as_str()
-                )))
-            }
-            (format, true) => format.unwrap_or_default(),
+        // --timestamps without --format asks for the one format that has them.
+        let format = match self.format {
+            Some(format) => format,
+            None if !self.timestamps.is_empty() => TranscriptionFormat::VerboseJson,
+            None => TranscriptionFormat::default(),
         };
         let mut options = TranscriptionOptions::new().response_format(format);
         for granularity in &self.timestamps {
             options = options.timestamp_granularity(*granularity);
         }
         if let Some(language) = &self.language {
-            let language = language.trim();
-            if language.is_empty() {
-                return Err(CliError::usage(
-                    "--language is empty: leave it out to have the language detected",
-                ));
-            }
-            options = options.language(language);
+            options = options.language(language.trim());
         }
         if let Some(prompt) = self.prompt.as_deref().filter(|p| !p.trim().is_empty()) {
             options = options.prompt(prompt);
         }
         if let Some(temperature) = self.temperature {
-            if !(0.0..=1.0).contains(&temperature) {
-                return Err(CliError::usage(format!(
-                    "invalid value for --temperature: must be between 0 and 1, got {temperature} \
-                     (see 'evolution transcribe --help')"
-                )));
-            }
             options = options.temperature(temperature);
         }
+        options.check().map_err(|(field, message)| {
+            CliError::usage(match field {
+                // The library names the format by its field; the flag is --format.
+                "timestamp_granularities" => format!(
+                    "{} needs --format verbose_json (or no --format), not {}",
+                    setting(field),
+                    format.as_str()
+                ),
+                // "is empty: …"
+                "language" => format!("{} {message}", setting(field)),
+                _ => format!(
+                    "invalid value for {}: {message} (see 'evolution transcribe --help')",
+                    setting(field)
+                ),
+            })
+        })?;
         Ok(options)
     }
 
@@ -476,7 +477,30 @@ mod tests {
             temperature: Some(1.5),
             ..args(None, &[])
         };
-        assert!(hot.options().unwrap_err().message.contains("--temperature"));
+        let error = hot.options().unwrap_err();
+        assert_eq!(error.exit, crate::exit::Exit::Usage);
+        assert!(
+            error
+                .message
+                .contains("invalid value for --temperature: must be between 0 and 1, got 1.5"),
+            "{}",
+            error.message
+        );
+        let blank = TranscribeArgs {
+            language: Some("  ".into()),
+            ..args(None, &[])
+        };
+        let error = blank.options().unwrap_err();
+        assert!(
+            error.message.starts_with("--language is empty"),
+            "{}",
+            error.message
+        );
+        let spaced = TranscribeArgs {
+            language: Some(" ru ".into()),
+            ..args(None, &[])
+        };
+        assert_eq!(spaced.options().unwrap().language.as_deref(), Some("ru"));
     }
 
     #[test]

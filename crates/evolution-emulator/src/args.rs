@@ -81,10 +81,11 @@ pub struct EmulatorArgs {
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub tpm: u32,
 
-    /// How many seconds of the sustained rate a key's --rpm/--tpm bucket holds: 60 (the
-    /// default) lets a fresh key send a minute's worth at once; 1 enforces the limit per
-    /// second, as large providers do.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    /// How many seconds of the sustained rate a key's --rpm/--tpm bucket holds, 0 to
+    /// 86400: 60 (the default) lets a fresh key send a minute's worth at once; 1 enforces
+    /// the limit per second, as large providers do.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", allow_negative_numbers = true,
+          value_parser = parse_burst_secs)]
     pub rate_burst_secs: f64,
 
     /// Wait this long before every chat, embeddings, rerank and transcription answer, in
@@ -105,6 +106,24 @@ pub struct EmulatorArgs {
     /// `chat=cut-stream:3` (repeatable; N is at most 1000000).
     #[arg(long = "fault", value_name = "TARGET=FAULT[xN]")]
     pub fault: Vec<FaultSpec>,
+}
+
+/// The most `--rate-burst-secs` takes: a day.
+const MAX_RATE_BURST_SECS: f64 = 86_400.0;
+
+/// `--rate-burst-secs`: seconds from 0 to [`MAX_RATE_BURST_SECS`]. A negative, NaN or
+/// infinite value is refused rather than replaced by the default.
+fn parse_burst_secs(text: &str) -> Result<f64, String> {
+    let range = format!("a number of seconds from 0 to {MAX_RATE_BURST_SECS}");
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected {range}, got {text:?}"))?;
+    if (0.0..=MAX_RATE_BURST_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("must be {range}, got {secs}"))
+    }
 }
 
 impl Default for EmulatorArgs {
@@ -149,6 +168,8 @@ impl EmulatorArgs {
             .require_auth(!self.no_auth)
             .requests_per_minute(self.rpm)
             .tokens_per_minute(self.tpm)
+            // The parser keeps the value in range; a struct filled in by hand with one that
+            // is no duration gets the default.
             .rate_burst(
                 Duration::try_from_secs_f64(self.rate_burst_secs)
                     .unwrap_or(Duration::from_secs(60)),

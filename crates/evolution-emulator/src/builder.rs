@@ -221,6 +221,9 @@ impl EmulatorBuilder {
     /// burst models a service that enforces its per-minute limits over shorter windows,
     /// as large providers do: with `rpm` 600 and a burst of 1 s, a key may send 10
     /// requests at once, then one every 100 ms. At least one request (or token) always fits.
+    /// A request costing more tokens than the bucket holds, but no more than the
+    /// per-minute limit, is let in once the bucket is full and leaves it in debt, which
+    /// refills at the sustained rate before anything else fits.
     pub fn rate_burst(mut self, burst: Duration) -> Self {
         self.rate_burst = burst;
         self

@@ -3,6 +3,12 @@
 //! `burst` seconds of that (by default 60: the whole per-minute limit). A fresh key can
 //! burst up to what its bucket holds, then is held to the sustained rate. A refused
 //! request takes nothing from either bucket.
+//!
+//! A request costing more tokens than its bucket holds (a short burst), but no more than
+//! the per-minute limit, is let in once the bucket is full and leaves it in debt: the
+//! level goes below zero and refills at the sustained rate, so such requests are held to
+//! that rate as GCRA holds them. Only a request costing more than the whole per-minute
+//! limit can never fit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -60,8 +66,10 @@ impl Bucket {
         self.updated = self.updated.max(now);
     }
 
-    /// How long until the bucket holds `amount` (zero when it already does).
+    /// How long until the bucket holds `amount`, or is full when `amount` is more than
+    /// it can hold (zero when it already does).
     fn wait_for(&self, shape: Shape, amount: f64) -> Duration {
+        let amount = amount.min(shape.capacity);
         let missing = amount - self.level;
         if missing <= EPSILON || shape.limit == 0 {
             return Duration::ZERO;
@@ -208,7 +216,9 @@ impl RateLimiter {
         buckets.requests.refill(rpm, now);
         buckets.tokens.refill(tpm, now);
 
-        if tpm.limit > 0 && cost as f64 > tpm.capacity + EPSILON {
+        // Only the whole per-minute limit bounds a request: one that costs more than the
+        // bucket holds waits for a full bucket and leaves it in debt (see the module docs).
+        if tpm.limit > 0 && cost > u64::from(tpm.limit) {
             return Verdict::TooLarge {
                 requested: cost,
                 status: self.status(buckets),
@@ -460,6 +470,61 @@ mod tests {
         assert!(matches!(
             limiter.check("k", 200, at(t0, 10_000)),
             Verdict::Allowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_request_larger_than_a_short_burst_waits_for_a_full_bucket_and_leaves_debt() {
+        // 60,000 a minute, a bucket of one second's worth: 1,000 tokens.
+        let limiter = RateLimiter::with_burst(0, 60_000, Duration::from_secs(1));
+        let t0 = Instant::now();
+        let Verdict::Allowed(status) = limiter.check("k", 1_100, t0) else {
+            panic!("1,100 tokens fit a full bucket of 1,000 under a limit of 60,000");
+        };
+        let tokens = status.tokens.unwrap();
+        assert_eq!((tokens.limit, tokens.remaining), (60_000, 0));
+        // 100 tokens of debt plus the whole bucket back at 1,000 a second.
+        assert_eq!(tokens.reset, Duration::from_millis(1_100));
+        // In debt, even the smallest request waits until the debt is paid.
+        let Verdict::Limited {
+            kind,
+            retry_after,
+            used,
+            requested,
+            ..
+        } = limiter.check("k", 1, t0)
+        else {
+            panic!("the bucket is in debt");
+        };
+        assert_eq!((kind, used, requested), (Kind::Tokens, 1_100, 1));
+        assert!(
+            (retry_after.as_secs_f64() - 0.101).abs() < 1e-6,
+            "{retry_after:?}"
+        );
+        // Another large one waits for a full bucket again: 1.1 s.
+        let Verdict::Limited { retry_after, .. } = limiter.check("k", 1_100, at(t0, 500)) else {
+            panic!("the bucket is not full yet");
+        };
+        assert!(
+            (retry_after.as_secs_f64() - 0.6).abs() < 1e-6,
+            "{retry_after:?}"
+        );
+        assert!(matches!(
+            limiter.check("k", 1_100, at(t0, 1_100)),
+            Verdict::Allowed(_)
+        ));
+        // The whole limit fits a full bucket; one token more never does.
+        limiter.reset();
+        assert!(matches!(
+            limiter.check("k", 60_000, t0),
+            Verdict::Allowed(_)
+        ));
+        assert!(matches!(
+            limiter.check("k", 60_001, at(t0, 120_000)),
+            Verdict::TooLarge {
+                requested: 60_001,
+                ..
+            }
         ));
     }
 

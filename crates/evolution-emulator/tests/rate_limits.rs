@@ -448,3 +448,70 @@ async fn rpm_tpm_and_latency_flags_configure_the_emulator() {
     assert_eq!(counters["rate_limited"], 1);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_request_larger_than_a_short_burst_fits_a_full_bucket() {
+    // 60,000 tokens a minute enforced per second: the bucket holds 1,000.
+    let emu = Emulator::builder()
+        .tokens_per_minute(60_000)
+        .rate_burst(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let token = token(&emu).await;
+    // "x" is 1 token, plus max_tokens 1,099: 1,100, more than the bucket, less than the limit.
+    let mut large = user("x");
+    large["max_tokens"] = json!(1_099);
+    let response = chat_response(&emu, &token, large.clone()).await;
+    assert_eq!(response.status(), 200, "a full bucket lets it in");
+    assert_eq!(header(&response, "x-ratelimit-remaining-tokens"), Some("0"));
+    // 100 tokens of debt and the whole bucket, back at 1,000 a second.
+    assert_eq!(header(&response, "x-ratelimit-reset-tokens"), Some("1.1s"));
+
+    // The next one waits for the bucket to be full again: a 429 that can fit later.
+    let response = chat_response(&emu, &token, large.clone()).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(header(&response, "retry-after"), Some("2"));
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Rate limit reached for tokens per minute"),
+        "{message}"
+    );
+    assert!(message.contains("Requested 1100"), "{message}");
+    tokio::time::sleep(Duration::from_millis(1_150)).await;
+    assert_eq!(chat(&emu, &token, large).await.0, 200);
+
+    // Only a request over the whole per-minute limit can never fit.
+    emu.reset_rate_limits();
+    let mut huge = user("x");
+    huge["max_tokens"] = json!(60_000);
+    let response = chat_response(&emu, &token, huge).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(header(&response, "retry-after"), None);
+    let error: Value = response.json().await.unwrap();
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("can never fit"), "{message}");
+    assert!(
+        message.contains("Limit 60000, Requested 60001"),
+        "{message}"
+    );
+    assert_eq!(emu.counters().rate_limited, 2);
+    emu.shutdown().await;
+}
+
+#[test]
+fn rate_burst_secs_out_of_range_is_an_error_naming_the_range() {
+    let parse = |value: &str| Cli::try_parse_from(["x", "--rate-burst-secs", value]);
+    assert_eq!(parse("1").unwrap().emulator.rate_burst_secs, 1.0);
+    assert_eq!(parse("0.5").unwrap().emulator.rate_burst_secs, 0.5);
+    assert_eq!(parse("0").unwrap().emulator.rate_burst_secs, 0.0);
+    for bad in ["-1", "NaN", "inf", "86401", "soon"] {
+        let error = parse(bad).expect_err(bad).to_string();
+        assert!(error.contains("--rate-burst-secs"), "{bad}: {error}");
+        assert!(
+            error.contains("a number of seconds from 0 to 86400"),
+            "{bad}: {error}"
+        );
+    }
+}

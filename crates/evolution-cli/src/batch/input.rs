@@ -21,8 +21,8 @@
 //!
 //! Every job carries a [`Fingerprint`] of what it asks: the id it was given
 //! (none for a line-numbered one), the messages and the parameters after the
-//! flags and the line's own are combined, and with `--schema` the schema as
-//! sent. It is written with the answer, and `--resume` keeps an answer only
+//! flags and the line's own are combined, and with `--schema` a hash of the
+//! schema as sent. It is written with the answer, and `--resume` keeps an answer only
 //! for a line that still asks exactly that.
 //!
 //! With `--schema` the schema is the answer's format: a line that sets
@@ -50,8 +50,10 @@ pub struct Job {
     pub messages: Vec<ChatMessage>,
     /// Per-line parameters (the flags, overridden by the line's own).
     pub options: ChatOptions,
-    /// What is asked, for `--resume`.
-    pub fingerprint: Fingerprint,
+    /// What is asked, written with the answer and read by `--resume`;
+    /// `None` from a [`Scanner`] told to skip it
+    /// ([`without_fingerprints`](Scanner::without_fingerprints)).
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// A line that cannot be run, with the reason. It has no id of its own in
@@ -71,15 +73,15 @@ pub struct Defaults {
     pub options: ChatOptions,
     /// System prompt from the command line.
     pub system: Option<String>,
-    /// With `--schema`: the schema as sent ([`crate::schema::sent_form`]),
-    /// part of every line's fingerprint.
-    pub schema: Option<String>,
+    /// With `--schema`: the [hash](Fingerprint::schema) of the schema as
+    /// sent ([`crate::schema::sent_form`]), part of every line's fingerprint.
+    pub schema: Option<u64>,
 }
 
 /// A 64-bit hash of what a line asks: its explicit id (or none), its
-/// messages, its parameters and the `--schema` (when there is one; a batch
-/// without one hashes exactly what it did before `--schema` existed), as
-/// the JSON this crate writes for them
+/// messages, its parameters and the `--schema`'s own hash (when there is
+/// one; a batch without one hashes exactly what it did before `--schema`
+/// existed), as the JSON this crate writes for them
 /// (object keys sorted). FNV-1a, so it is the same from run to run (the
 /// standard library's hashers promise no such thing); a version of the CLI
 /// that writes a request differently asks such lines again, which is never
@@ -89,12 +91,13 @@ pub struct Fingerprint(pub u64);
 
 impl Fingerprint {
     /// The fingerprint of a job with `id` (`None` for a line-numbered one),
-    /// answered in the form of `schema` ([`Defaults::schema`]) if given.
+    /// answered in the form of the schema whose [hash](Self::schema) is
+    /// `schema` ([`Defaults::schema`]) if given.
     pub fn of(
         id: Option<&Value>,
         messages: &[ChatMessage],
         options: &ChatOptions,
-        schema: Option<&str>,
+        schema: Option<u64>,
     ) -> Self {
         #[derive(Serialize)]
         struct Asked<'a> {
@@ -102,9 +105,9 @@ impl Fingerprint {
             messages: &'a [ChatMessage],
             options: &'a ChatOptions,
             #[serde(skip_serializing_if = "Option::is_none")]
-            schema: Option<&'a str>,
+            schema: Option<u64>,
         }
-        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        let mut hasher = Fnv1a::new();
         // Writing into a hasher cannot fail, nor can serializing these types.
         let _ = serde_json::to_writer(
             &mut hasher,
@@ -116,6 +119,16 @@ impl Fingerprint {
             },
         );
         Fingerprint(hasher.0.max(1))
+    }
+
+    /// The hash a `--schema` enters every line's fingerprint as: FNV-1a of
+    /// its sent form ([`crate::schema::sent_form`]), computed once per batch
+    /// rather than the whole schema hashed again for every line.
+    pub fn schema(sent_form: &str) -> u64 {
+        let mut hasher = Fnv1a::new();
+        // Writing into a hasher cannot fail.
+        let _ = hasher.write_all(sent_form.as_bytes());
+        hasher.0
     }
 
     /// As written in the output: 16 hex digits.
@@ -137,6 +150,13 @@ impl Fingerprint {
 
 /// FNV-1a over the bytes written.
 struct Fnv1a(u64);
+
+impl Fnv1a {
+    /// Nothing written yet: the offset basis.
+    fn new() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
 
 impl Write for Fnv1a {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
@@ -237,15 +257,27 @@ impl Duplicates {
 pub struct Scanner<'a> {
     defaults: &'a Defaults,
     duplicates: Duplicates,
+    /// Whether jobs get their [`Fingerprint`].
+    fingerprints: bool,
 }
 
 impl<'a> Scanner<'a> {
-    /// A scanner for a new reading of the input.
+    /// A scanner for a new reading of the input; its jobs have their
+    /// fingerprint.
     pub fn new(defaults: &'a Defaults, duplicates: Duplicates) -> Self {
         Self {
             defaults,
             duplicates,
+            fingerprints: true,
         }
+    }
+
+    /// This scanner, for a reading that has no use for fingerprints (they
+    /// cost a serialization of the whole request per line): its jobs have
+    /// `None`.
+    pub fn without_fingerprints(mut self) -> Self {
+        self.fingerprints = false;
+        self
     }
 
     /// After collecting: the repeated ids, and which of their lines had a
@@ -293,9 +325,10 @@ impl<'a> Scanner<'a> {
         }
         let defaults = self.defaults;
         if !raw.starts_with('{') {
-            return Some(Ok(plain(line, raw, defaults)));
+            return Some(Ok(self.fingerprinted(plain(line, raw, defaults))));
         }
         let (id, parsed) = parse_json(line, raw, defaults);
+        let parsed = parsed.map(|job| self.fingerprinted(job));
         if let Some(id) = id {
             match &mut self.duplicates {
                 Duplicates::Collect { ids, hashers } => {
@@ -321,6 +354,20 @@ impl<'a> Scanner<'a> {
             }
         }
         Some(parsed.map_err(|message| BadLine { line, message }))
+    }
+
+    /// `job` with its fingerprint, unless this scanner skips them.
+    fn fingerprinted(&self, mut job: Job) -> Job {
+        if self.fingerprints {
+            let id = (!job.numbered).then_some(&job.id);
+            job.fingerprint = Some(Fingerprint::of(
+                id,
+                &job.messages,
+                &job.options,
+                self.defaults.schema,
+            ));
+        }
+        job
     }
 }
 
@@ -370,7 +417,7 @@ fn plain(line: usize, prompt: &str, defaults: &Defaults) -> Job {
         line,
         id: Value::from(line),
         numbered: true,
-        fingerprint: Fingerprint::of(None, &messages, &options, defaults.schema.as_deref()),
+        fingerprint: None,
         messages,
         options,
     }
@@ -442,7 +489,7 @@ fn job_from_json(
     let messages = with_system(messages, system.as_deref());
     Ok(Job {
         line,
-        fingerprint: Fingerprint::of(id.as_ref(), &messages, &merged, defaults.schema.as_deref()),
+        fingerprint: None,
         numbered: id.is_none(),
         id: id.unwrap_or_else(|| Value::from(line)),
         messages,
@@ -667,7 +714,7 @@ mod tests {
     #[test]
     fn the_schema_is_part_of_what_is_asked_and_owns_the_format() {
         let with = |schema: &str| Defaults {
-            schema: Some(schema.into()),
+            schema: Some(Fingerprint::schema(schema)),
             ..Defaults::default()
         };
         let (plain, _) = run("alpha\n");
@@ -683,7 +730,7 @@ mod tests {
             messages: &'a [ChatMessage],
             options: &'a ChatOptions,
         }
-        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        let mut hasher = Fnv1a::new();
         serde_json::to_writer(
             &mut hasher,
             &Before {
@@ -693,7 +740,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(plain[0].fingerprint, Fingerprint(hasher.0.max(1)));
+        assert_eq!(plain[0].fingerprint, Some(Fingerprint(hasher.0.max(1))));
 
         let (jobs, bad) = parse(
             "{\"prompt\":\"q\",\"response_format\":{\"type\":\"json_object\"}}\n\
@@ -716,6 +763,50 @@ mod tests {
     }
 
     #[test]
+    fn a_scanner_computes_fingerprints_only_when_asked_to() {
+        let defaults = Defaults::default();
+        let text = "alpha\n{\"id\":\"b\",\"prompt\":\"beta\"}\n";
+        let read = |mut scanner: Scanner<'_>| -> Vec<Job> {
+            text.lines()
+                .enumerate()
+                .filter_map(|(index, raw)| scanner.line(index + 1, raw))
+                .map(Result::unwrap)
+                .collect()
+        };
+        let with = read(Scanner::new(&defaults, Duplicates::default()));
+        let without = read(Scanner::new(&defaults, Duplicates::default()).without_fingerprints());
+        assert_eq!(
+            with[0].fingerprint,
+            Some(Fingerprint::of(
+                None,
+                &with[0].messages,
+                &with[0].options,
+                None
+            ))
+        );
+        assert_eq!(
+            with[1].fingerprint,
+            Some(Fingerprint::of(
+                Some(&json!("b")),
+                &with[1].messages,
+                &with[1].options,
+                None
+            ))
+        );
+        assert!(without.iter().all(|job| job.fingerprint.is_none()));
+        // Nothing else differs.
+        for (a, b) in with.into_iter().zip(without) {
+            assert_eq!(
+                Job {
+                    fingerprint: None,
+                    ..a
+                },
+                b
+            );
+        }
+    }
+
+    #[test]
     fn fingerprints_follow_what_is_asked() {
         let (a, _) = run("alpha\nalpha\nbeta\n");
         // Line-numbered prompts: the text decides, not the line.
@@ -731,12 +822,13 @@ mod tests {
         let (c, _) = run("{\"prompt\":\"alpha\",\"temperature\":0}\n");
         assert_eq!(b[0].fingerprint, c[0].fingerprint);
         // Stable across runs and builds: FNV-1a of the JSON.
-        let hex = a[0].fingerprint.to_hex();
-        assert_eq!(Fingerprint::from_hex(&hex), Some(a[0].fingerprint));
+        let hex = a[0].fingerprint.unwrap().to_hex();
+        assert_eq!(Fingerprint::from_hex(&hex), a[0].fingerprint);
         assert_eq!(Fingerprint::from_hex("0000000000000000"), None);
         assert_eq!(Fingerprint::from_hex("xyz"), None);
-        let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
+        let mut hasher = Fnv1a::new();
         hasher.write_all(b"a").unwrap();
         assert_eq!(hasher.0, 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(Fingerprint::schema("a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -30,10 +30,12 @@ use serde_json::Value;
 
 use crate::config::{ConnectionArgs, Service};
 use crate::emulator::EmbeddedArgs;
-use crate::exit::CliError;
+use crate::exit::{classify, CliError, Exit};
 use crate::message::describe;
 use crate::options::SamplingArgs;
-use input::{for_each_line, BadLine, Defaults, Duplicates, Found, Job, ReadError, Scanner};
+use input::{
+    for_each_line, BadLine, Defaults, Duplicates, Fingerprint, Found, Job, ReadError, Scanner,
+};
 use lines::{Asked, LineSet};
 use output::{reconcile, Answer, Resumed, Sink};
 use progress::Progress;
@@ -55,7 +57,9 @@ A line without an id is known by its line number; ids given in the input must
 be unique, and never clash with line numbers: join answers to input lines by
 `line`. Each answer is one JSON line:
   {\"id\", \"line\", \"fingerprint\", \"content\", \"finish_reason\", \"usage\", \"error\"}
-(and \"choices\", every choice's text, when a line asks for n > 1). \"fingerprint\"
+(and \"choices\", every choice's text, when a line asks for n > 1; \"tool_calls\",
+the calls the answer made, each {\"id\", \"type\", \"function\": {\"name\",
+\"arguments\"}}, when a line offered tools and the model called some). \"fingerprint\"
 is a hash of what was asked: the line's id if it has one, its messages, its
 parameters after the flags, and the --schema if any. A line that cannot be run (invalid JSON, unknown
 key, duplicate id, …) gets an error line with \"id\": null and its line number,
@@ -168,7 +172,9 @@ pub async fn run(
     let defaults = Defaults {
         options: args.sampling.chat_options("batch")?,
         system: args.sampling.system.clone(),
-        schema: schema.as_ref().map(crate::schema::sent_form),
+        schema: schema
+            .as_ref()
+            .map(|schema| Fingerprint::schema(&crate::schema::sent_form(schema))),
     };
     Sink::check(args.output.as_deref(), args.resume, args.overwrite)?;
     let mut input = open_input(&args.input)?;
@@ -274,6 +280,7 @@ fn bad_answer(line: &BadLine) -> Answer {
         usage: None,
         error: Some(format!("input line {}: {}", line.line, line.message)),
         choices: None,
+        tool_calls: Vec::new(),
         json: None,
     }
 }
@@ -336,13 +343,16 @@ fn survey(
 ) -> Result<Survey, CliError> {
     let mut survey = Survey::default();
     let mut scanner = Scanner::new(defaults, Duplicates::collect());
+    if !resume {
+        scanner = scanner.without_fingerprints();
+    }
     scan(path, input, &mut scanner, |item| {
         survey.lines += 1;
         match item {
             Ok(job) => {
                 survey.runnable += 1;
-                if resume {
-                    survey.asked.record(job.line, job.fingerprint, job.numbered);
+                if let Some(fingerprint) = job.fingerprint {
+                    survey.asked.record(job.line, fingerprint, job.numbered);
                 }
             }
             Err(_) => survey.bad += 1,
@@ -359,7 +369,7 @@ fn survey(
         survey.duplicates = duplicates;
         return Ok(survey);
     }
-    let mut scanner = Scanner::new(defaults, duplicates);
+    let mut scanner = Scanner::new(defaults, duplicates).without_fingerprints();
     scan(path, input, &mut scanner, |item| {
         if let Err(line) = item {
             eprintln!("evolution: input line {}: {}", line.line, line.message);
@@ -471,9 +481,10 @@ enum Stop {
 }
 
 /// Sends every job with at most `concurrency` in flight, writing each
-/// outcome (and each bad line's error) as it arrives. An authentication
-/// failure stops the batch: it would fail every remaining line the same
-/// way, and lines not written can be resumed once the credentials are fixed.
+/// outcome (and each bad line's error) as it arrives. An error that
+/// [`stops_the_batch`] ends it with that error's exit code: it would fail
+/// every remaining line the same way, and lines not written can be resumed
+/// once the credentials or rights are fixed.
 async fn answer_all(
     llm: &EvolutionInference,
     schema: Option<&OutputSchema>,
@@ -518,7 +529,7 @@ async fn answer_all(
                     return Ok(Stop::Finished);
                 };
                 let (line, ok) = match next? {
-                    Finished::Asked(_, Err(error @ Error::Auth(_))) => {
+                    Finished::Asked(_, Err(error)) if stops_the_batch(&error) => {
                         return Err(CliError::from(error))
                     }
                     Finished::Asked(job, outcome) => {
@@ -539,22 +550,37 @@ async fn answer_all(
     }
 }
 
+/// Whether `error` would fail every line alike, so the batch stops at it
+/// rather than writing it as each line's failure: an authentication
+/// failure, or anything the exit codes class as bad credentials or
+/// forbidden (the model API's own `403`, after the token refresh, is an
+/// [`Error::Api`]).
+fn stops_the_batch(error: &Error) -> bool {
+    matches!(error, Error::Auth(_))
+        || matches!(classify(error), Exit::BadCredentials | Exit::Forbidden)
+}
+
 /// The output line for a finished job.
 fn answer(job: &Job, outcome: Result<Reply, Error>, schema: Option<&OutputSchema>) -> Answer {
     let mut answer = Answer {
         id: job.id.clone(),
         line: job.line,
-        fingerprint: Some(job.fingerprint.to_hex()),
+        fingerprint: job.fingerprint.map(Fingerprint::to_hex),
         content: None,
         finish_reason: None,
         usage: None,
         error: None,
         choices: None,
+        tool_calls: Vec::new(),
         json: None,
     };
     match outcome {
         Ok(Reply::Chat(response)) => {
-            answer.content = Some(response.content().to_string());
+            // The library decides what counts as an answer's text (a
+            // reply the library accepted always has one, "" for a choice
+            // that only called tools).
+            answer.content = Some(response.answer().unwrap_or_default().to_string());
+            answer.tool_calls = response.tool_calls().to_vec();
             answer.finish_reason = response.finish_reason().map(str::to_string);
             answer.usage = response.usage;
             if response.choices.len() > 1 {
@@ -562,7 +588,7 @@ fn answer(job: &Job, outcome: Result<Reply, Error>, schema: Option<&OutputSchema
                     response
                         .choices
                         .iter()
-                        .map(|c| c.message.content.clone().unwrap_or_default())
+                        .map(|c| c.answer().unwrap_or_default().to_string())
                         .collect(),
                 );
             }

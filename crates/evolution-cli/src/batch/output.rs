@@ -28,24 +28,28 @@
 //!   answers without a fingerprint are dropped, and the lines without an
 //!   answer run again.
 //!
-//! The file is rewritten through a temporary file renamed over it, so a
-//! crash during the rewrite leaves the original intact.
+//! The file is rewritten through a temporary file renamed over it
+//! ([`replace_file`]), so a crash during the rewrite leaves the original
+//! intact.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
 
-use evolution_langchain::Usage;
+use evolution_langchain::{ToolCall, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::input::Fingerprint;
 use super::lines::{Asked, LineSet};
 use crate::exit::CliError;
+use crate::output::replace_file;
 
-/// One output line. Every key but `choices` and `json` is always present:
-/// `error` is `null` for an answer, `content`/`usage` are `null` for a
-/// failure, and `fingerprint` is `null` for a bad input line. With
+/// One output line. Every key but `choices`, `tool_calls` and `json` is
+/// always present: `error` is `null` for an answer, `content`/`usage` are
+/// `null` for a failure, and `fingerprint` is `null` for a bad input line.
+/// An answer that called tools has `tool_calls` (its `content` is then
+/// usually `""` and its `finish_reason` `tool_calls`). With
 /// `--schema`, an answer also has `json` (the value, valid against the
 /// schema) and `content` is the text it was read from; a line whose answer
 /// did not fit even after the repair round is a failure whose `content` is
@@ -70,6 +74,11 @@ pub struct Answer {
     /// Every choice's text, when the line asked for more than one (`n`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub choices: Option<Vec<String>>,
+    /// The tool calls the answer (its first choice) made, in OpenAI's
+    /// shape: `id`, `type` and `function` (`name`, `arguments`); left out
+    /// when it made none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
     /// With `--schema`: the answer as JSON of the schema (`null` included,
     /// should the schema allow it).
     #[serde(
@@ -201,9 +210,7 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
             )))
         }
     };
-    let temp = temp_path(path);
-    let result = (|| {
-        let mut out = BufWriter::new(File::create(&temp)?);
+    replace_file(path, |out| {
         let mut resumed = Resumed::default();
         // Whether the file must be rewritten: something dropped or moved,
         // or a last line without its line break.
@@ -252,34 +259,15 @@ pub fn reconcile(path: &Path, asked: &Asked) -> Result<Resumed, CliError> {
             if asked.numbered(line) {
                 answer.id = Value::from(line);
             }
-            serde_json::to_writer(&mut out, &answer)?;
+            serde_json::to_writer(&mut *out, &answer)?;
             out.write_all(b"\n")?;
             resumed.done.insert(line);
             resumed.kept += 1;
             resumed.moved += 1;
         }
-        if changed {
-            out.into_inner().map_err(io::Error::from)?.sync_all()?;
-            fs::rename(&temp, path)?;
-        } else {
-            drop(out);
-            fs::remove_file(&temp)?;
-        }
-        Ok(resumed)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result.map_err(cannot)
-}
-
-/// A temporary file next to `path`, for its rewrite.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    path.with_file_name(format!(".{name}.resume-{}.tmp", std::process::id()))
+        Ok((resumed, changed))
+    })
+    .map_err(cannot)
 }
 
 #[cfg(test)]
@@ -297,6 +285,7 @@ mod tests {
             usage: None,
             error: error.map(str::to_string),
             choices: None,
+            tool_calls: Vec::new(),
             json: None,
         })
         .unwrap()
@@ -323,6 +312,21 @@ mod tests {
         let without: Answer = serde_json::from_str(&answer(json!(1), 1, 11, None)).unwrap();
         assert_eq!(without.json, None);
         assert!(!serde_json::to_string(&without).unwrap().contains("json"));
+    }
+
+    #[test]
+    fn tool_calls_are_written_in_openais_shape_and_only_when_made() {
+        let mut line: Answer = serde_json::from_str(&answer(json!(1), 1, 11, None)).unwrap();
+        assert!(!serde_json::to_string(&line).unwrap().contains("tool_calls"));
+        line.tool_calls = vec![ToolCall::new("call_1", "weather", "{\"city\":\"Lima\"}")];
+        let text = serde_json::to_value(&line).unwrap();
+        assert_eq!(
+            text["tool_calls"],
+            json!([{"id": "call_1", "type": "function",
+                    "function": {"name": "weather", "arguments": "{\"city\":\"Lima\"}"}}])
+        );
+        let back: Answer = serde_json::from_value(text).unwrap();
+        assert_eq!(back, line);
     }
 
     #[test]

@@ -202,6 +202,35 @@ fn batch_stops_at_bad_credentials_without_writing_failures() {
     assert!(jsonl(&output).is_empty());
 }
 
+#[test]
+fn batch_stops_at_a_403_from_the_model_api_with_the_forbidden_code() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let (input, _) = two_hundred_prompts(dir.path());
+    let output = dir.path().join("out.jsonl");
+    // IAM issues tokens, but the model API refuses them all (the client's
+    // refresh and second try included): the key has no rights to the model.
+    emu.handle.inject(Target::Chat, Fault::Status(403), 1000);
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .args(["--concurrency", "4"]),
+        None,
+    );
+    assert_eq!(out.code, Some(4), "{out:?}");
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    // No line is written as failed: all of them can be resumed.
+    assert!(jsonl(&output).is_empty());
+    let asked = emu.handle.counters().chat_requests;
+    assert!(
+        asked < 200,
+        "the batch went on after the 403: {asked} requests"
+    );
+}
+
 /// Starts a slow batch (about 5 s), waits until `min_lines` answers are
 /// saved, and sends `sig`. Returns the exit status and the lines saved.
 fn interrupt_batch(emu: &Emu, sig: Signal, dir: &std::path::Path) -> (Option<i32>, usize, String) {
@@ -592,5 +621,78 @@ fn batch_lines_take_every_parameter_of_the_library() {
     assert!(
         line.contains("--temperature: must be between 0 and 2, got 3"),
         "{line}"
+    );
+}
+
+#[test]
+fn a_line_answered_with_tool_calls_keeps_them() {
+    let emu = Emu::start(Emulator::builder());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    let tools = json!([{"type": "function", "function": {"name": "weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    // The emulator's model calls a tool its prompt names, and otherwise echoes.
+    let lines = [
+        json!({"id": "call", "prompt": "weather Lima", "tools": tools}),
+        json!({"id": "plain", "prompt": "hello there", "tools": tools}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    fs::write(&input, &text).unwrap();
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output),
+        None,
+    );
+    out.ok();
+    let body = emu.handle.last_request().expect("a request").body;
+    assert_eq!(body["tools"][0]["function"]["name"], "weather");
+
+    let check = |saved: &[Value], line: u64| {
+        assert_eq!(saved.len(), 2 + line as usize - 1, "{saved:?}");
+        let call = saved.iter().find(|l| l["id"] == "call").expect("call");
+        assert_eq!(call["line"], line);
+        assert!(call["error"].is_null(), "{call}");
+        assert_eq!(call["finish_reason"], "tool_calls", "{call}");
+        assert_eq!(call["content"], "", "{call}");
+        let calls = call["tool_calls"].as_array().expect("tool_calls");
+        assert_eq!(calls.len(), 1, "{call}");
+        assert_eq!(calls[0]["type"], "function");
+        assert_eq!(calls[0]["function"]["name"], "weather");
+        assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Lima\"}");
+        let id = calls[0]["id"].as_str().expect("a call id");
+        assert!(id.starts_with("call_"), "{id}");
+        // No call, no key.
+        let plain = saved.iter().find(|l| l["id"] == "plain").expect("plain");
+        assert_eq!(plain["content"], "hello there", "{plain}");
+        assert_eq!(plain["finish_reason"], "stop", "{plain}");
+        assert!(plain.get("tool_calls").is_none(), "{plain}");
+    };
+    check(&jsonl(&output), 1);
+
+    // A line inserted above: the saved answers move with their prompts,
+    // tool calls and all, and only the new line is asked.
+    fs::write(&input, format!("new line\n{text}")).unwrap();
+    emu.handle.reset_counters();
+    let out = run(
+        emu.command()
+            .arg("batch")
+            .arg(&input)
+            .arg("-o")
+            .arg(&output)
+            .arg("--resume"),
+        None,
+    );
+    out.ok();
+    assert_eq!(emu.handle.counters().chat_requests, 1);
+    let saved = jsonl(&output);
+    check(&saved, 2);
+    assert_eq!(
+        saved.iter().find(|l| l["id"] == 1).unwrap()["content"],
+        "new line"
     );
 }

@@ -134,8 +134,26 @@ impl TranscriptionOptions {
         self
     }
 
-    /// What is wrong with these options, as (field, message).
-    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+    /// Checks the options before anything is sent, as every transcription call
+    /// does: the temperature is between 0 and 1, timestamp granularities come
+    /// with [`TranscriptionFormat::VerboseJson`], and a language, when set, is
+    /// not blank. The error names the first field at fault (`temperature`,
+    /// `timestamp_granularities` or `language`) and what is wrong with it,
+    /// like [`ChatOptions::check`](crate::ChatOptions::check), so a caller can
+    /// report it under its own name for the field (a command-line flag, say).
+    ///
+    /// ```
+    /// use evolution_langchain::{TimestampGranularity, TranscriptionFormat, TranscriptionOptions};
+    ///
+    /// let options = TranscriptionOptions::new()
+    ///     .response_format(TranscriptionFormat::Srt)
+    ///     .timestamp_granularity(TimestampGranularity::Word);
+    /// let (field, message) = options.check().unwrap_err();
+    /// assert_eq!(field, "timestamp_granularities");
+    /// assert!(message.contains("verbose_json"));
+    /// assert!(TranscriptionOptions::new().temperature(0.5).check().is_ok());
+    /// ```
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
         if let Some(t) = self.temperature {
             if !(0.0..=1.0).contains(&t) {
                 return Err(("temperature", format!("must be between 0 and 1, got {t}")));
