@@ -22,12 +22,11 @@
 //! The fleet runs start a `redis-server` of their own on a free port.
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evolution_emulator::{Emulator, EmulatorHandle};
+use evolution_emulator::{Emulator, EmulatorHandle, RedisServer};
 
 /// The service's limit, per minute.
 const RPM: u32 = 600;
@@ -97,47 +96,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// A `redis-server` of the benchmark's own.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian: apt-get install redis-server)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Writes `count` prompts starting at `first` to `path`.
 fn write_prompts(path: &Path, first: usize, count: usize) {
     let mut file = std::fs::File::create(path).unwrap();
@@ -170,7 +128,7 @@ fn run(case: &Case, prompts: usize, runtime: &tokio::runtime::Runtime) -> Figure
                 .start(),
         )
         .expect("the emulator starts");
-    let redis = case.redis.then(Redis::start);
+    let redis = case.redis.then(RedisServer::start);
     let dir = tempfile::tempdir().unwrap();
     let share = prompts.div_ceil(case.processes);
     let started = Instant::now();
@@ -197,7 +155,7 @@ fn run(case: &Case, prompts: usize, runtime: &tokio::runtime::Runtime) -> Figure
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             if let Some(redis) = &redis {
-                command.args(["--redis-url", &redis.url]);
+                command.args(["--redis-url", &redis.url()]);
             }
             (command.spawn().expect("the evolution binary"), output)
         })

@@ -57,6 +57,9 @@
 //! - `/_emulator/*`: JSON control routes (counters, faults, revocation, request log,
 //!   rate-limit buckets) for an emulator running in another process.
 //!
+//! Beside it, for a fleet of clients sharing limits and a token through Redis,
+//! [`RedisServer`] starts a throwaway `redis-server` on a free loopback port.
+//!
 //! Faults ([`Fault`]) can be queued per route family ([`Target`]) to rehearse a client's
 //! error handling: error statuses, delays, garbage bodies, dropped connections and
 //! streams cut short, and a hostile server's tricks: redirects, bodies that stall or
@@ -78,6 +81,7 @@ mod hostile;
 mod iam;
 mod limiter;
 mod models;
+mod redis_server;
 mod reply;
 mod request_id;
 mod rerank;
@@ -96,6 +100,7 @@ pub use args::EmulatorArgs;
 pub use builder::EmulatorBuilder;
 pub use fault::{Fault, FaultSpec, ParseFaultError, Target};
 pub use handle::EmulatorHandle;
+pub use redis_server::RedisServer;
 pub use state::{Counters, RecordedRequest};
 
 /// The key id the emulator accepts unless told otherwise.

@@ -6,111 +6,56 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use evolution_emulator::{Emulator, EmulatorHandle, Fault, Target};
+use evolution_emulator::{Emulator, EmulatorHandle, Fault, RedisServer, Target};
 use evolution_langchain::{
     AuthError, ChatOptions, Error, EvolutionInference, EvolutionInferenceBuilder, TokenManager,
 };
 
-/// A `redis-server` of this test's own, stopped when dropped.
-struct RedisServer {
-    child: Child,
-    url: String,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server could not start ({e}): install it (Debian: apt-get install redis-server)")
-            });
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-            port,
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Every key and its value, read with a plain client.
-    async fn dump(&self) -> Vec<(String, Vec<u8>)> {
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*")
+/// Every key of `redis` and its value, read with a plain client.
+async fn dump(redis: &RedisServer) -> Vec<(String, Vec<u8>)> {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
             .query_async(&mut connection)
             .await
             .unwrap();
-        let mut all = Vec::new();
-        for key in keys {
-            let kind: String = redis::cmd("TYPE")
+        let value: Vec<u8> = if kind == "string" {
+            redis::cmd("GET")
                 .arg(&key)
                 .query_async(&mut connection)
                 .await
-                .unwrap();
-            let value: Vec<u8> = if kind == "string" {
-                redis::cmd("GET")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap()
-            } else {
-                Vec::new()
-            };
-            all.push((key, value));
-        }
-        all
+                .unwrap()
+        } else {
+            Vec::new()
+        };
+        all.push((key, value));
     }
+    all
 }
 
-impl RedisServer {
-    /// Waits (up to 5 s) until a process holds the lock of a token
-    /// exchange.
-    async fn wait_for_exchange_lock(&self) {
-        let started = Instant::now();
-        while !self
-            .dump()
-            .await
-            .iter()
-            .any(|(key, _)| key.starts_with("evolution:token:") && key.ends_with(":lock"))
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(5),
-                "nobody took the exchange lock"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
+/// Waits (up to 5 s) until a process holds the lock of a token exchange.
+async fn wait_for_exchange_lock(redis: &RedisServer) {
+    let started = Instant::now();
+    while !dump(redis)
+        .await
+        .iter()
+        .any(|(key, _)| key.starts_with("evolution:token:") && key.ends_with(":lock"))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "nobody took the exchange lock"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -132,7 +77,7 @@ fn member(emu: &EmulatorHandle, redis: &RedisServer) -> EvolutionInferenceBuilde
         .max_tokens(4)
         .max_concurrency(8)
         .requests_per_minute(600)
-        .redis_url(&redis.url)
+        .redis_url(redis.url())
 }
 
 fn prompts(n: usize, tag: &str) -> Vec<String> {
@@ -181,7 +126,7 @@ async fn four_members_stay_under_the_limit_together_with_one_iam_exchange() {
         .get_token()
         .await
         .unwrap();
-    let dump = redis.dump().await;
+    let dump = dump(&redis).await;
     assert!(
         dump.iter()
             .any(|(key, _)| key.starts_with("evolution:token:")),
@@ -241,7 +186,7 @@ async fn redis_dying_mid_batch_costs_one_warning_and_nothing_else() {
     let text = logs.text();
     let warnings = text.matches("Redis failed").count();
     assert_eq!(warnings, 1, "one warning: {text}");
-    assert!(!text.contains(&format!(":{}@", redis.port)));
+    assert!(!text.contains(&format!(":{}@", redis.port())));
     // Still paced by the local limiter after Redis went.
     assert!(emu.counters().rate_limited <= 2, "{:?}", emu.counters());
 }
@@ -261,7 +206,7 @@ fn a_bad_redis_url_is_a_configuration_error_that_shows_no_password() {
 /// A token manager of the fleet, with the emulator's credentials.
 fn fleet_manager(emu: &EmulatorHandle, redis: &RedisServer) -> TokenManager {
     common::manager_for(emu)
-        .redis_url(&redis.url)
+        .redis_url(redis.url())
         .build()
         .unwrap()
 }
@@ -274,12 +219,12 @@ async fn a_failed_exchange_frees_the_lock_for_a_waiting_member_at_once() {
     emu.inject(Target::Auth, Fault::Delay(Duration::from_millis(800)), 1);
     let refused = common::manager_for(&emu)
         .secret("not the secret")
-        .redis_url(&redis.url)
+        .redis_url(redis.url())
         .build()
         .unwrap();
     let waiting = fleet_manager(&emu, &redis);
     let holder = tokio::spawn(async move { refused.get_token().await });
-    redis.wait_for_exchange_lock().await;
+    wait_for_exchange_lock(&redis).await;
     // The holder is exchanging: this member waits, then takes the lock the
     // holder released on failing (it waited 15 s before).
     let token = tokio::time::timeout(Duration::from_secs(8), waiting.get_token())
@@ -316,7 +261,7 @@ async fn a_slow_iam_exchange_is_made_once_for_the_fleet() {
     let members: Vec<TokenManager> = (0..4).map(|_| fleet_manager(&emu, &redis)).collect();
     let first = members[0].clone();
     let holder = tokio::spawn(async move { first.get_token().await });
-    redis.wait_for_exchange_lock().await;
+    wait_for_exchange_lock(&redis).await;
     let waiters = futures::future::join_all(members[1..].iter().map(TokenManager::get_token));
     let tokens = tokio::time::timeout(Duration::from_secs(8), waiters)
         .await

@@ -340,8 +340,9 @@ mod tests {
     //! exchanges are stand-ins that count themselves.
 
     use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
     use std::sync::atomic::AtomicUsize;
+
+    use evolution_emulator::RedisServer;
 
     use super::*;
     use crate::error::{AuthError, Error};
@@ -350,79 +351,34 @@ mod tests {
     /// fixed lock made a waiter wait 15 s.
     const PATIENCE: Duration = Duration::from_secs(8);
 
-    /// A `redis-server` of the test's own, stopped when dropped.
-    struct Server {
-        child: Child,
-        url: String,
+    /// A plain connection, to look at keys or plant them as another
+    /// process would.
+    async fn connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
-    impl Server {
-        /// Starts one on a free port and waits until it listens.
-        fn start() -> Self {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("redis-server could not start ({e}): install it (Debian: apt-get install redis-server)")
-                });
-            let started = std::time::Instant::now();
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    started.elapsed() < Duration::from_secs(10),
-                    "redis-server did not listen"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Self {
-                child,
-                url: format!("redis://127.0.0.1:{port}"),
-            }
-        }
-
-        /// Kills the server: from now on Redis does not answer.
-        fn stop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-
-        /// A plain connection, to look at keys or plant them as another
-        /// process would.
-        async fn connection(&self) -> redis::aio::MultiplexedConnection {
-            redis::Client::open(self.url.as_str())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap()
-        }
-
-        /// Waits until `key` exists (some process took the lock).
-        async fn wait_for(&self, key: &str) {
-            let mut connection = self.connection().await;
-            let waited = tokio::time::timeout(PATIENCE, async {
-                loop {
-                    let exists: bool = redis::cmd("EXISTS")
-                        .arg(key)
-                        .query_async(&mut connection)
-                        .await
-                        .unwrap();
-                    if exists {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+    /// Waits until `key` exists (some process took the lock).
+    async fn wait_for(server: &RedisServer, key: &str) {
+        let mut connection = connection(server).await;
+        let waited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await
+                    .unwrap();
+                if exists {
+                    return;
                 }
-            })
-            .await;
-            waited.unwrap_or_else(|_| panic!("{key} never appeared"));
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.stop();
-        }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| panic!("{key} never appeared"));
     }
 
     /// A loopback port nothing listens on (just freed).
@@ -482,12 +438,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_lock_lasts_as_long_as_the_longest_exchange() {
-        let server = Server::start();
-        let fleet = process(&server.url, Duration::from_secs(60));
+        let server = RedisServer::start();
+        let fleet = process(&server.url(), Duration::from_secs(60));
         let iam = Iam::default();
         let looked = async {
-            server.wait_for(&fleet.lock_key).await;
-            let mut connection = server.connection().await;
+            wait_for(&server, &fleet.lock_key).await;
+            let mut connection = connection(&server).await;
             let left: i64 = redis::cmd("PTTL")
                 .arg(&fleet.lock_key)
                 .query_async(&mut connection)
@@ -504,7 +460,7 @@ mod tests {
         assert!(left > 60_000, "the lock lives {left} ms");
         assert!(left <= 62_000, "the lock lives {left} ms");
         // Released once the token is stored.
-        let mut connection = server.connection().await;
+        let mut connection = connection(&server).await;
         let exists: bool = redis::cmd("EXISTS")
             .arg(&fleet.lock_key)
             .query_async(&mut connection)
@@ -518,19 +474,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_exchange_keeps_the_lock_and_is_made_once_for_the_fleet() {
-        let server = Server::start();
+        let server = RedisServer::start();
         // Exchanges may take 3 s: the lock lasts 5 s. This one takes 2.5 s,
         // longer than the Redis commands alone would have kept the lock.
         let longest = Duration::from_secs(3);
         let (a, b, c) = (
-            process(&server.url, longest),
-            process(&server.url, longest),
-            process(&server.url, longest),
+            process(&server.url(), longest),
+            process(&server.url(), longest),
+            process(&server.url(), longest),
         );
         let iam = Iam::default();
         let first = a.fetch(|| iam.exchange(Duration::from_millis(2500), Some("slow")));
         let others = async {
-            server.wait_for(&a.lock_key).await;
+            wait_for(&server, &a.lock_key).await;
             tokio::join!(
                 b.fetch(|| iam.exchange(Duration::ZERO, Some("second"))),
                 c.fetch(|| iam.exchange(Duration::ZERO, Some("third"))),
@@ -548,14 +504,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_exchanges_as_soon_as_a_failed_holder_releases_the_lock() {
-        let server = Server::start();
+        let server = RedisServer::start();
         // Exchanges may take a minute: a waiter would wait for minutes.
         let longest = Duration::from_secs(60);
-        let (a, b) = (process(&server.url, longest), process(&server.url, longest));
+        let (a, b) = (
+            process(&server.url(), longest),
+            process(&server.url(), longest),
+        );
         let iam = Iam::default();
         let failing = a.fetch(|| iam.exchange(Duration::from_millis(300), None));
         let waiting = async {
-            server.wait_for(&a.lock_key).await;
+            wait_for(&server, &a.lock_key).await;
             b.fetch(|| iam.exchange(Duration::ZERO, Some("b"))).await
         };
         let (failed, waited) =
@@ -572,7 +531,7 @@ mod tests {
         assert_eq!(secret(waited), "b");
         assert_eq!(iam.count(), 2, "the holder's exchange, then the waiter's");
         // The waiter's token is the fleet's now.
-        let c = process(&server.url, longest);
+        let c = process(&server.url(), longest);
         let outcome = c.fetch(|| iam.exchange(Duration::ZERO, Some("c"))).await;
         assert_eq!(secret(outcome), "b");
         assert_eq!(iam.count(), 2);
@@ -580,10 +539,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_takes_over_the_lock_of_a_holder_that_died() {
-        let server = Server::start();
-        let waiter = process(&server.url, Duration::from_secs(60));
+        let server = RedisServer::start();
+        let waiter = process(&server.url(), Duration::from_secs(60));
         // A holder that died a moment ago: its lock expires by itself.
-        let mut connection = server.connection().await;
+        let mut connection = connection(&server).await;
         redis::cmd("SET")
             .arg(&waiter.lock_key)
             .arg("a process that died")
@@ -612,10 +571,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiter_stops_waiting_when_redis_goes() {
-        let mut server = Server::start();
-        let waiter = process(&server.url, Duration::from_secs(60));
+        let mut server = RedisServer::start();
+        let waiter = process(&server.url(), Duration::from_secs(60));
         // A holder that is alive and will keep the lock for a minute.
-        let mut connection = server.connection().await;
+        let mut connection = connection(&server).await;
         redis::cmd("SET")
             .arg(&waiter.lock_key)
             .arg("a slow process")
@@ -639,8 +598,8 @@ mod tests {
 
     #[tokio::test]
     async fn redis_not_answering_is_told_from_no_token() {
-        let server = Server::start();
-        let fleet = process(&server.url, Duration::from_secs(10));
+        let server = RedisServer::start();
+        let fleet = process(&server.url(), Duration::from_secs(10));
         assert!(matches!(fleet.load().await, Stored::Absent));
         let token = IssuedToken::new(AccessToken::new("stored"), Duration::from_secs(3600));
         fleet.save(&token).await;
