@@ -155,8 +155,10 @@ struct Survey {
 /// channel's worth read ahead) in memory. Besides those, a batch keeps 16
 /// bytes per explicit id while it looks for duplicates (line-numbered
 /// prompts need nothing), then only the duplicates; a bit per line for the
-/// lines already answered; and with `--resume`, while it reconciles the
-/// output, eight bytes per line (twelve when answers move). The
+/// lines already answered; and with `--resume`, eight bytes per line for
+/// the whole run (twelve while it reconciles the output when answers
+/// move), to check that a line it skips still asks what its answer
+/// answers. The
 /// output is read as a stream too. Standard input is first copied to an
 /// unnamed temporary file, so it can be read again like a file.
 pub async fn run(
@@ -189,7 +191,6 @@ pub async fn run(
         (Some(path), true) => reconcile(path, &survey.asked)?,
         _ => Resumed::default(),
     };
-    drop(survey.asked);
     if resumed.moved > 0 || resumed.stale > 0 {
         eprintln!(
             "evolution: resume: {} saved answers kept ({} moved with their prompt to its new \
@@ -210,7 +211,10 @@ pub async fn run(
         input,
         defaults,
         survey.duplicates,
-        resumed.done,
+        Answered {
+            lines: resumed.done,
+            asked: survey.asked,
+        },
         2 * usize::from(args.concurrency),
     );
     let runnable = survey.runnable.saturating_sub(resumed.kept);
@@ -420,16 +424,26 @@ enum Item {
     Bad(BadLine),
 }
 
+/// The lines a resumed batch has answers for, and what each line asked
+/// when those answers were matched to it.
+struct Answered {
+    lines: LineSet,
+    asked: Asked,
+}
+
 /// The lines still to run and the bad lines, in input order, read lazily on
 /// a thread of their own: at most `ahead` of them wait in the channel; the
-/// thread stops when the input ends or the batch stops listening. Lines in
-/// `done` already have their answer.
+/// thread stops when the input ends or the batch stops listening. Lines
+/// `answered` are skipped while they still ask what they asked when their
+/// answers were matched to them; one that asks something else now (the
+/// input was changed in place while the batch ran) is an error that ends
+/// the batch, so no answer is left beside another prompt.
 fn read_items(
     path: PathBuf,
     mut input: File,
     defaults: Defaults,
     duplicates: Duplicates,
-    done: LineSet,
+    answered: Answered,
     ahead: usize,
 ) -> impl futures::Stream<Item = Result<Item, CliError>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(ahead.max(1));
@@ -437,7 +451,17 @@ fn read_items(
         let mut scanner = Scanner::new(&defaults, duplicates);
         let scanned = scan(&path, &mut input, &mut scanner, |item| {
             let item = match item {
-                Ok(job) if done.contains(job.line) => return ControlFlow::Continue(()),
+                Ok(job) if answered.lines.contains(job.line) => {
+                    if job.fingerprint == answered.asked.fingerprint(job.line) {
+                        return ControlFlow::Continue(());
+                    }
+                    let _ = sender.blocking_send(Err(CliError::usage(format!(
+                        "line {} of {} changed while the batch ran: run it again with --resume",
+                        job.line,
+                        path.display()
+                    ))));
+                    return ControlFlow::Break(());
+                }
                 Ok(job) => Item::Job(job),
                 Err(bad) => Item::Bad(bad),
             };

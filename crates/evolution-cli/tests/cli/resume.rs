@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
+use std::thread;
+use std::time::Duration;
 
-use evolution_emulator::Emulator;
+use evolution_emulator::{Emulator, Fault, Target};
 use serde_json::{json, Value};
 
 use crate::common::{jsonl, run, Emu, Run};
@@ -278,4 +280,60 @@ fn numbered_lines_and_explicit_ids_never_collide() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_line_changed_while_the_batch_runs_is_refused_not_skipped() {
+    // Lines long enough that line 150 is far past what the reader buffers
+    // when the batch starts.
+    let line = |i: usize| format!("prompt number {i} {}", "x".repeat(200));
+    let text = |edited: Option<usize>| -> String {
+        (1..=200)
+            .map(|i| match edited {
+                Some(e) if e == i => format!("an edited prompt {}\n", "y".repeat(200)),
+                _ => line(i) + "\n",
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), &text(None));
+    // The first run: the first hundred requests are refused, so the lines
+    // at the top are left to resume and line 150 has its answer.
+    let quick = Emu::start(Emulator::builder());
+    quick.handle.inject(Target::Chat, Fault::Status(400), 100);
+    assert_eq!(batch(&quick, dir.path(), false, &[]).code, Some(1));
+    let answered_150 = jsonl(&dir.path().join("out.jsonl"))
+        .into_iter()
+        .any(|l| l["line"] == 150 && l["error"].is_null());
+    assert!(answered_150, "line 150 was answered by the first run");
+
+    // The resumed run answers slowly; meanwhile line 150 is edited in place.
+    let slow = Emu::start(Emulator::builder().latency(Duration::from_millis(50)));
+    let editor = {
+        let (path, edited) = (dir.path().join("in.txt"), text(Some(150)));
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(300));
+            fs::write(path, edited).unwrap();
+        })
+    };
+    let resumed = batch(&slow, dir.path(), true, &[]);
+    editor.join().unwrap();
+    assert_eq!(resumed.code, Some(2), "{resumed:?}");
+    assert!(
+        resumed.stderr.contains("line 150 of")
+            && resumed.stderr.contains("changed while the batch ran"),
+        "{}",
+        resumed.stderr
+    );
+
+    // Resumed once more, the edited line is asked and every answer sits
+    // with its own prompt.
+    let again = batch(&slow, dir.path(), true, &[]);
+    assert_eq!(again.code, Some(0), "{again:?}");
+    let lines = assert_each_answer_with_its_prompt(dir.path());
+    assert!(lines.iter().any(|l| l["line"] == 150
+        && l["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("an edited prompt")));
 }
